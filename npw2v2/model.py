@@ -1,0 +1,286 @@
+"""wav2vec 2.0 as pure functions over a nested parameter dict.
+
+Shapes, everywhere in npw2v2:
+    B batch, S samples, T frames, C conv channels, D hidden size, H heads,
+    F feed-forward size, V vocabulary, K kernel.
+
+The path of a batch of waveforms, and where its padding mask acts:
+
+    input_values [B, S] ---- sample lengths (from attention_mask) ----.
+      feature_encoder: 7 strided convs, T = floor((L - K) / stride) + 1 |  lengths per conv layer;
+        -> [B, T, C]                                                  |  group norm uses the valid
+      feature_projection: LayerNorm(C), Linear(C -> D)                |  frames of layer 0 only
+        -> extract_features [B, T, C], hidden [B, T, D]               |
+      zero the padded frames                                          <- frame mask [B, T]
+      positional conv (+ LayerNorm for post-LN), transformer layers   <- padded keys masked
+        -> last_hidden_state [B, T, D]
+      lm_head (CTC) -> logits [B, T, V]
+
+``params`` mirrors the Hugging Face state dict: ``params["encoder"]["layers"][3]["attention"]``
+holds what ``encoder.layers.3.attention.*`` names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import asnumpy, get_xp
+from .config import Config
+from .layers import activation, attention, conv1d, group_norm, layer_norm, linear
+
+# ---------------------------------------------------------------------------
+# Lengths and masks
+
+
+def conv_lengths(sample_lengths, cfg: Config) -> list:
+    """Valid length after each conv layer: L -> floor((L - K) / stride) + 1, no padding.
+
+    sample_lengths: [B] ints -> a list of [B] int arrays, one per conv layer.
+    16000 samples give 3199, 1599, 799, 399, 199, 99, 49 with the standard encoder.
+    Mirrors Wav2Vec2Model._get_feat_extract_output_lengths (one step per layer).
+    """
+    lengths, per_layer = np.asarray(sample_lengths, dtype=np.int64), []
+    for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+        lengths = (lengths - k) // s + 1
+        per_layer.append(lengths)
+    return per_layer
+
+
+def frame_lengths(sample_lengths, cfg: Config):
+    """Number of frames the feature encoder makes from each input. [B] -> [B]."""
+    return conv_lengths(sample_lengths, cfg)[-1]
+
+
+def length_mask(lengths, size: int, xp=np):
+    """[B] lengths -> [B, size] bool, True for the first ``length`` positions (right padding)."""
+    return xp.arange(size)[None, :] < xp.asarray(lengths)[:, None]
+
+
+def sample_lengths_from_mask(attention_mask, num_samples: int):
+    """Lengths of a right-padded [B, S] mask (bool or 0/1); a mask with holes is refused."""
+    mask = np.asarray(attention_mask).astype(bool)
+    if mask.ndim != 2:
+        raise ValueError(f"attention_mask must be [B, S], got shape {mask.shape}")
+    if mask.shape[1] != num_samples:
+        raise ValueError(f"attention_mask has {mask.shape[1]} samples, input_values has {num_samples}")
+    lengths = mask.sum(axis=1)
+    if not np.array_equal(mask, length_mask(lengths, num_samples)):
+        raise ValueError("attention_mask must be right-padded: ones, then zeros, in every row")
+    return lengths
+
+
+def check_long_enough(sample_lengths, cfg: Config):
+    """Refuse inputs too short to make a single frame (fewer than 400 samples, 25 ms at 16 kHz)."""
+    short = [(i, int(n)) for i, n in enumerate(sample_lengths) if n < cfg.receptive_field]
+    if short:
+        items = ", ".join(f"item {i} has {n}" for i, n in short)
+        raise ValueError(
+            f"input too short: the model needs at least {cfg.receptive_field} samples "
+            f"for one frame, but {items}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Feature encoder and projection
+
+
+def feature_encoder(input_values, p, cfg: Config, layer_lengths=None):
+    """The convolutional feature encoder: waveform to one C-vector every 20 ms.
+
+    input_values: [B, S] -> [B, T, C]. ``p`` is params["feature_extractor"].
+    Each layer is conv -> norm -> activation. "group" models normalise only layer 0,
+    each channel over time; with ``layer_lengths`` (from ``conv_lengths``) the time
+    statistics use valid frames only, else the padding counts too, as in transformers.
+    "layer" models normalise every layer's frames over channels (eps 1e-5).
+    Mirrors Wav2Vec2FeatureEncoder with its GroupNorm/LayerNorm/NoLayerNorm conv layers.
+    """
+    act = activation(cfg.feat_extract_activation)
+    x = input_values[:, :, None]  # [B, S, 1]
+    for i, (layer, stride) in enumerate(zip(p["conv_layers"], cfg.conv_stride)):
+        x = conv1d(x, **layer["conv"], stride=stride)  # [B, T_i, C]
+        if cfg.feat_extract_norm == "layer":
+            x = layer_norm(x, **layer["layer_norm"], eps=1e-5)
+        elif i == 0:
+            valid = None if layer_lengths is None else length_mask(layer_lengths[0], x.shape[1], get_xp(x))
+            x = group_norm(x, **layer["layer_norm"], valid=valid, eps=1e-5)
+        x = act(x)
+    return x
+
+
+def feature_projection(features, p, cfg: Config):
+    """LayerNorm over the C channels, then a linear map C -> D, frame by frame.
+
+    features: [B, T, C] -> (hidden [B, T, D], extract_features [B, T, C]).
+    Mirrors Wav2Vec2FeatureProjection.
+    """
+    normed = layer_norm(features, **p["layer_norm"], eps=cfg.layer_norm_eps)
+    return linear(normed, **p["projection"]), normed
+
+
+# ---------------------------------------------------------------------------
+# Transformer encoder
+
+
+def fold_weight_norm(weight_g, weight_v):
+    """Weight norm over dims (0, 1), as the positional conv uses it: ``g * v / ||v||``.
+
+    weight_g: [1, 1, K], weight_v: [D, D / groups, K] -> weight [D, D / groups, K].
+    """
+    xp = get_xp(weight_v)
+    norm = xp.sqrt((weight_v * weight_v).sum(axis=(0, 1), keepdims=True))
+    return (weight_g * weight_v / norm).astype(weight_v.dtype)
+
+
+def positional_embedding(x, p, cfg: Config):
+    """Relative position information from a wide grouped convolution over time.
+
+    x: [B, T, D] -> [B, T, D] (to be added to x). ``p`` is pos_conv_embed["conv"], with a
+    plain ``weight`` or weight norm's ``weight_g``/``weight_v``. Zero padding of K // 2
+    on both sides gives T + 1 frames for even K, so the last is dropped.
+    Mirrors Wav2Vec2PositionalConvEmbedding with Wav2Vec2SamePadLayer.
+    """
+    k = cfg.num_conv_pos_embeddings
+    weight = p["weight"] if "weight" in p else fold_weight_norm(p["weight_g"], p["weight_v"])
+    y = conv1d(x, weight, p["bias"], padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
+    if k % 2 == 0:
+        y = y[:, :-1]
+    return activation(cfg.feat_extract_activation)(y)
+
+
+def feed_forward(x, p, cfg: Config):
+    """Two linear layers with the activation between. [B, T, D] -> [B, T, F] -> [B, T, D].
+
+    Mirrors Wav2Vec2FeedForward.
+    """
+    h = activation(cfg.hidden_act)(linear(x, **p["intermediate_dense"]))  # [B, T, F]
+    return linear(h, **p["output_dense"])
+
+
+def encoder_layer(x, valid, p, cfg: Config):
+    """One transformer block; pre-LN when cfg.do_stable_layer_norm, else post-LN.
+
+    x: [B, T, D], valid: [B, T] bool or None -> [B, T, D].
+    Mirrors Wav2Vec2EncoderLayer / Wav2Vec2EncoderLayerStableLayerNorm.
+    """
+    def norm(h, name):
+        return layer_norm(h, **p[name], eps=cfg.layer_norm_eps)
+
+    def attend(h):
+        return attention(h, valid, p["attention"], heads=cfg.num_attention_heads)
+
+    if cfg.do_stable_layer_norm:
+        x = x + attend(norm(x, "layer_norm"))
+        return x + feed_forward(norm(x, "final_layer_norm"), p["feed_forward"], cfg)
+    x = norm(x + attend(x), "layer_norm")
+    return norm(x + feed_forward(x, p["feed_forward"], cfg), "final_layer_norm")
+
+
+def encoder(x, valid, p, cfg: Config):
+    """Positional conv, then the transformer layers.
+
+    x: [B, T, D], valid: [B, T] bool or None -> (last_hidden_state [B, T, D], hidden_states).
+    ``hidden_states`` is a list of L + 1 arrays [B, T, D]: the input of each layer, then
+    the output of the last one, as transformers 5 returns them. Post-LN: LN(x + pos) feeds
+    layer 1. Pre-LN: x + pos feeds layer 1 and a final LN follows the last layer;
+    ``hidden_states[-1]`` is before that LN, ``last_hidden_state`` after (transformers 4
+    repeated the latter as the last entry; see golden/README.md).
+    Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
+    """
+    def norm(h):
+        return layer_norm(h, **p["layer_norm"], eps=cfg.layer_norm_eps)
+
+    if valid is not None:
+        # The positional conv must see zeros where there is no audio, as a lone input does.
+        x = x * valid[:, :, None]
+    x = x + positional_embedding(x, p["pos_conv_embed"]["conv"], cfg)
+    if not cfg.do_stable_layer_norm:
+        x = norm(x)
+    states = [x]
+    for layer in p["layers"]:
+        states.append(encoder_layer(states[-1], valid, layer, cfg))
+    last = norm(states[-1]) if cfg.do_stable_layer_norm else states[-1]
+    return last, states
+
+
+# ---------------------------------------------------------------------------
+# The whole model
+
+
+@dataclass
+class Output:
+    """What a forward pass returns; frames past ``frame_lengths`` are padding."""
+
+    extract_features: object  # [B, T, C], the LayerNorm'd conv features
+    last_hidden_state: object  # [B, T, D]
+    frame_lengths: np.ndarray  # [B] valid frames per item
+    frame_mask: object  # [B, T] bool, True for valid frames
+    hidden_states: tuple | None = None  # L + 1 arrays of [B, T, D], when asked
+    logits: object | None = None  # [B, T, V], when the model has a CTC head
+
+
+def forward(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False,
+            norm_over_padding=False) -> Output:
+    """The full forward pass. Mirrors Wav2Vec2Model, and Wav2Vec2ForCTC when params has ``lm_head``.
+
+    input_values: [B, S] float32; attention_mask: [B, S] bool or 0/1, right-padded, or None.
+    With a mask, each utterance gets the result it gets alone (group norm statistics over
+    its valid samples). ``norm_over_padding=True`` lets group norm see the padding, which
+    reproduces transformers' padded-batch numbers exactly. Without a mask every sample counts.
+    """
+    xp = get_xp(input_values)
+    x = xp.asarray(input_values, dtype=xp.float32)
+    if x.ndim != 2:
+        raise ValueError(f"input_values must be [B, S], got shape {x.shape}")
+    num_samples = x.shape[1]
+    if attention_mask is None:
+        lengths = np.full(x.shape[0], num_samples)
+    else:
+        lengths = sample_lengths_from_mask(asnumpy(attention_mask), num_samples)
+    check_long_enough(lengths, cfg)
+
+    per_layer = conv_lengths(lengths, cfg)
+    use_valid_stats = attention_mask is not None and not norm_over_padding
+    features = feature_encoder(x, params["feature_extractor"], cfg, per_layer if use_valid_stats else None)
+    hidden, extract_features = feature_projection(features, params["feature_projection"], cfg)
+    frame_mask = length_mask(per_layer[-1], features.shape[1], xp)  # [B, T]
+    valid = None if attention_mask is None else frame_mask
+    last, states = encoder(hidden, valid, params["encoder"], cfg)
+    logits = linear(last, **params["lm_head"]) if "lm_head" in params else None  # [B, T, V]
+    return Output(
+        extract_features=extract_features,
+        last_hidden_state=last,
+        frame_lengths=per_layer[-1],
+        frame_mask=frame_mask,
+        hidden_states=tuple(states) if output_hidden_states else None,
+        logits=logits,
+    )
+
+
+class Wav2Vec2:
+    """A loaded model: parameters plus config, called like a transformers model.
+
+    >>> out = model(input_values, attention_mask=mask)   # doctest: +SKIP
+    >>> out.last_hidden_state.shape                       # [B, T, D]
+    """
+
+    def __init__(self, params, config: Config, vocab=None, metadata=None):
+        self.params = params
+        self.config = config
+        self.vocab = vocab
+        self.metadata = metadata or {}
+
+    def __call__(self, input_values, attention_mask=None, output_hidden_states=False,
+                 norm_over_padding=False) -> Output:
+        return forward(self.params, self.config, input_values, attention_mask,
+                       output_hidden_states, norm_over_padding)
+
+    @property
+    def has_ctc_head(self) -> bool:
+        return "lm_head" in self.params
+
+    def __repr__(self):
+        c = self.config
+        head = "CTC head" if self.has_ctc_head else "no head"
+        return (f"Wav2Vec2({c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
+                f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")

@@ -1,0 +1,233 @@
+"""Parameters: from a .safetensors file or a Hugging Face folder to a checked, nested dict.
+
+Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
+with or without the ``wav2vec2.`` prefix of the task models. The positional conv's weight
+norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
+``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
+folded once, at load time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .backend import to_device
+from .config import Config
+from .model import Wav2Vec2, fold_weight_norm
+
+# Tensors a checkpoint may carry that inference does not use: the training-time mask
+# embedding and the pretraining quantizer and projections.
+UNUSED_PREFIXES = ("masked_spec_embed", "quantizer.", "project_q.", "project_hid.")
+
+WEIGHT_NORM_SPELLINGS = {
+    "parametrizations.weight.original0": "weight_g",
+    "parametrizations.weight.original1": "weight_v",
+}
+
+
+class CheckpointError(ValueError):
+    """A model file or folder that cannot be loaded; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------
+# What a model of a given config holds
+
+
+def expected_shapes(cfg: Config, ctc_head: bool) -> dict[str, tuple[int, ...]]:
+    """Every tensor name a model of this config needs, with its shape."""
+    shapes = {}
+
+    def add(prefix, **named_shapes):
+        for name, shape in named_shapes.items():
+            shapes[f"{prefix}.{name}"] = shape
+
+    channels_in = 1
+    for i, (c, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
+        layer = f"feature_extractor.conv_layers.{i}"
+        add(f"{layer}.conv", weight=(c, channels_in, k))
+        if cfg.conv_bias:
+            add(f"{layer}.conv", bias=(c,))
+        if cfg.feat_extract_norm == "layer" or i == 0:
+            add(f"{layer}.layer_norm", weight=(c,), bias=(c,))
+        channels_in = c
+
+    c, d, f = cfg.conv_dim[-1], cfg.hidden_size, cfg.intermediate_size
+    add("feature_projection.layer_norm", weight=(c,), bias=(c,))
+    add("feature_projection.projection", weight=(d, c), bias=(d,))
+    pos_in = d // cfg.num_conv_pos_embedding_groups
+    add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
+    add("encoder.layer_norm", weight=(d,), bias=(d,))
+    for i in range(cfg.num_hidden_layers):
+        layer = f"encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            add(f"{layer}.attention.{proj}", weight=(d, d), bias=(d,))
+        add(f"{layer}.layer_norm", weight=(d,), bias=(d,))
+        add(f"{layer}.feed_forward.intermediate_dense", weight=(f, d), bias=(f,))
+        add(f"{layer}.feed_forward.output_dense", weight=(d, f), bias=(d,))
+        add(f"{layer}.final_layer_norm", weight=(d,), bias=(d,))
+    if ctc_head:
+        add("lm_head", weight=(cfg.vocab_size, d), bias=(cfg.vocab_size,))
+    return shapes
+
+
+def random_weights(cfg: Config, seed: int = 0, ctc_head: bool | None = None) -> dict[str, np.ndarray]:
+    """Reproducible random float32 weights with Hugging Face names, for tests and benchmarks.
+
+    Drawn in sorted name order from ``numpy.random.RandomState(seed)``, whose stream NumPy
+    keeps frozen, so the same seed gives the same model on every machine and release.
+    Matrices get std 1/sqrt(fan_in), norm scales 1 + N(0, 0.1), biases N(0, 0.1): activations
+    stay of order one through any depth.
+    """
+    rng = np.random.RandomState(seed)
+    ctc_head = cfg.has_ctc_head if ctc_head is None else ctc_head
+    weights = {}
+    for name, shape in sorted(expected_shapes(cfg, ctc_head).items()):
+        noise = rng.standard_normal(shape)
+        if len(shape) > 1:
+            value = noise / np.sqrt(np.prod(shape[1:]))
+        elif name.endswith("layer_norm.weight"):
+            value = 1.0 + 0.1 * noise
+        else:
+            value = 0.1 * noise
+        weights[name] = value.astype(np.float32)
+    return weights
+
+
+# ---------------------------------------------------------------------------
+# From a flat dict of tensors to a model
+
+
+def canonical_names(tensors: dict) -> dict:
+    """Strip the ``wav2vec2.`` prefix, fold weight norm, and set aside unused tensors.
+
+    Returns a new dict; unused tensors (see UNUSED_PREFIXES) are dropped.
+    """
+    renamed = {}
+    for name, value in tensors.items():
+        name = name.removeprefix("wav2vec2.")
+        for spelling, short in WEIGHT_NORM_SPELLINGS.items():
+            name = name.replace(spelling, short)
+        if not name.startswith(UNUSED_PREFIXES):
+            renamed[name] = value
+    conv = "encoder.pos_conv_embed.conv."
+    if conv + "weight_g" in renamed and conv + "weight_v" in renamed:
+        renamed[conv + "weight"] = fold_weight_norm(renamed.pop(conv + "weight_g"), renamed.pop(conv + "weight_v"))
+    return renamed
+
+
+def check_tensors(tensors: dict, cfg: Config, source: str) -> None:
+    """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
+    expected = expected_shapes(cfg, ctc_head=cfg.has_ctc_head or "lm_head.weight" in tensors)
+    problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in tensors]
+    problems += [f"unexpected: {n}" for n in tensors if n not in expected]
+    problems += [
+        f"wrong shape: {n} is {list(tensors[n].shape)}, the config says {list(s)}"
+        for n, s in expected.items() if n in tensors and tuple(tensors[n].shape) != tuple(s)
+    ]
+    if problems:
+        raise CheckpointError(f"{source}: the tensors do not match the config:\n  " + "\n  ".join(problems))
+
+
+def unflatten(flat: dict) -> dict:
+    """{"a.0.b": x} -> {"a": [{"b": x}]}: dotted names to nested dicts, numbered parts to lists."""
+    tree = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return _numbered_to_lists(tree)
+
+
+def _numbered_to_lists(node):
+    if not isinstance(node, dict):
+        return node
+    children = {k: _numbered_to_lists(v) for k, v in node.items()}
+    if children and all(k.isdigit() for k in children):
+        return [children[k] for k in sorted(children, key=int)]
+    return children
+
+
+def from_tensors(tensors: dict, cfg: Config, source: str = "tensors", vocab=None, metadata=None,
+                 dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
+    """A model from a flat dict of Hugging Face-named tensors, checked against the config."""
+    flat = canonical_names(tensors)
+    check_tensors(flat, cfg, source)
+    flat = {n: to_device(np.asarray(v, dtype=dtype), device) for n, v in flat.items()}
+    return Wav2Vec2(unflatten(flat), cfg, vocab=vocab, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+def read_safetensors(path: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a .safetensors file, as NumPy arrays and a str -> str dict."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
+
+
+def _json_file(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
+    """A Hugging Face model folder: config.json with model.safetensors or sharded safetensors."""
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: no config.json in this folder")
+    cfg = Config.from_dict(_json_file(folder / "config.json"))
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        tensors, metadata = read_safetensors(folder / "model.safetensors")
+    elif index.is_file():
+        tensors, metadata = {}, {}
+        for shard in sorted(set(_json_file(index).get("weight_map", {}).values())):
+            tensors.update(read_safetensors(folder / shard)[0])
+    else:
+        raise CheckpointError(
+            f"{folder}: no model.safetensors; convert PyTorch or fairseq checkpoints with npw2v2-convert"
+        )
+    vocab = _json_file(folder / "vocab.json") if (folder / "vocab.json").is_file() else None
+    return tensors, cfg, vocab, metadata
+
+
+def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
+    """A single .safetensors file whose metadata holds the config (as npw2v2-convert writes it)."""
+    tensors, metadata = read_safetensors(path)
+    if "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: no config in the file's metadata; load its folder (with config.json) instead, "
+            "or convert it with npw2v2-convert"
+        )
+    try:
+        cfg = Config.from_dict(json.loads(metadata["config"]))
+        vocab = json.loads(metadata["vocab"]) if "vocab" in metadata else None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config or vocab in the metadata ({e})") from None
+    return tensors, cfg, vocab, metadata
+
+
+def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
+    """Load a model from a .safetensors file or a Hugging Face model folder.
+
+    Raises CheckpointError naming the path and every problem found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        tensors, cfg, vocab, metadata = _read_folder(path)
+    elif path.is_file():
+        tensors, cfg, vocab, metadata = _read_file(path)
+    else:
+        raise CheckpointError(f"{path}: no such file or folder")
+    return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device)
