@@ -1,0 +1,349 @@
+"""Each layer against a naive reference written out here: plain loops or a closed form.
+
+The references never call the function under test (nor a vectorised copy of it); they
+accumulate in float64 Python floats, so a float32 result within ~1e-5 is a match.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import npw2v2
+from npw2v2 import layers, model
+from npw2v2.weights import unflatten
+
+RTOL = ATOL = 1e-5
+
+
+def close(actual, expected, rtol=RTOL, atol=ATOL):
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def randn(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Naive references
+
+
+def naive_linear(x, weight, bias):
+    """[N, in] -> [N, out], one dot product per row and output."""
+    n, d_in = x.shape
+    out = np.zeros((n, weight.shape[0]))
+    for i in range(n):
+        for o in range(weight.shape[0]):
+            s = float(bias[o]) if bias is not None else 0.0
+            for j in range(d_in):
+                s += float(x[i, j]) * float(weight[o, j])
+            out[i, o] = s
+    return out
+
+
+def naive_conv1d(x, weight, bias, stride, padding, groups):
+    """Channels-last cross-correlation: [B, L, C_in] with [C_out, C_in/G, K] -> [B, T, C_out]."""
+    batch, length, c_in = x.shape
+    c_out, c_in_g, k = weight.shape
+    c_out_g = c_out // groups
+    padded = np.zeros((batch, length + 2 * padding, c_in))
+    padded[:, padding:padding + length] = x
+    frames = (length + 2 * padding - k) // stride + 1
+    out = np.zeros((batch, frames, c_out))
+    for b in range(batch):
+        for t in range(frames):
+            for o in range(c_out):
+                g = o // c_out_g
+                s = float(bias[o]) if bias is not None else 0.0
+                for ci in range(c_in_g):
+                    for j in range(k):
+                        s += padded[b, t * stride + j, g * c_in_g + ci] * float(weight[o, ci, j])
+                out[b, t, o] = s
+    return out
+
+
+def naive_normalise(values, eps):
+    """(v - mean) / sqrt(population var + eps) for a 1-d sequence of numbers."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return [(v - mean) / math.sqrt(var + eps) for v in values]
+
+
+def naive_gelu(x):
+    """Exact GELU, elementwise, with math.erf."""
+    flat = [0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in np.asarray(x, np.float64).ravel()]
+    return np.array(flat).reshape(np.shape(x))
+
+
+def naive_attention(x, valid, p, heads):
+    """Per batch item, per head, per query: scaled dot products over the valid keys only."""
+    batch, frames, dim = x.shape
+    hd = dim // heads
+    out = np.zeros((batch, frames, dim))
+    for b in range(batch):
+        q, k, v = (naive_linear(x[b], p[n]["weight"], p[n]["bias"]) for n in ("q_proj", "k_proj", "v_proj"))
+        keys = [j for j in range(frames) if valid is None or valid[b, j]]
+        context = np.zeros((frames, dim))
+        for h in range(heads):
+            cols = slice(h * hd, (h + 1) * hd)
+            for i in range(frames):
+                scores = [float(q[i, cols] @ k[j, cols]) * hd**-0.5 for j in keys]
+                top = max(scores)
+                e = [math.exp(s - top) for s in scores]
+                weights = [w / sum(e) for w in e]
+                context[i, cols] = sum(w * v[j, cols] for w, j in zip(weights, keys))
+        out[b] = naive_linear(context, p["out_proj"]["weight"], p["out_proj"]["bias"])
+    return out
+
+
+def attention_params(rng, dim):
+    return {n: {"weight": randn(rng, dim, dim) / np.float32(math.sqrt(dim)), "bias": 0.1 * randn(rng, dim)}
+            for n in ("q_proj", "k_proj", "v_proj", "out_proj")}
+
+
+def lengths_mask(lengths, frames):
+    return np.array([[t < n for t in range(frames)] for n in lengths])
+
+
+# ---------------------------------------------------------------------------
+# linear, conv1d
+
+
+def test_linear_matches_loop():
+    """linear(x, w, b) = x @ w.T + b for every leading index, float32 kept."""
+    rng = np.random.RandomState(0)
+    x, w, b = randn(rng, 2, 3, 5), randn(rng, 4, 5), randn(rng, 4)
+    y = layers.linear(x, w, b)
+    assert y.shape == (2, 3, 4) and y.dtype == np.float32
+    close(y.reshape(6, 4), naive_linear(x.reshape(6, 5), w, b))
+    close(layers.linear(x, w), naive_linear(x.reshape(6, 5), w, None).reshape(2, 3, 4))
+
+
+CONV_CASES = [
+    # (L, C_in, C_out, K, stride, padding, groups)
+    pytest.param(57, 1, 4, 10, 5, 0, 1, id="wav2vec2-layer0-s5-k10"),
+    pytest.param(23, 3, 5, 3, 2, 0, 1, id="s2-k3"),
+    pytest.param(20, 4, 4, 2, 2, 0, 1, id="s2-k2-even"),
+    pytest.param(13, 8, 8, 4, 1, 2, 4, id="groups4-k4-even-pad2"),
+    pytest.param(13, 8, 8, 5, 1, 2, 4, id="groups4-k5-odd-pad2"),
+    pytest.param(16, 6, 4, 3, 3, 1, 2, id="groups2-s3-pad1"),
+    pytest.param(9, 2, 3, 1, 1, 0, 1, id="k1"),
+]
+
+
+@pytest.mark.parametrize("length, c_in, c_out, k, stride, padding, groups", CONV_CASES)
+def test_conv1d_matches_loop(length, c_in, c_out, k, stride, padding, groups):
+    """conv1d equals a naive quadruple loop; T = floor((L + 2p - K) / s) + 1."""
+    rng = np.random.RandomState(1)
+    x = randn(rng, 2, length, c_in)
+    w, b = randn(rng, c_out, c_in // groups, k), randn(rng, c_out)
+    y = layers.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
+    frames = (length + 2 * padding - k) // stride + 1
+    assert y.shape == (2, frames, c_out) and y.dtype == np.float32
+    close(y, naive_conv1d(x, w, b, stride, padding, groups))
+    close(layers.conv1d(x, w, None, stride=stride, padding=padding, groups=groups),
+          naive_conv1d(x, w, None, stride, padding, groups))
+
+
+# ---------------------------------------------------------------------------
+# Normalisation
+
+
+def test_layer_norm_matches_closed_form():
+    """Each last-axis vector is (v - mean) / sqrt(var + eps) * weight + bias."""
+    rng = np.random.RandomState(2)
+    x = 3.0 * randn(rng, 2, 3, 6) + 1.5
+    w, b = randn(rng, 6), randn(rng, 6)
+    for eps in (1e-5, 0.5):
+        y = layers.layer_norm(x, w, b, eps=eps)
+        assert y.dtype == np.float32
+        for i in np.ndindex(2, 3):
+            ref = [n * float(w[c]) + float(b[c]) for c, n in enumerate(naive_normalise(x[i], eps))]
+            close(y[i], ref)
+
+
+def naive_group_norm(x, w, b, lengths, eps):
+    """Per item, per channel, normalise over the first lengths[b] frames; NaN elsewhere."""
+    batch, frames, channels = x.shape
+    out = np.full(x.shape, np.nan)
+    for bi in range(batch):
+        n = lengths[bi]
+        for c in range(channels):
+            normed = naive_normalise(x[bi, :n, c], eps)
+            out[bi, :n, c] = [v * float(w[c]) + float(b[c]) for v in normed]
+    return out
+
+
+def test_group_norm_without_mask_uses_all_frames():
+    """valid=None: each channel of each item is normalised over the whole time axis."""
+    rng = np.random.RandomState(3)
+    x = 2.0 * randn(rng, 2, 7, 3) - 1.0
+    w, b = randn(rng, 3), randn(rng, 3)
+    y = layers.group_norm(x, w, b, eps=1e-5)
+    assert y.dtype == np.float32
+    close(y, naive_group_norm(x, w, b, [7, 7], 1e-5))
+
+
+def test_group_norm_with_mask_uses_valid_frames_only():
+    """With valid, the statistics come from the valid frames; padding never matters."""
+    rng = np.random.RandomState(4)
+    lengths = [9, 4]
+    x = 2.0 * randn(rng, 2, 9, 3) + 0.5
+    w, b = randn(rng, 3), randn(rng, 3)
+    valid = lengths_mask(lengths, 9)
+    y = layers.group_norm(x, w, b, valid=valid, eps=1e-5)
+    assert y.dtype == np.float32
+    ref = naive_group_norm(x, w, b, lengths, 1e-5)
+    close(y[valid], ref[valid])
+
+    changed = x.copy()
+    changed[~valid] = 100.0 * randn(rng, int((~valid).sum()), 3)
+    close(layers.group_norm(changed, w, b, valid=valid, eps=1e-5)[valid], y[valid], rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Activations, softmax
+
+
+def test_gelu_is_exact_erf_form():
+    """gelu = 0.5 x (1 + erf(x / sqrt 2)) elementwise, float32, and not the tanh approximation."""
+    x = np.linspace(-6, 6, 241, dtype=np.float32).reshape(1, 241)
+    y = layers.gelu(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    close(y, naive_gelu(x))
+    assert np.abs(y - layers.gelu_tanh(x)).max() > 1e-4
+
+
+def test_softmax_matches_exp_over_sum():
+    """softmax = exp(x) / sum exp(x) along the axis; rows sum to 1; float32 kept."""
+    rng = np.random.RandomState(5)
+    x = randn(rng, 3, 4, 6)
+    for axis in (-1, 1):
+        y = layers.softmax(x, axis=axis)
+        assert y.dtype == np.float32
+        e = np.exp(x.astype(np.float64))
+        close(y, e / e.sum(axis=axis, keepdims=True))
+        close(y.sum(axis=axis), np.ones(y.sum(axis=axis).shape))
+
+
+def test_softmax_is_stable_for_large_inputs():
+    """Inputs near 1000 (exp overflows) give finite values: the softmax of x - max."""
+    x = np.array([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1000.0]], dtype=np.float32)
+    y = layers.softmax(x)
+    assert np.isfinite(y).all()
+    for row, ref_row in zip(y, ([0.0, -1.0, -2.0], [0.0, -1.0, 0.0])):
+        e = [math.exp(v) for v in ref_row]
+        close(row, [v / sum(e) for v in e])
+
+
+# ---------------------------------------------------------------------------
+# Attention
+
+
+def test_attention_matches_loop_without_mask():
+    """valid=None: every key counts; equals the per-batch per-head loop."""
+    rng = np.random.RandomState(6)
+    x, p = randn(rng, 2, 5, 8), attention_params(rng, 8)
+    y = layers.attention(x, None, p, heads=2)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    close(y, naive_attention(x, None, p, heads=2))
+
+
+def test_attention_with_padding_mask():
+    """Valid query rows equal the loop over valid keys, and attention on the truncated item alone."""
+    rng = np.random.RandomState(7)
+    lengths = [6, 3]
+    x, p = randn(rng, 2, 6, 8), attention_params(rng, 8)
+    valid = lengths_mask(lengths, 6)
+    y = layers.attention(x, valid, p, heads=2)
+    close(y[valid], naive_attention(x, valid, p, heads=2)[valid])
+    for b, n in enumerate(lengths):
+        alone = layers.attention(x[b:b + 1, :n], None, p, heads=2)[0]
+        close(y[b, :n], alone)
+
+
+def test_attention_gives_padded_keys_no_weight(monkeypatch):
+    """The attention weights on padded keys are exactly zero; padded values cannot leak in."""
+    rng = np.random.RandomState(8)
+    x, p = randn(rng, 2, 5, 4), attention_params(rng, 4)
+    valid = lengths_mask([5, 2], 5)
+    seen = []
+
+    def recording_softmax(scores, axis=-1):
+        seen.append(layers_softmax(scores, axis=axis))
+        return seen[-1]
+
+    layers_softmax = layers.softmax
+    monkeypatch.setattr(layers, "softmax", recording_softmax)
+    y = layers.attention(x, valid, p, heads=2)
+    (weights,) = seen  # [B, H, T, T]
+    assert (weights[1, :, :, 2:] == 0).all()
+    close(weights.sum(axis=-1), np.ones(weights.shape[:-1]))
+
+    changed = x.copy()
+    changed[1, 2:] = 1e3
+    close(layers.attention(changed, valid, p, heads=2)[valid], y[valid], rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Positional convolution
+
+
+def test_fold_weight_norm_matches_loop():
+    """W[:, :, k] = g[k] * v[:, :, k] / ||v[:, :, k]||_F, one norm per kernel tap."""
+    rng = np.random.RandomState(9)
+    g, v = randn(rng, 1, 1, 3), randn(rng, 6, 3, 3)
+    w = model.fold_weight_norm(g, v)
+    assert w.shape == v.shape and w.dtype == np.float32
+    for k in range(3):
+        norm = math.sqrt(sum(float(a) ** 2 for a in v[:, :, k].ravel()))
+        close(w[:, :, k], float(g[0, 0, k]) * v[:, :, k].astype(np.float64) / norm)
+
+
+@pytest.mark.parametrize("k", [4, 5])
+def test_positional_embedding(k):
+    """Pad K//2 both sides, grouped conv, drop the last frame for even K, exact GELU; T kept."""
+    rng = np.random.RandomState(10 + k)
+    cfg = npw2v2.Config(hidden_size=8, num_attention_heads=2, num_conv_pos_embeddings=k,
+                        num_conv_pos_embedding_groups=2)
+    x = randn(rng, 2, 7, 8)
+    g, v, bias = randn(rng, 1, 1, k), randn(rng, 8, 4, k), 0.1 * randn(rng, 8)
+    weight = model.fold_weight_norm(g, v)
+    y = model.positional_embedding(x, {"weight": weight, "bias": bias}, cfg)
+    assert y.shape == x.shape and y.dtype == np.float32
+
+    ref = naive_conv1d(x, weight, bias, stride=1, padding=k // 2, groups=2)
+    assert ref.shape[1] == (8 if k % 2 == 0 else 7)
+    if k % 2 == 0:
+        ref = ref[:, :-1]
+    close(y, naive_gelu(ref))
+
+    split = model.positional_embedding(x, {"weight_g": g, "weight_v": v, "bias": bias}, cfg)
+    close(split, y, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Lengths
+
+
+def test_conv_lengths_of_one_second():
+    """16000 samples -> 3199, 1599, 799, 399, 199, 99, 49 frames with the standard encoder."""
+    cfg = npw2v2.Config()
+    per_layer = model.conv_lengths([16000], cfg)
+    assert [int(n[0]) for n in per_layer] == [3199, 1599, 799, 399, 199, 99, 49]
+    assert model.frame_lengths([16000, 400, 399], cfg).tolist() == [49, 1, 0]
+    assert cfg.receptive_field == 400
+
+
+def test_frame_lengths_match_feature_encoder_output():
+    """For random lengths, frame_lengths equals the time length feature_encoder produces."""
+    cfg = npw2v2.Config(conv_dim=(4,) * 7, hidden_size=8, num_attention_heads=2, intermediate_size=16,
+                        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, num_hidden_layers=1)
+    params = unflatten(npw2v2.random_weights(cfg))
+    rng = np.random.RandomState(11)
+    lengths = [400, 719, 720] + rng.randint(400, 4000, size=5).tolist()
+    for n in lengths:
+        features = model.feature_encoder(randn(rng, 1, n), params["feature_extractor"], cfg)
+        assert features.shape == (1, int(model.frame_lengths([n], cfg)[0]), 4), n
+        # one frame every 320 samples after the first 400
+        assert features.shape[1] == (n - 400) // 320 + 1
