@@ -52,11 +52,10 @@ class Config:
             raise ValueError(
                 f"config: feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}"
             )
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"config: hidden_size {self.hidden_size} is not divisible by "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
+        for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+            value = getattr(self, divisor)
+            if value < 1 or self.hidden_size % value:
+                raise ValueError(f"config: hidden_size {self.hidden_size} is not divisible by {divisor} {value}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":

@@ -99,10 +99,13 @@ def random_weights(cfg: Config, seed: int = 0, ctc_head: bool | None = None) -> 
 # From a flat dict of tensors to a model
 
 
-def canonical_names(tensors: dict) -> dict:
-    """Strip the ``wav2vec2.`` prefix, fold weight norm, and set aside unused tensors.
+POS_CONV = "encoder.pos_conv_embed.conv."
 
-    Returns a new dict; unused tensors (see UNUSED_PREFIXES) are dropped.
+
+def canonical_names(tensors: dict) -> dict:
+    """Strip the ``wav2vec2.`` prefix, spell weight norm ``weight_g``/``weight_v``, drop unused tensors.
+
+    Returns a new dict; unused tensors (see UNUSED_PREFIXES) are left out.
     """
     renamed = {}
     for name, value in tensors.items():
@@ -111,15 +114,24 @@ def canonical_names(tensors: dict) -> dict:
             name = name.replace(spelling, short)
         if not name.startswith(UNUSED_PREFIXES):
             renamed[name] = value
-    conv = "encoder.pos_conv_embed.conv."
-    if conv + "weight_g" in renamed and conv + "weight_v" in renamed:
-        renamed[conv + "weight"] = fold_weight_norm(renamed.pop(conv + "weight_g"), renamed.pop(conv + "weight_v"))
     return renamed
+
+
+def fold_positional_weight_norm(tensors: dict) -> dict:
+    """Replace the positional conv's ``weight_g``/``weight_v`` by the plain ``weight`` they make."""
+    if POS_CONV + "weight_g" not in tensors:
+        return tensors
+    folded = dict(tensors)
+    folded[POS_CONV + "weight"] = fold_weight_norm(folded.pop(POS_CONV + "weight_g"), folded.pop(POS_CONV + "weight_v"))
+    return folded
 
 
 def check_tensors(tensors: dict, cfg: Config, source: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
     expected = expected_shapes(cfg, ctc_head=cfg.has_ctc_head or "lm_head.weight" in tensors)
+    if POS_CONV + "weight_g" in tensors or POS_CONV + "weight_v" in tensors:
+        expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
+        expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
     problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in tensors]
     problems += [f"unexpected: {n}" for n in tensors if n not in expected]
     problems += [
@@ -154,9 +166,9 @@ def _numbered_to_lists(node):
 def from_tensors(tensors: dict, cfg: Config, source: str = "tensors", vocab=None, metadata=None,
                  dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
     """A model from a flat dict of Hugging Face-named tensors, checked against the config."""
-    flat = canonical_names(tensors)
+    flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
     check_tensors(flat, cfg, source)
-    flat = {n: to_device(np.asarray(v, dtype=dtype), device) for n, v in flat.items()}
+    flat = {n: to_device(v, device) for n, v in fold_positional_weight_norm(flat).items()}
     return Wav2Vec2(unflatten(flat), cfg, vocab=vocab, metadata=metadata)
 
 
