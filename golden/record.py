@@ -186,6 +186,53 @@ def save_weights(model, folder: Path, weight_norm: str) -> None:
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
+# The character vocabulary of wav2vec2-base-960h: <pad> is the CTC blank, | the word delimiter.
+VOCAB_960H = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
+PREPROCESSOR = {"do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False,
+                "sampling_rate": 16000}
+
+
+def save_bin_shards(state: dict, folder: Path, shards: int) -> None:
+    """PyTorch .bin shards with their index, as transformers 4 wrote large models."""
+    names = list(state)
+    weight_map = {}
+    for i in range(shards):
+        file = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = names[i * len(names) // shards:(i + 1) * len(names) // shards]
+        torch.save({n: state[n] for n in part}, folder / file)
+        weight_map.update({n: file for n in part})
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_checkpoint_fixtures() -> dict:
+    """tiny_ctc's weights in every Hugging Face layout the converter reads, under data/checkpoints/.
+
+    Each folder converts to the model whose activations data/tiny_ctc/ holds.
+    """
+    model = build_model("tiny_ctc")
+    state = model.state_dict()
+    old_spelling = {k.replace("parametrizations.weight.original0", "weight_g")
+                     .replace("parametrizations.weight.original1", "weight_v"): v for k, v in state.items()}
+    layouts = {
+        "hf_bin": lambda d: torch.save(state, d / "pytorch_model.bin"),
+        "hf_bin_legacy": lambda d: torch.save(state, d / "pytorch_model.bin", _use_new_zipfile_serialization=False),
+        "hf_bin_weight_g": lambda d: torch.save(old_spelling, d / "pytorch_model.bin"),
+        "hf_bin_sharded": lambda d: save_bin_shards(state, d, shards=2),
+        "hf_safetensors_sharded": lambda d: model.save_pretrained(str(d), max_shard_size="60KB"),
+    }
+    for name, save in layouts.items():
+        folder = DATA / "checkpoints" / name
+        folder.mkdir(parents=True)
+        save(folder)
+        model.config.to_json_file(str(folder / "config.json"))
+        (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB_960H)}))
+        (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
+    return {"model": "tiny_ctc", "layouts": sorted(layouts)}
+
+
 def main() -> None:
     torch.manual_seed(0)
     if DATA.exists():
@@ -206,6 +253,7 @@ def main() -> None:
     for name in CONFIGS:
         print(f"recording {name}", flush=True)
         manifest["configs"][name] = record_config(name)
+    manifest["checkpoints"] = write_checkpoint_fixtures()
     (DATA / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file())
     print(f"wrote {DATA} ({total / 1e6:.1f} MB)")
