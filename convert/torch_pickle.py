@@ -1,0 +1,565 @@
+"""A restricted reader for PyTorch checkpoint files (``torch.save`` output), without torch.
+
+A checkpoint is untrusted input: a pickle can name any Python callable and call it. This
+reader runs pickle's opcodes in a small interpreter of its own, never Python's
+``pickle.load``. The only globals it resolves are inert stand-ins (tensor rebuilding,
+storage types, OrderedDict, and a few config containers, see ``ALLOWED``); any other
+global is refused by name. Every tensor's offset, size and stride is checked against its
+storage before a byte is touched, and the memo and stack are bounded.
+
+Two file formats are read:
+- zip (PyTorch >= 1.6): ``ARCHIVE/data.pkl`` with one member ``ARCHIVE/data/KEY`` per storage.
+  Members are read in memory, never extracted. TorchScript archives are refused.
+- legacy: consecutive pickles (magic number, protocol, system info, the object, the storage
+  keys), then each storage's raw bytes behind an 8-byte element count.
+
+Tensors come back as NumPy arrays; bfloat16 becomes float32, which NumPy can hold.
+"""
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConversionError
+
+MAX_STACK = 1_000_000
+MAX_MEMO = 1_000_000
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
+
+# ---------------------------------------------------------------------------
+# Inert stand-ins for the globals a checkpoint may name
+
+
+class StorageType:
+    """Stands for torch.FloatStorage and friends: only knows its dtype."""
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+    def __repr__(self):
+        return f"StorageType({self.dtype})"
+
+
+class Storage:
+    """A typed storage: which data key it reads, its dtype and declared element count."""
+
+    def __init__(self, key: str, storage_type, numel):
+        if not isinstance(storage_type, StorageType):
+            raise ConversionError(f"storage {key!r} has no known storage type ({storage_type!r})")
+        if not isinstance(numel, int) or numel < 0:
+            raise ConversionError(f"storage {key!r} declares a bad size {numel!r}")
+        self.key, self.dtype, self.numel = key, storage_type.dtype, numel
+
+
+class LazyTensor:
+    """A tensor as a view of a storage, read once the storage bytes are known."""
+
+    def __init__(self, storage, offset, size, stride):
+        if not isinstance(storage, Storage):
+            raise ConversionError("a tensor is rebuilt from something that is not a storage")
+        ints = (offset, *size, *stride)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+            raise ConversionError(f"tensor on storage {storage.key!r}: bad offset, size or stride {ints}")
+        if len(size) != len(stride):
+            raise ConversionError(f"tensor on storage {storage.key!r}: {len(size)} sizes but {len(stride)} strides")
+        numel = int(np.prod(size, dtype=object)) if size else 1
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else offset - 1
+        if last >= storage.numel:
+            raise ConversionError(
+                f"tensor on storage {storage.key!r} reaches element {last}, past the storage's {storage.numel}"
+            )
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+    def materialise(self, buffers: dict) -> np.ndarray:
+        data = buffers[self.storage.key]  # 1-d array of storage.numel elements
+        itemsize = data.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            data[self.offset:], shape=self.size, strides=[s * itemsize for s in self.stride], writeable=False,
+        )
+        array = view if view.flags.c_contiguous else np.ascontiguousarray(view)
+        if self.storage.dtype == "bfloat16":  # NumPy has no bfloat16: widen to float32 exactly
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array
+
+
+def rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return LazyTensor(storage, storage_offset, size, stride)
+
+
+def rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    return data
+
+
+def rebuild_from_type(func, new_type, args, state):
+    """torch._tensor._rebuild_from_type_v2: a tensor subclass; keep the plain tensor."""
+    if not any(func is allowed for allowed in ALLOWED_CALLABLES):
+        raise ConversionError(f"refuses to call {func!r} while rebuilding a tensor")
+    return func(*args)
+
+
+class Record:
+    """An inert object with attributes (argparse.Namespace, config metadata): pickle's BUILD fills it."""
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise ConversionError(f"cannot set the state of a {type(self).__name__} from {type(state).__name__}")
+        self.__dict__.update(state)
+
+
+class Namespace(Record):
+    """Stands for argparse.Namespace (fairseq's ``args``)."""
+
+
+class Marker:
+    """An inert name that a pickle may mention but nothing calls (typing.Any, builtins.int as a type)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+TORCH_STORAGES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+}
+NUMPY_DTYPES = {"bfloat16": np.uint16}  # read as raw 16-bit words, widened later
+
+ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): rebuild_from_type,
+    ("torch.nn.parameter", "Parameter"): Marker("torch.nn.parameter.Parameter"),
+    ("argparse", "Namespace"): Namespace,
+    **{("torch", name): StorageType(dtype) for name, dtype in TORCH_STORAGES.items()},
+}
+# What REDUCE and NEWOBJ may call: the stand-in functions and classes above, nothing else.
+ALLOWED_CALLABLES = {v for v in ALLOWED.values() if callable(v) and not isinstance(v, Marker)}
+
+
+def allow(extra: dict) -> None:
+    """Add stand-ins for a source format (fairseq's config containers), keyed (module, name)."""
+    ALLOWED.update(extra)
+    ALLOWED_CALLABLES.update(v for v in extra.values() if callable(v) and not isinstance(v, Marker))
+
+
+# ---------------------------------------------------------------------------
+# The pickle interpreter
+
+
+class _Mark:
+    pass
+
+
+MARK = _Mark()
+
+
+class Unpickler:
+    """Runs one pickle from ``data[pos:]`` with the allowlist; ``load`` returns (object, end)."""
+
+    def __init__(self, data: bytes, pos: int, persistent_load):
+        self.data, self.pos, self.persistent_load = data, pos, persistent_load
+        self.stack: list = []
+        self.memo: dict = {}
+
+    def read(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ConversionError(f"pickle truncated at byte {self.pos} (wanted {n} more)")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def readline(self) -> bytes:
+        end = self.data.find(b"\n", self.pos)
+        if end < 0:
+            raise ConversionError(f"pickle truncated at byte {self.pos} (no end of line)")
+        line = self.data[self.pos:end]
+        self.pos = end + 1
+        return line
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def push(self, value):
+        if len(self.stack) >= MAX_STACK:
+            raise ConversionError(f"pickle stack grows past {MAX_STACK} items")
+        self.stack.append(value)
+
+    def pop(self):
+        if not self.stack or self.stack[-1] is MARK:
+            raise ConversionError(f"pickle stack underflow at byte {self.pos}")
+        return self.stack.pop()
+
+    def pop_mark(self) -> list:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is MARK:
+                items = self.stack[i + 1:]
+                del self.stack[i:]
+                return items
+        raise ConversionError(f"pickle has no mark to pop at byte {self.pos}")
+
+    def put(self, index: int):
+        if len(self.memo) >= MAX_MEMO and index not in self.memo:
+            raise ConversionError(f"pickle memo grows past {MAX_MEMO} entries")
+        if not self.stack:
+            raise ConversionError("pickle memoizes an empty stack")
+        self.memo[index] = self.stack[-1]
+
+    def get(self, index: int):
+        if index not in self.memo:
+            raise ConversionError(f"pickle reads memo entry {index}, which was never written")
+        self.push(self.memo[index])
+
+    def find_global(self, module: str, name: str):
+        try:
+            return ALLOWED[(module, name)]
+        except KeyError:
+            raise ConversionError(
+                f"refuses the pickle global {module}.{name}: it is not a type a checkpoint needs"
+            ) from None
+
+    def call(self, func, args):
+        if not any(func is allowed for allowed in ALLOWED_CALLABLES):
+            raise ConversionError(f"refuses to call {func!r}: only checkpoint stand-ins may be called")
+        if not isinstance(args, tuple):
+            raise ConversionError(f"pickle calls {func!r} with {type(args).__name__} arguments")
+        return func(*args)
+
+    def load(self):
+        try:
+            while True:
+                op = self.read(1)
+                handler = OPCODES.get(op)
+                if handler is None:
+                    raise ConversionError(f"unsupported pickle opcode {op!r} at byte {self.pos - 1}")
+                if handler(self) is STOP:
+                    return self.pop(), self.pos
+        except ConversionError:
+            raise
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError, struct.error,
+                UnicodeDecodeError, OverflowError, RecursionError, MemoryError) as e:
+            raise ConversionError(f"malformed pickle near byte {self.pos}: {type(e).__name__}: {e}") from None
+
+
+STOP = object()
+
+
+def _build(u: Unpickler):
+    state = u.pop()
+    obj = u.stack[-1] if u.stack else None
+    if isinstance(obj, Record):
+        obj.__setstate__(state)
+    elif isinstance(obj, OrderedDict) and isinstance(state, dict):
+        obj.__dict__.update({k: v for k, v in state.items() if isinstance(k, str)})  # e.g. _metadata
+    else:
+        raise ConversionError(f"pickle sets the state of a {type(obj).__name__}, which is not allowed")
+
+
+def _newobj(u: Unpickler):
+    args, cls = u.pop(), u.pop()
+    u.push(u.call(cls, args))
+
+
+def _setitems(u: Unpickler):
+    items = u.pop_mark()
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, dict) or len(items) % 2:
+        raise ConversionError("pickle SETITEMS on something that is not a dict")
+    for k, v in zip(items[0::2], items[1::2]):
+        target[k] = v
+
+
+def _appends(u: Unpickler):
+    items = u.pop_mark()
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, list):
+        raise ConversionError("pickle APPENDS to something that is not a list")
+    target.extend(items)
+
+
+def _setitem(u: Unpickler):
+    value, key = u.pop(), u.pop()
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, dict):
+        raise ConversionError("pickle SETITEM on something that is not a dict")
+    target[key] = value
+
+
+def _append(u: Unpickler):
+    value = u.pop()
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, list):
+        raise ConversionError("pickle APPEND to something that is not a list")
+    target.append(value)
+
+
+def _dict_from_mark(u: Unpickler):
+    items = u.pop_mark()
+    if len(items) % 2:
+        raise ConversionError("pickle DICT with an odd number of items")
+    u.push(dict(zip(items[0::2], items[1::2])))
+
+
+def _stack_global(u: Unpickler):
+    name, module = u.pop(), u.pop()
+    if not isinstance(module, str) or not isinstance(name, str):
+        raise ConversionError("pickle STACK_GLOBAL with names that are not strings")
+    u.push(u.find_global(module, name))
+
+
+def _global(u: Unpickler):
+    module = u.readline().decode("utf-8")
+    name = u.readline().decode("utf-8")
+    u.push(u.find_global(module, name))
+
+
+def _frozen_set(u: Unpickler):
+    u.push(frozenset(u.pop_mark()))
+
+
+def _add_items(u: Unpickler):
+    items = u.pop_mark()
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, set):
+        raise ConversionError("pickle ADDITEMS to something that is not a set")
+    target.update(items)
+
+
+def _reduce(u: Unpickler):
+    args, func = u.pop(), u.pop()
+    u.push(u.call(func, args))
+
+
+def _persistent(u: Unpickler):
+    u.push(u.persistent_load(u.pop()))
+
+
+def _dup(u: Unpickler):
+    if not u.stack:
+        raise ConversionError("pickle DUP on an empty stack")
+    u.push(u.stack[-1])
+
+
+OPCODES = {
+    b"\x80": lambda u: u.read(1),  # PROTO
+    b"\x95": lambda u: u.read(8),  # FRAME: framing is only a hint for readers
+    b".": lambda u: STOP,
+    b"(": lambda u: u.push(MARK),
+    b"0": lambda u: u.pop(),  # POP
+    b"1": lambda u: u.pop_mark(),  # POP_MARK
+    b"2": _dup,
+    b"N": lambda u: u.push(None),
+    b"\x88": lambda u: u.push(True),
+    b"\x89": lambda u: u.push(False),
+    b"J": lambda u: u.push(u.unpack("<i")),  # BININT
+    b"K": lambda u: u.push(u.unpack("<B")),  # BININT1
+    b"M": lambda u: u.push(u.unpack("<H")),  # BININT2
+    b"\x8a": lambda u: u.push(int.from_bytes(u.read(u.unpack("<B")), "little", signed=True)),  # LONG1
+    b"\x8b": lambda u: u.push(int.from_bytes(u.read(u.unpack("<i")), "little", signed=True)),  # LONG4
+    b"G": lambda u: u.push(u.unpack(">d")),  # BINFLOAT
+    b"X": lambda u: u.push(u.read(u.unpack("<I")).decode("utf-8", "surrogatepass")),  # BINUNICODE
+    b"\x8c": lambda u: u.push(u.read(u.unpack("<B")).decode("utf-8", "surrogatepass")),  # SHORT_BINUNICODE
+    b"\x8d": lambda u: u.push(u.read(u.unpack("<Q")).decode("utf-8", "surrogatepass")),  # BINUNICODE8
+    b"T": lambda u: u.push(u.read(u.unpack("<i")).decode("latin-1")),  # BINSTRING (Python 2 str)
+    b"U": lambda u: u.push(u.read(u.unpack("<B")).decode("latin-1")),  # SHORT_BINSTRING
+    b"B": lambda u: u.push(bytes(u.read(u.unpack("<I")))),  # BINBYTES
+    b"C": lambda u: u.push(bytes(u.read(u.unpack("<B")))),  # SHORT_BINBYTES
+    b"\x8e": lambda u: u.push(bytes(u.read(u.unpack("<Q")))),  # BINBYTES8
+    b"}": lambda u: u.push({}),
+    b"]": lambda u: u.push([]),
+    b")": lambda u: u.push(()),
+    b"\x8f": lambda u: u.push(set()),  # EMPTY_SET
+    b"\x90": _add_items,
+    b"\x91": _frozen_set,
+    b"d": _dict_from_mark,
+    b"l": lambda u: u.push(u.pop_mark()),  # LIST
+    b"t": lambda u: u.push(tuple(u.pop_mark())),  # TUPLE
+    b"\x85": lambda u: u.push((u.pop(),)),  # TUPLE1
+    b"\x86": lambda u: u.push(tuple(reversed([u.pop(), u.pop()]))),  # TUPLE2
+    b"\x87": lambda u: u.push(tuple(reversed([u.pop(), u.pop(), u.pop()]))),  # TUPLE3
+    b"s": _setitem,
+    b"u": _setitems,
+    b"a": _append,
+    b"e": _appends,
+    b"q": lambda u: u.put(u.unpack("<B")),  # BINPUT
+    b"r": lambda u: u.put(u.unpack("<I")),  # LONG_BINPUT
+    b"\x94": lambda u: u.put(len(u.memo)),  # MEMOIZE
+    b"h": lambda u: u.get(u.unpack("<B")),  # BINGET
+    b"j": lambda u: u.get(u.unpack("<I")),  # LONG_BINGET
+    b"c": _global,
+    b"\x93": _stack_global,
+    b"R": _reduce,
+    b"\x81": _newobj,
+    b"b": _build,
+    b"Q": _persistent,  # BINPERSID
+}
+
+
+# ---------------------------------------------------------------------------
+# File formats
+
+
+def _materialise(obj, buffers: dict, depth: int = 0):
+    """Replace every LazyTensor inside dicts, lists, tuples and records by its array."""
+    if depth > 200:
+        raise ConversionError("checkpoint nests deeper than 200 levels")
+    if isinstance(obj, LazyTensor):
+        return obj.materialise(buffers)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            obj[k] = _materialise(v, buffers, depth + 1)
+        return obj
+    if isinstance(obj, list):
+        obj[:] = [_materialise(v, buffers, depth + 1) for v in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_materialise(v, buffers, depth + 1) for v in obj)
+    if isinstance(obj, Record):
+        for k, v in vars(obj).items():
+            setattr(obj, k, _materialise(v, buffers, depth + 1))
+    return obj
+
+
+def _storage_array(raw, storage: Storage, byteorder: str, source: str) -> np.ndarray:
+    """The raw bytes of a storage as a 1-d array of exactly its declared element count."""
+    dtype = np.dtype(NUMPY_DTYPES.get(storage.dtype, storage.dtype)).newbyteorder(byteorder)
+    if len(raw) < storage.numel * dtype.itemsize:
+        raise ConversionError(
+            f"{source}: storage {storage.key!r} declares {storage.numel} {storage.dtype} values "
+            f"but holds {len(raw)} bytes"
+        )
+    array = np.frombuffer(raw, dtype=dtype, count=storage.numel)
+    return array if byteorder == "<" else array.astype(dtype.newbyteorder("<"))
+
+
+def read_zip(path: Path) -> object:
+    source = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ConversionError(f"{source}: not a readable zip archive ({e})") from None
+    with archive:
+        names = archive.namelist()
+        if len(names) != len(set(names)):
+            raise ConversionError(f"{source}: the zip archive has duplicate entries")
+        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            raise ConversionError(f"{source}: a TorchScript archive, not a checkpoint; save the state dict instead")
+        if len(pickles) != 1:
+            raise ConversionError(f"{source}: expected one data.pkl in the archive, found {len(pickles)}")
+        prefix = pickles[0].removesuffix("data.pkl")
+        byteorder = "<"
+        if prefix + "byteorder" in names:
+            byteorder = {b"little": "<", b"big": ">"}.get(archive.read(prefix + "byteorder").strip())
+            if byteorder is None:
+                raise ConversionError(f"{source}: unknown byte order in the archive")
+        storages: dict[str, Storage] = {}
+
+        def persistent_load(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
+                raise ConversionError(f"{source}: unexpected persistent id {pid!r}")
+            _, storage_type, key, _location, numel = pid
+            if key in storages:
+                return storages[key]
+            if prefix + "data/" + key not in names:
+                raise ConversionError(f"{source}: storage {key!r} has no data in the archive")
+            storages[key] = Storage(key, storage_type, numel)
+            return storages[key]
+
+        try:
+            obj, _ = Unpickler(archive.read(pickles[0]), 0, persistent_load).load()
+            buffers = {k: _storage_array(archive.read(prefix + "data/" + k), s, byteorder, source)
+                       for k, s in storages.items()}
+        except ConversionError as e:
+            raise _with_source(e, source) from None
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+            raise ConversionError(f"{source}: damaged zip archive ({e})") from None
+    return _materialise(obj, buffers)
+
+
+def read_legacy(path: Path) -> object:
+    source = str(path)
+    data = path.read_bytes()
+    storages: dict[str, Storage] = {}
+
+    def persistent_load(pid):
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and isinstance(pid[2], str)):
+            raise ConversionError(f"{source}: unexpected persistent id {pid!r}")
+        _, storage_type, key, _location, numel, view = pid
+        if view is not None:
+            raise ConversionError(f"{source}: storage views (from PyTorch before 0.4) are not supported")
+        storages.setdefault(key, Storage(key, storage_type, numel))
+        return storages[key]
+
+    def no_persistent(pid):
+        raise ConversionError(f"{source}: unexpected persistent id in a header pickle")
+
+    try:
+        magic, pos = Unpickler(data, 0, no_persistent).load()
+        if magic != LEGACY_MAGIC:
+            raise ConversionError("not a PyTorch checkpoint (no zip archive, no legacy magic number)")
+        protocol, pos = Unpickler(data, pos, no_persistent).load()
+        if protocol != LEGACY_PROTOCOL:
+            raise ConversionError(f"unsupported legacy protocol version {protocol!r}")
+        sys_info, pos = Unpickler(data, pos, no_persistent).load()
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        obj, pos = Unpickler(data, pos, persistent_load).load()
+        keys, pos = Unpickler(data, pos, no_persistent).load()
+        if not isinstance(keys, list) or set(keys) != set(storages) or len(keys) != len(set(keys)):
+            raise ConversionError("the list of storage keys does not match the storages the pickle uses")
+        buffers = {}
+        for key in keys:
+            if pos + 8 > len(data):
+                raise ConversionError(f"truncated before storage {key!r}")
+            numel = struct.unpack("<q", data[pos:pos + 8])[0]
+            pos += 8
+            storage = storages[key]
+            if numel != storage.numel:
+                raise ConversionError(f"storage {key!r} holds {numel} values, the pickle says {storage.numel}")
+            size = numel * np.dtype(NUMPY_DTYPES.get(storage.dtype, storage.dtype)).itemsize
+            if pos + size > len(data):
+                raise ConversionError(f"truncated inside storage {key!r}")
+            buffers[key] = _storage_array(memoryview(data)[pos:pos + size], storage, "<" if little else ">", source)
+            pos += size
+    except ConversionError as e:
+        raise _with_source(e, source) from None
+    return _materialise(obj, buffers)
+
+
+def _with_source(error: ConversionError, source: str) -> ConversionError:
+    message = str(error)
+    return error if message.startswith(source) else ConversionError(f"{source}: {message}")
+
+
+def load_torch_file(path) -> object:
+    """Read a ``torch.save`` file (zip or legacy) into dicts, lists and NumPy arrays, safely.
+
+    Raises ConversionError, naming the file and the reason, for anything it will not read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        return read_zip(path)
+    if head[:1] == b"\x80":
+        return read_legacy(path)
+    if head.startswith(b"\x1f\x8b") or head[:4] == b"././":
+        raise ConversionError(f"{path}: a tar or gzip file; PyTorch's oldest tar format is not supported")
+    raise ConversionError(f"{path}: not a PyTorch checkpoint (neither zip nor legacy pickle)")
