@@ -1,0 +1,113 @@
+"""What every reader returns, and the conversion itself: check, fold, write, verify."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import npw2v2
+from npw2v2.weights import (UNUSED_PREFIXES, CheckpointError, canonical_names, check_tensors,
+                            fold_positional_weight_norm, read_safetensors)
+
+from .errors import ConversionError
+
+FORMAT_VERSION = "1"
+DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read from its source, before any checking."""
+
+    tensors: dict  # Hugging Face names -> NumPy arrays
+    config: dict  # Hugging Face config.json keys
+    source_format: str  # e.g. "huggingface-bin", "fairseq"
+    vocab: dict | None = None  # token -> id
+    preprocessor: dict | None = None  # preprocessor_config.json keys
+    extra: dict = field(default_factory=dict)  # other metadata worth keeping (tokenizer settings)
+
+
+@dataclass
+class Summary:
+    """What a conversion found and wrote, for the CLI to print."""
+
+    source_format: str
+    model_kind: str
+    layers: int
+    parameters: int
+    vocab_size: int | None
+    dropped: list
+    output: Path
+
+
+def dropped_names(tensors: dict) -> list[str]:
+    """Tensors that npw2v2 does not use yet (pretraining heads, the training mask embedding)."""
+    return sorted(n for n in tensors if n.removeprefix("wav2vec2.").startswith(UNUSED_PREFIXES))
+
+
+def prepare(checkpoint: Checkpoint, source: str, dtype: str) -> dict:
+    """Checked tensors with npw2v2's names, weight norm folded, in the chosen dtype."""
+    try:
+        cfg = npw2v2.Config.from_dict(checkpoint.config)
+        tensors = canonical_names({n: np.asarray(v, dtype=np.float32) for n, v in checkpoint.tensors.items()})
+        check_tensors(tensors, cfg, source)
+    except (CheckpointError, ValueError, TypeError) as e:
+        raise ConversionError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
+    return {n: np.ascontiguousarray(v, dtype=DTYPES[dtype]) for n, v in fold_positional_weight_norm(tensors).items()}
+
+
+def metadata_of(checkpoint: Checkpoint) -> dict[str, str]:
+    """The string-to-string metadata that makes the file self-contained."""
+    metadata = {
+        "config": json.dumps(checkpoint.config, sort_keys=True),
+        "source_format": checkpoint.source_format,
+        "format_version": FORMAT_VERSION,
+        "converter": f"npw2v2 {npw2v2.__version__}",
+    }
+    if checkpoint.vocab is not None:
+        metadata["vocab"] = json.dumps(checkpoint.vocab)
+    if checkpoint.preprocessor is not None:
+        metadata["preprocessor"] = json.dumps(checkpoint.preprocessor, sort_keys=True)
+    metadata.update({k: json.dumps(v, sort_keys=True) for k, v in checkpoint.extra.items()})
+    return metadata
+
+
+def write_and_verify(tensors: dict, metadata: dict, out: Path) -> None:
+    """Write next to OUT, reload and compare every tensor, then move into place."""
+    from safetensors.numpy import save_file
+
+    partial = out.with_name(out.name + ".partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        written, written_metadata = read_safetensors(partial)
+        if written_metadata != metadata or written.keys() != tensors.keys():
+            raise ConversionError(f"{out}: the written file does not hold what was written")
+        for name, value in tensors.items():
+            if written[name].dtype != value.dtype or not np.array_equal(written[name], value):
+                raise ConversionError(f"{out}: tensor {name} reads back differently")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") -> Summary:
+    """Check a checkpoint, write it as one .safetensors file, verify it, and say what happened."""
+    if dtype not in DTYPES:
+        raise ConversionError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    out = Path(out)
+    tensors = prepare(checkpoint, source, dtype)
+    write_and_verify(tensors, metadata_of(checkpoint), out)
+    model = npw2v2.load(out)  # the file must be all a user needs
+    cfg = model.config
+    return Summary(
+        source_format=checkpoint.source_format,
+        model_kind="Wav2Vec2ForCTC" if model.has_ctc_head else "Wav2Vec2Model",
+        layers=cfg.num_hidden_layers,
+        parameters=sum(int(v.size) for v in tensors.values()),
+        vocab_size=cfg.vocab_size if model.has_ctc_head else None,
+        dropped=dropped_names(checkpoint.tensors),
+        output=out,
+    )

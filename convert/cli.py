@@ -1,0 +1,53 @@
+"""npw2v2-convert SRC OUT: a checkpoint to one self-contained .safetensors file."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import DTYPES, convert
+from .errors import ConversionError
+
+
+def read_source(src: Path, dict_path: Path | None):
+    """The reader for a source: a folder is Hugging Face's layout, a file an original fairseq checkpoint."""
+    from . import fairseq, hf
+
+    if src.is_dir():
+        return hf.read_folder(src)
+    if src.is_file():
+        return fairseq.read_file(src, dict_path)
+    raise ConversionError(f"{src}: no such file or folder")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="npw2v2-convert",
+        description="Convert a Hugging Face model folder or an original fairseq .pt checkpoint into one "
+                    ".safetensors file that npw2v2.load reads on its own. PyTorch is not needed.")
+    parser.add_argument("src", type=Path, help="a Hugging Face model folder, or a fairseq .pt file")
+    parser.add_argument("out", type=Path, help="the .safetensors file to write")
+    parser.add_argument("--dict", type=Path, dest="dict_path",
+                        help="fairseq letter dictionary (dict.ltr.txt) of a fine-tuned CTC checkpoint; "
+                             "by default the one beside SRC, if any")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="stored dtype (default float32)")
+    args = parser.parse_args(argv)
+    try:
+        start = time.perf_counter()
+        print(f"reading {args.src}", file=sys.stderr, flush=True)
+        checkpoint = read_source(args.src, args.dict_path)
+        print(f"writing {args.out}", file=sys.stderr, flush=True)
+        summary = convert(checkpoint, str(args.src), args.out, dtype=args.dtype)
+    except ConversionError as e:
+        print(f"npw2v2-convert: error: {e}", file=sys.stderr)
+        return 1
+    vocab = f", vocabulary of {summary.vocab_size}" if summary.vocab_size else ""
+    print(f"{args.src}: {summary.source_format}, {summary.model_kind}, {summary.layers} layers, "
+          f"{summary.parameters:,} parameters{vocab}")
+    if summary.dropped:
+        print(f"dropped {len(summary.dropped)} tensors npw2v2 does not use yet: {', '.join(summary.dropped)}")
+    size = summary.output.stat().st_size / 1e6
+    print(f"wrote {summary.output} ({args.dtype}, {size:.1f} MB), read back and checked tensor by tensor "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0

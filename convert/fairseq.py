@@ -1,0 +1,228 @@
+"""Original fairseq wav2vec 2.0 checkpoints (.pt): pretrained models and fine-tuned CTC models.
+
+The configuration comes from ``args`` (an argparse Namespace, older files) or ``cfg`` (a
+plain dict or an omegaconf DictConfig, newer files); fine-tuned models nest the pretrained
+model's configuration in ``w2v_args``. The CTC vocabulary comes from the letter dictionary
+(dict.ltr.txt) in fairseq's order: ``<s>`` = 0 (the CTC blank), ``<pad>``, ``</s>``, ``<unk>``,
+then the dictionary's symbols.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from . import torch_pickle
+from .checkpoint import Checkpoint
+from .errors import ConversionError
+from .names import fairseq_to_hf
+from .torch_pickle import Marker, Record, load_torch_file
+
+FAIRSEQ_SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
+DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
+SAMPLING_RATE = 16000
+
+
+# ---------------------------------------------------------------------------
+# Stand-ins for the config containers fairseq pickles
+
+
+class ConfigDict(Record):
+    """Stands for omegaconf's DictConfig: its state holds the values in ``_content``."""
+
+    def plain(self):
+        return plain(self.__dict__.get("_content") or {})
+
+
+class ConfigList(Record):
+    """Stands for omegaconf's ListConfig."""
+
+    def plain(self):
+        return plain(self.__dict__.get("_content") or [])
+
+
+class ConfigValue(Record):
+    """Stands for omegaconf's value nodes (AnyNode, StringNode, ...): the value is ``_val``."""
+
+    def plain(self):
+        return plain(self.__dict__.get("_val"))
+
+
+OMEGACONF_NODES = ["AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
+                   "PathNode", "BytesNode", "ValueNode"]
+torch_pickle.allow({
+    ("omegaconf.dictconfig", "DictConfig"): ConfigDict,
+    ("omegaconf.listconfig", "ListConfig"): ConfigList,
+    **{("omegaconf.nodes", name): ConfigValue for name in OMEGACONF_NODES},
+    ("omegaconf.base", "ContainerMetadata"): Record,
+    ("omegaconf.base", "Metadata"): Record,
+    ("typing", "Any"): Marker("typing.Any"),
+    **{("builtins", name): Marker(f"builtins.{name}") for name in ("dict", "list", "str", "int", "float", "bool", "object")},
+})
+
+
+def plain(obj):
+    """Config containers, namespaces and nested collections as plain dicts, lists and values."""
+    if isinstance(obj, (ConfigDict, ConfigList, ConfigValue)):
+        return obj.plain()
+    if isinstance(obj, Record):
+        return {k: plain(v) for k, v in vars(obj).items()}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
+    """fairseq's conv_feature_layers, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4", without eval.
+
+    Only list and tuple literals of integers joined by + and * are accepted.
+    """
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Mult) and isinstance(right, int) and not 0 <= right <= 1000:
+                raise ValueError("repeat count out of range")
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"unexpected {type(node).__name__}")
+
+    try:
+        layers = value(ast.parse(str(spec), mode="eval").body)
+        if not (isinstance(layers, list) and layers and
+                all(isinstance(t, tuple) and len(t) == 3 and all(isinstance(v, int) for v in t) for t in layers)):
+            raise ValueError("not a list of (dim, kernel, stride)")
+    except (SyntaxError, ValueError, TypeError, RecursionError) as e:
+        raise ConversionError(f"cannot read conv_feature_layers {spec!r}: {e}") from None
+    return layers
+
+
+def hf_config(model: dict, vocab_size: int | None) -> dict:
+    """The Hugging Face config.json of a fairseq wav2vec 2.0 model configuration."""
+    if model.get("_name", model.get("arch", "wav2vec2")) not in ("wav2vec2", None):
+        raise ConversionError(f"a {model.get('_name', model.get('arch'))!r} model, not wav2vec 2.0")
+    layers = parse_conv_layers(model.get("conv_feature_layers") or DEFAULT_CONV_LAYERS)
+    config = {
+        "model_type": "wav2vec2",
+        "architectures": ["Wav2Vec2ForCTC" if vocab_size else "Wav2Vec2ForPreTraining"],
+        "conv_dim": [d for d, _, _ in layers],
+        "conv_kernel": [k for _, k, _ in layers],
+        "conv_stride": [s for _, _, s in layers],
+        "num_feat_extract_layers": len(layers),
+        "conv_bias": bool(model.get("conv_bias", False)),
+        "feat_extract_norm": "layer" if model.get("extractor_mode", "default") == "layer_norm" else "group",
+        "feat_extract_activation": "gelu",
+        "hidden_size": int(model.get("encoder_embed_dim", 768)),
+        "num_hidden_layers": int(model.get("encoder_layers", 12)),
+        "num_attention_heads": int(model.get("encoder_attention_heads", 12)),
+        "intermediate_size": int(model.get("encoder_ffn_embed_dim", 3072)),
+        "hidden_act": model.get("activation_fn", "gelu"),
+        "do_stable_layer_norm": bool(model.get("layer_norm_first", False)),
+        "num_conv_pos_embeddings": int(model.get("conv_pos", 128)),
+        "num_conv_pos_embedding_groups": int(model.get("conv_pos_groups", 16)),
+        "layer_norm_eps": 1e-5,
+        "num_codevectors_per_group": int(model.get("latent_vars", 320)),
+        "num_codevector_groups": int(model.get("latent_groups", 2)),
+        "proj_codevector_dim": int(model.get("final_dim", 256)),
+    }
+    if vocab_size:
+        # fairseq's blank is <s> at index 0; transformers' CTC blank is pad_token_id.
+        config.update(vocab_size=vocab_size, pad_token_id=0, bos_token_id=0, eos_token_id=2)
+    return config
+
+
+def model_and_task(state: dict, source: str) -> tuple[dict, dict]:
+    """The pretrained model's configuration and its task configuration, as plain dicts."""
+    if state.get("cfg") is not None:
+        cfg = plain(state["cfg"])
+        model, task = cfg.get("model") or {}, cfg.get("task") or {}
+        if "w2v_args" in model:  # fine-tuned: the pretrained run's whole configuration
+            inner = model.get("w2v_args") or {}
+            if not inner:
+                raise ConversionError(f"{source}: a fine-tuned checkpoint without w2v_args")
+            return inner.get("model") or inner, {**(inner.get("task") or {}), **task}
+        return model, task
+    if state.get("args") is not None:
+        args = plain(state["args"])
+        inner = args.get("w2v_args")
+        if inner:  # fine-tuned: w2v_args is the pretraining Namespace, or a cfg-era dict
+            inner = plain(inner)
+            return inner.get("model") or inner, {**(inner.get("task") or {}), **args}
+        return args, args
+    raise ConversionError(f"{source}: no 'cfg' or 'args' in the checkpoint, so no model configuration")
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary
+
+
+def read_letter_dict(path: Path) -> dict[str, int]:
+    """fairseq's dictionary file (one "SYMBOL COUNT" a line) as the CTC vocabulary, in fairseq's order."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: cannot read the dictionary ({e})") from None
+    vocab = {s: i for i, s in enumerate(FAIRSEQ_SPECIAL_SYMBOLS)}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        symbol = line.rstrip().rsplit(" ", 1)[0] if " " in line.strip() else line.strip()
+        if symbol in vocab:
+            raise ConversionError(f"{path}:{number}: symbol {symbol!r} appears twice")
+        vocab[symbol] = len(vocab)
+    return vocab
+
+
+# ---------------------------------------------------------------------------
+# The reader
+
+
+def rename(weights: dict, source: str) -> dict:
+    """fairseq tensor names to Hugging Face names; any unknown name is an error, listed."""
+    tensors, unknown = {}, []
+    for name, value in weights.items():
+        hf = fairseq_to_hf(name)
+        if hf is None:
+            unknown.append(name)
+        else:
+            tensors[hf] = value
+    if unknown:
+        raise ConversionError(f"{source}: tensors with no known Hugging Face name: {', '.join(sorted(unknown))}")
+    return tensors
+
+
+def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
+    """Read an original fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned for CTC)."""
+    source = str(path)
+    state = load_torch_file(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ConversionError(
+            f"{source}: not a fairseq checkpoint (no 'model' state dict); "
+            "a Hugging Face pytorch_model.bin converts from its folder, with config.json"
+        )
+    model, task = model_and_task(state, source)
+    tensors = rename(state["model"], source)
+    vocab = None
+    if "lm_head.weight" in tensors:
+        dict_path = dict_path or path.with_name("dict.ltr.txt")
+        if not dict_path.is_file():
+            raise ConversionError(f"{source}: a fine-tuned CTC checkpoint needs its letter dictionary: "
+                                  f"--dict dict.ltr.txt (none at {dict_path})")
+        vocab = read_letter_dict(dict_path)
+        rows = tensors["lm_head.weight"].shape[0]
+        if len(vocab) != rows:
+            raise ConversionError(f"{dict_path}: {len(vocab)} symbols with fairseq's 4 special ones, "
+                                  f"but the checkpoint's CTC head has {rows} outputs")
+    preprocessor = {"do_normalize": bool(task.get("normalize", False)), "sampling_rate": SAMPLING_RATE,
+                    "feature_size": 1, "padding_value": 0.0, "padding_side": "right",
+                    "return_attention_mask": bool(task.get("normalize", False))}
+    return Checkpoint(tensors=tensors, config=hf_config(model, len(vocab) if vocab else None),
+                      source_format="fairseq", vocab=vocab, preprocessor=preprocessor)

@@ -1,0 +1,78 @@
+"""Hugging Face model folders: config.json plus weights in any of the layouts the hub uses.
+
+Weights: model.safetensors, pytorch_model.bin, or either sharded with its index file.
+Alongside: vocab.json, preprocessor_config.json, tokenizer_config.json when present.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from npw2v2.weights import CheckpointError, read_safetensors
+
+from .checkpoint import Checkpoint
+from .errors import ConversionError
+from .torch_pickle import load_torch_file
+
+WEIGHT_FILES = {  # file -> (reader, sharded, source format)
+    "model.safetensors": ("safetensors", False),
+    "model.safetensors.index.json": ("safetensors", True),
+    "pytorch_model.bin": ("torch", False),
+    "pytorch_model.bin.index.json": ("torch", True),
+}
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _read_weights(path: Path, kind: str) -> dict:
+    if kind == "torch":
+        state = load_torch_file(path)
+        if not isinstance(state, dict):
+            raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        return state
+    try:
+        return read_safetensors(path)[0]
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from None
+
+
+def _shard_files(index: Path) -> list[Path]:
+    weight_map = _json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConversionError(f"{index}: no weight_map in the index")
+    files = sorted(set(weight_map.values()))
+    if not all(isinstance(f, str) and "/" not in f and "\\" not in f and f not in ("", ".", "..") for f in files):
+        raise ConversionError(f"{index}: shard names must be plain file names in the folder")
+    return [index.parent / f for f in files]
+
+
+def read_folder(folder: Path) -> Checkpoint:
+    """Read a Hugging Face model folder."""
+    if not (folder / "config.json").is_file():
+        raise ConversionError(f"{folder}: no config.json in this folder")
+    found = [f for f in WEIGHT_FILES if (folder / f).is_file()]
+    if not found:
+        raise ConversionError(f"{folder}: no weights ({', '.join(WEIGHT_FILES)})")
+    kind, sharded = WEIGHT_FILES[found[0]]
+    files = _shard_files(folder / found[0]) if sharded else [folder / found[0]]
+    tensors = {}
+    for file in files:
+        tensors.update(_read_weights(file, kind))
+
+    def optional(name):
+        return _json(folder / name) if (folder / name).is_file() else None
+
+    tokenizer = optional("tokenizer_config.json")
+    return Checkpoint(
+        tensors=tensors,
+        config=_json(folder / "config.json"),
+        source_format="huggingface-" + ("safetensors" if kind == "safetensors" else "bin"),
+        vocab=optional("vocab.json"),
+        preprocessor=optional("preprocessor_config.json"),
+        extra={"tokenizer": tokenizer} if tokenizer else {},
+    )

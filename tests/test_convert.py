@@ -1,0 +1,133 @@
+"""The converter: every fixture layout to one .safetensors file that reproduces the recordings."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+import npw2v2
+from convert.cli import main
+from convert.errors import ConversionError
+from convert.fairseq import hf_config, parse_conv_layers, read_letter_dict
+from golden import GOLDEN, golden_error, recorded_case, tolerance
+
+CHECKPOINTS = GOLDEN / "checkpoints"
+HF_LAYOUTS = sorted(p.name for p in CHECKPOINTS.iterdir() if p.is_dir())
+PUBLISHED = json.loads((Path(__file__).parent / "data" / "published_configs.json").read_text())["pairs"]
+# The fields that decide the architecture, compared with the published Hugging Face configs.
+ARCHITECTURE_KEYS = ["conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "hidden_size",
+                     "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                     "do_stable_layer_norm", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups",
+                     "layer_norm_eps", "feat_extract_activation", "num_codevectors_per_group",
+                     "num_codevector_groups", "proj_codevector_dim"]
+
+
+def convert_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_reproduces(model, recording: str, tol: float):
+    """Every recorded case's logits and last hidden state, on valid frames."""
+    for case in ("single", "batch", "nomask", "alone.1", "alone.2"):
+        ref = recorded_case(recording, case)
+        out = model(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
+        for stage in ("last_hidden_state", "logits"):
+            err = golden_error(getattr(out, stage), ref[stage], out.frame_mask)
+            assert err <= tol, f"{case} {stage}: {err:.2e}"
+
+
+@pytest.mark.parametrize("layout", HF_LAYOUTS)
+def test_every_hugging_face_layout_converts_to_the_recorded_model(layout, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    code, stdout, stderr = convert_cli(capsys, CHECKPOINTS / layout, out)
+    assert code == 0, stderr
+    assert "Wav2Vec2ForCTC, 2 layers" in stdout and "vocabulary of 32" in stdout
+    assert "dropped 1 tensors npw2v2 does not use yet: wav2vec2.masked_spec_embed" in stdout
+    assert_reproduces(npw2v2.load(out), "tiny_ctc", tolerance("tiny_ctc"))
+
+
+def test_converted_file_is_self_contained(tmp_path, capsys):
+    out = tmp_path / "a" / "model.safetensors"
+    out.parent.mkdir()
+    assert convert_cli(capsys, CHECKPOINTS / "hf_bin", out)[0] == 0
+    alone = tmp_path / "b" / "only.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(out, alone)
+    model = npw2v2.load(alone)
+    assert model.vocab["<pad>"] == 0 and model.vocab["|"] == 4 and len(model.vocab) == 32
+    with safe_open(str(alone), "np") as f:
+        metadata = f.metadata()
+        names = set(f.keys())
+    assert metadata["source_format"] == "huggingface-bin"
+    assert metadata["format_version"] == "1"
+    assert json.loads(metadata["preprocessor"])["sampling_rate"] == 16000
+    assert json.loads(metadata["config"])["architectures"] == ["Wav2Vec2ForCTC"]
+    assert "encoder.pos_conv_embed.conv.weight" in names  # weight norm folded
+    assert not any("weight_g" in n or "parametrizations" in n or n.startswith("wav2vec2.") for n in names)
+
+
+def test_float16_output_is_half_the_size_and_still_close(tmp_path, capsys):
+    full, half = tmp_path / "f32.safetensors", tmp_path / "f16.safetensors"
+    assert convert_cli(capsys, CHECKPOINTS / "hf_bin", full)[0] == 0
+    assert convert_cli(capsys, CHECKPOINTS / "hf_bin", half, "--dtype", "float16")[0] == 0
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    model = npw2v2.load(half)
+    assert model.params["lm_head"]["weight"].dtype == np.float32
+    assert_reproduces(model, "tiny_ctc", 5e-3)
+
+
+def test_failure_is_one_line_and_leaves_no_file(tmp_path, capsys):
+    folder = tmp_path / "broken"
+    shutil.copytree(CHECKPOINTS / "hf_bin", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    out = tmp_path / "out.safetensors"
+    code, stdout, stderr = convert_cli(capsys, folder, out)
+    assert code == 1
+    reason = next(line for line in stderr.splitlines() if line.startswith("npw2v2-convert: error:"))
+    assert str(folder) in reason and "do not match the config" in reason
+    assert "missing: encoder.layers.2.attention.q_proj.weight" in stderr
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/checkpoint"], "no such file or folder"),
+    ([GOLDEN / "tiny_ctc" / "config.json"], "not a PyTorch checkpoint"),
+    ([CHECKPOINTS / "hf_bin" / "pytorch_model.bin"], "converts from its folder"),
+])
+def test_bad_sources_are_named(args, message, tmp_path, capsys):
+    code, _, stderr = convert_cli(capsys, *args, tmp_path / "out.safetensors")
+    assert code == 1
+    assert message in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_config_derived_from_fairseq_matches_the_published_one(name):
+    pair = PUBLISHED[name]
+    derived = hf_config(pair["fairseq_model"], 32 if pair["fine_tuned"] else None)
+    published = pair["huggingface"]
+    compared = [k for k in ARCHITECTURE_KEYS if k in published]
+    assert len(compared) >= 15
+    assert {k: derived[k] for k in compared} == {k: published[k] for k in compared}
+    if pair["fine_tuned"]:
+        assert derived["vocab_size"] == published["vocab_size"]
+
+
+def test_conv_layers_are_parsed_without_eval():
+    assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 2") == [(512, 10, 5), (512, 3, 2), (512, 3, 2)]
+    for hostile in ["__import__('os').system('echo pwned')", "[(1, 2, 3)] * 10**9", "[(1, 2)]", "x"]:
+        with pytest.raises(ConversionError, match="conv_feature_layers"):
+            parse_conv_layers(hostile)
+
+
+def test_letter_dictionary_in_fairseq_order(tmp_path):
+    path = tmp_path / "dict.ltr.txt"
+    path.write_text("| 94802\nE 51860\nT 38431\n' 1000\n")
+    assert read_letter_dict(path) == {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "'": 7}
+    path.write_text("| 1\nE 2\n| 3\n")
+    with pytest.raises(ConversionError, match="appears twice"):
+        read_letter_dict(path)
