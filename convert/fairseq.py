@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
+
 from . import torch_pickle
 from .checkpoint import Checkpoint
 from .errors import ConversionError
@@ -18,6 +20,7 @@ from .names import fairseq_to_hf
 from .torch_pickle import Marker, Record, load_torch_file
 
 FAIRSEQ_SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
+MAX_CONV_LAYERS = 1000
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
 SAMPLING_RATE = 16000
 
@@ -47,12 +50,23 @@ class ConfigValue(Record):
         return plain(self.__dict__.get("_val"))
 
 
+class Dictionary(Record):
+    """Stands for fairseq.data.dictionary.Dictionary, which fine-tuned checkpoints keep in task_state."""
+
+    def vocab(self) -> dict[str, int] | None:
+        symbols = self.__dict__.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            return None
+        return {s: i for i, s in enumerate(symbols)}
+
+
 OMEGACONF_NODES = ["AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
                    "PathNode", "BytesNode", "ValueNode"]
 torch_pickle.allow({
     ("omegaconf.dictconfig", "DictConfig"): ConfigDict,
     ("omegaconf.listconfig", "ListConfig"): ConfigList,
     **{("omegaconf.nodes", name): ConfigValue for name in OMEGACONF_NODES},
+    ("fairseq.data.dictionary", "Dictionary"): Dictionary,
     ("omegaconf.base", "ContainerMetadata"): Record,
     ("omegaconf.base", "Metadata"): Record,
     ("typing", "Any"): Marker("typing.Any"),
@@ -62,6 +76,8 @@ torch_pickle.allow({
 
 def plain(obj):
     """Config containers, namespaces and nested collections as plain dicts, lists and values."""
+    if isinstance(obj, Dictionary):
+        return obj
     if isinstance(obj, (ConfigDict, ConfigList, ConfigValue)):
         return obj.plain()
     if isinstance(obj, Record):
@@ -90,8 +106,9 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
             return items if isinstance(node, ast.List) else tuple(items)
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = value(node.left), value(node.right)
-            if isinstance(node.op, ast.Mult) and isinstance(right, int) and not 0 <= right <= 1000:
-                raise ValueError("repeat count out of range")
+            if isinstance(node.op, ast.Mult) and not (isinstance(left, list) and isinstance(right, int)
+                                                      and 0 <= right and len(left) * right <= MAX_CONV_LAYERS):
+                raise ValueError(f"only a list of at most {MAX_CONV_LAYERS} layers may be repeated")
             return left + right if isinstance(node.op, ast.Add) else left * right
         raise ValueError(f"unexpected {type(node).__name__}")
 
@@ -139,25 +156,37 @@ def hf_config(model: dict, vocab_size: int | None) -> dict:
     return config
 
 
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _split_run_config(run: dict) -> tuple[dict, dict]:
+    """A whole run's configuration (cfg era: model and task sections; args era: one flat namespace)."""
+    if isinstance(run.get("model"), dict):
+        return run["model"], _dict(run.get("task"))
+    return run, run
+
+
 def model_and_task(state: dict, source: str) -> tuple[dict, dict]:
-    """The pretrained model's configuration and its task configuration, as plain dicts."""
+    """The pretrained model's configuration and its task configuration, as plain dicts.
+
+    A fine-tuned checkpoint nests the pretraining run's configuration in w2v_args; its own
+    task settings (normalize) win over the pretraining ones.
+    """
     if state.get("cfg") is not None:
-        cfg = plain(state["cfg"])
-        model, task = cfg.get("model") or {}, cfg.get("task") or {}
-        if "w2v_args" in model:  # fine-tuned: the pretrained run's whole configuration
-            inner = model.get("w2v_args") or {}
-            if not inner:
-                raise ConversionError(f"{source}: a fine-tuned checkpoint without w2v_args")
-            return inner.get("model") or inner, {**(inner.get("task") or {}), **task}
+        run = _dict(plain(state["cfg"]))
+    elif state.get("args") is not None:
+        run = _dict(plain(state["args"]))
+    else:
+        raise ConversionError(f"{source}: no 'cfg' or 'args' in the checkpoint, so no model configuration")
+    model, task = _split_run_config(run)
+    if "w2v_args" not in model:
         return model, task
-    if state.get("args") is not None:
-        args = plain(state["args"])
-        inner = args.get("w2v_args")
-        if inner:  # fine-tuned: w2v_args is the pretraining Namespace, or a cfg-era dict
-            inner = plain(inner)
-            return inner.get("model") or inner, {**(inner.get("task") or {}), **args}
-        return args, args
-    raise ConversionError(f"{source}: no 'cfg' or 'args' in the checkpoint, so no model configuration")
+    inner = _dict(plain(model["w2v_args"]))
+    if not inner:
+        raise ConversionError(f"{source}: a fine-tuned checkpoint without the pretrained model's w2v_args")
+    inner_model, inner_task = _split_run_config(inner)
+    return inner_model, {**inner_task, **task, **({"normalize": model["normalize"]} if "normalize" in model else {})}
 
 
 # ---------------------------------------------------------------------------
@@ -199,6 +228,32 @@ def rename(weights: dict, source: str) -> dict:
     return tensors
 
 
+def ctc_vocab(state: dict, path: Path, dict_path: Path | None, rows: int) -> dict[str, int]:
+    """The CTC vocabulary: --dict, else the checkpoint's own target dictionary, else dict.ltr.txt beside it."""
+    target = _dict(state.get("task_state")).get("target_dictionary")
+    if dict_path is None and isinstance(target, Dictionary) and target.vocab():
+        vocab, origin = target.vocab(), f"{path} (task_state)"
+    else:
+        dict_path = dict_path or path.with_name("dict.ltr.txt")
+        if not dict_path.is_file():
+            raise ConversionError(f"{path}: a fine-tuned CTC checkpoint needs its letter dictionary: "
+                                  f"--dict dict.ltr.txt (none at {dict_path})")
+        vocab, origin = read_letter_dict(dict_path), str(dict_path)
+    if len(vocab) != rows:
+        raise ConversionError(f"{origin}: {len(vocab)} symbols with fairseq's 4 special ones, "
+                              f"but the checkpoint's CTC head has {rows} outputs")
+    return vocab
+
+
+def add_identity_projection(tensors: dict, config: dict) -> None:
+    """fairseq has no post_extract_proj when the conv and model widths are equal: npw2v2 uses an identity."""
+    if "feature_projection.projection.weight" in tensors or config["conv_dim"][-1] != config["hidden_size"]:
+        return
+    size = config["hidden_size"]
+    tensors["feature_projection.projection.weight"] = np.eye(size, dtype=np.float32)
+    tensors["feature_projection.projection.bias"] = np.zeros(size, dtype=np.float32)
+
+
 def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
     """Read an original fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned for CTC)."""
     source = str(path)
@@ -212,17 +267,10 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
     tensors = rename(state["model"], source)
     vocab = None
     if "lm_head.weight" in tensors:
-        dict_path = dict_path or path.with_name("dict.ltr.txt")
-        if not dict_path.is_file():
-            raise ConversionError(f"{source}: a fine-tuned CTC checkpoint needs its letter dictionary: "
-                                  f"--dict dict.ltr.txt (none at {dict_path})")
-        vocab = read_letter_dict(dict_path)
-        rows = tensors["lm_head.weight"].shape[0]
-        if len(vocab) != rows:
-            raise ConversionError(f"{dict_path}: {len(vocab)} symbols with fairseq's 4 special ones, "
-                                  f"but the checkpoint's CTC head has {rows} outputs")
-    preprocessor = {"do_normalize": bool(task.get("normalize", False)), "sampling_rate": SAMPLING_RATE,
-                    "feature_size": 1, "padding_value": 0.0, "padding_side": "right",
-                    "return_attention_mask": bool(task.get("normalize", False))}
-    return Checkpoint(tensors=tensors, config=hf_config(model, len(vocab) if vocab else None),
-                      source_format="fairseq", vocab=vocab, preprocessor=preprocessor)
+        vocab = ctc_vocab(state, path, dict_path, tensors["lm_head.weight"].shape[0])
+    config = hf_config(model, len(vocab) if vocab else None)
+    add_identity_projection(tensors, config)
+    normalize = bool(task.get("normalize", False))
+    preprocessor = {"do_normalize": normalize, "sampling_rate": SAMPLING_RATE, "feature_size": 1,
+                    "padding_value": 0.0, "padding_side": "right", "return_attention_mask": normalize}
+    return Checkpoint(tensors=tensors, config=config, source_format="fairseq", vocab=vocab, preprocessor=preprocessor)

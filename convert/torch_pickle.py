@@ -17,9 +17,10 @@ Tensors come back as NumPy arrays; bfloat16 becomes float32, which NumPy can hol
 """
 from __future__ import annotations
 
+import reprlib
 import struct
 import zipfile
-from collections import OrderedDict
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,29 @@ from .errors import ConversionError
 
 MAX_STACK = 1_000_000
 MAX_MEMO = 1_000_000
+MAX_OPCODES = 5_000_000  # a base-size state dict needs a few thousand
+MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a zip checkpoint; real ones are kilobytes
+MAX_DIMS = 16
+MAX_EXTENT = 1 << 48  # no size, stride, offset or element count of a checkpoint comes near this
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+
+
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel, _short_repr.maxstring, _short_repr.maxother = 2, 60, 60
+_short_repr.maxlist, _short_repr.maxtuple, _short_repr.maxdict = 4, 6, 4
+
+
+def describe(value) -> str:
+    """A short repr of an untrusted value for an error message, however big or deep it is."""
+    try:
+        return _short_repr.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+
+
+def _small_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_EXTENT
 
 
 # ---------------------------------------------------------------------------
@@ -51,9 +73,9 @@ class Storage:
 
     def __init__(self, key: str, storage_type, numel):
         if not isinstance(storage_type, StorageType):
-            raise ConversionError(f"storage {key!r} has no known storage type ({storage_type!r})")
-        if not isinstance(numel, int) or numel < 0:
-            raise ConversionError(f"storage {key!r} declares a bad size {numel!r}")
+            raise ConversionError(f"storage {describe(key)} has no known storage type ({describe(storage_type)})")
+        if not _small_int(numel):
+            raise ConversionError(f"storage {describe(key)} declares an impossible size {describe(numel)}")
         self.key, self.dtype, self.numel = key, storage_type.dtype, numel
 
 
@@ -63,17 +85,19 @@ class LazyTensor:
     def __init__(self, storage, offset, size, stride):
         if not isinstance(storage, Storage):
             raise ConversionError("a tensor is rebuilt from something that is not a storage")
-        ints = (offset, *size, *stride)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
-            raise ConversionError(f"tensor on storage {storage.key!r}: bad offset, size or stride {ints}")
-        if len(size) != len(stride):
-            raise ConversionError(f"tensor on storage {storage.key!r}: {len(size)} sizes but {len(stride)} strides")
-        numel = int(np.prod(size, dtype=object)) if size else 1
+        where = f"tensor on storage {describe(storage.key)}"
+        if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= MAX_DIMS):
+            raise ConversionError(f"{where}: sizes {describe(size)} and strides {describe(stride)} do not pair up")
+        if not all(_small_int(v) for v in (offset, *size, *stride)):
+            raise ConversionError(f"{where}: bad offset, size or stride")
+        numel = 1
+        for n in size:
+            numel *= n
+            if numel > storage.numel:  # no tensor of a saved state dict is bigger than its storage
+                raise ConversionError(f"{where}: more elements than its storage's {storage.numel}")
         last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else offset - 1
         if last >= storage.numel:
-            raise ConversionError(
-                f"tensor on storage {storage.key!r} reaches element {last}, past the storage's {storage.numel}"
-            )
+            raise ConversionError(f"{where}: reaches element {last}, past the storage's {storage.numel}")
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
     def materialise(self, buffers: dict) -> np.ndarray:
@@ -99,7 +123,7 @@ def rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None
 def rebuild_from_type(func, new_type, args, state):
     """torch._tensor._rebuild_from_type_v2: a tensor subclass; keep the plain tensor."""
     if not any(func is allowed for allowed in ALLOWED_CALLABLES):
-        raise ConversionError(f"refuses to call {func!r} while rebuilding a tensor")
+        raise ConversionError(f"refuses to call {describe(func)} while rebuilding a tensor")
     return func(*args)
 
 
@@ -110,10 +134,12 @@ class Record:
         self.__dict__.update(kwargs)
 
     def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
-            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, tuple) and len(state) == 2 and all(isinstance(s, (dict, type(None))) for s in state):
+            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slots state)
         if not isinstance(state, dict):
             raise ConversionError(f"cannot set the state of a {type(self).__name__} from {type(state).__name__}")
+        if not all(isinstance(k, str) and k.isidentifier() and not k.startswith("__") for k in state):
+            raise ConversionError(f"a {type(self).__name__} with odd attribute names: {describe(list(state))}")
         self.__dict__.update(state)
 
 
@@ -139,7 +165,7 @@ TORCH_STORAGES = {
 NUMPY_DTYPES = {"bfloat16": np.uint16}  # read as raw 16-bit words, widened later
 
 ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "OrderedDict"): dict,  # dicts keep their order; no attributes to hide methods behind
     ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
@@ -176,6 +202,7 @@ class Unpickler:
         self.data, self.pos, self.persistent_load = data, pos, persistent_load
         self.stack: list = []
         self.memo: dict = {}
+        self.opcodes = 0
 
     def read(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -235,14 +262,17 @@ class Unpickler:
 
     def call(self, func, args):
         if not any(func is allowed for allowed in ALLOWED_CALLABLES):
-            raise ConversionError(f"refuses to call {func!r}: only checkpoint stand-ins may be called")
+            raise ConversionError(f"refuses to call {describe(func)}: only checkpoint stand-ins may be called")
         if not isinstance(args, tuple):
-            raise ConversionError(f"pickle calls {func!r} with {type(args).__name__} arguments")
+            raise ConversionError(f"pickle calls {describe(func)} with {type(args).__name__} arguments")
         return func(*args)
 
     def load(self):
         try:
             while True:
+                self.opcodes += 1
+                if self.opcodes > MAX_OPCODES:
+                    raise ConversionError(f"pickle runs past {MAX_OPCODES} opcodes")
                 op = self.read(1)
                 handler = OPCODES.get(op)
                 if handler is None:
@@ -264,8 +294,8 @@ def _build(u: Unpickler):
     obj = u.stack[-1] if u.stack else None
     if isinstance(obj, Record):
         obj.__setstate__(state)
-    elif isinstance(obj, OrderedDict) and isinstance(state, dict):
-        obj.__dict__.update({k: v for k, v in state.items() if isinstance(k, str)})  # e.g. _metadata
+    elif isinstance(obj, dict) and isinstance(state, dict) and set(state) <= {"_metadata"}:
+        pass  # a state dict's _metadata attribute: not needed, not kept
     else:
         raise ConversionError(f"pickle sets the state of a {type(obj).__name__}, which is not allowed")
 
@@ -414,81 +444,121 @@ OPCODES = {
 # File formats
 
 
-def _materialise(obj, buffers: dict, depth: int = 0):
-    """Replace every LazyTensor inside dicts, lists, tuples and records by its array."""
-    if depth > 200:
-        raise ConversionError("checkpoint nests deeper than 200 levels")
-    if isinstance(obj, LazyTensor):
-        return obj.materialise(buffers)
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            obj[k] = _materialise(v, buffers, depth + 1)
-        return obj
-    if isinstance(obj, list):
-        obj[:] = [_materialise(v, buffers, depth + 1) for v in obj]
-        return obj
-    if isinstance(obj, tuple):
-        return tuple(_materialise(v, buffers, depth + 1) for v in obj)
-    if isinstance(obj, Record):
-        for k, v in vars(obj).items():
-            setattr(obj, k, _materialise(v, buffers, depth + 1))
-    return obj
+def _materialise(obj, buffers: dict):
+    """Replace every LazyTensor inside dicts, lists, tuples and records by its array.
+
+    Each container is visited once, however often the pickle's memo shares it.
+    """
+    done: dict[int, object] = {}
+    active: set[int] = set()  # containers being walked: meeting one again is a cycle
+
+    def walk(node, depth):
+        if depth > 200:
+            raise ConversionError("the checkpoint nests deeper than 200 levels")
+        if isinstance(node, LazyTensor):
+            return node.materialise(buffers)
+        if not isinstance(node, (dict, list, tuple, Record)):
+            return node
+        if id(node) in active:
+            raise ConversionError("the checkpoint contains itself")
+        if id(node) in done:
+            return done[id(node)]
+        active.add(id(node))
+        done[id(node)] = node
+        if isinstance(node, dict):
+            for k, v in node.items():
+                node[k] = walk(v, depth + 1)
+        elif isinstance(node, list):
+            node[:] = [walk(v, depth + 1) for v in node]
+        elif isinstance(node, tuple):
+            done[id(node)] = tuple(walk(v, depth + 1) for v in node)
+        else:
+            for k, v in vars(node).items():
+                node.__dict__[k] = walk(v, depth + 1)
+        active.discard(id(node))
+        return done[id(node)]
+
+    return walk(obj, 0)
 
 
-def _storage_array(raw, storage: Storage, byteorder: str, source: str) -> np.ndarray:
+def _itemsize(storage: Storage) -> int:
+    return np.dtype(NUMPY_DTYPES.get(storage.dtype, storage.dtype)).itemsize
+
+
+def _storage_array(raw, storage: Storage, byteorder: str) -> np.ndarray:
     """The raw bytes of a storage as a 1-d array of exactly its declared element count."""
     dtype = np.dtype(NUMPY_DTYPES.get(storage.dtype, storage.dtype)).newbyteorder(byteorder)
     if len(raw) < storage.numel * dtype.itemsize:
         raise ConversionError(
-            f"{source}: storage {storage.key!r} declares {storage.numel} {storage.dtype} values "
+            f"storage {describe(storage.key)} declares {storage.numel} {storage.dtype} values "
             f"but holds {len(raw)} bytes"
         )
     array = np.frombuffer(raw, dtype=dtype, count=storage.numel)
     return array if byteorder == "<" else array.astype(dtype.newbyteorder("<"))
 
 
+ZIP_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+              RuntimeError, UnicodeDecodeError, ValueError)
+
+
 def read_zip(path: Path) -> object:
     source = str(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ConversionError(f"{source}: not a readable zip archive ({e})") from None
-    with archive:
-        names = archive.namelist()
-        if len(names) != len(set(names)):
-            raise ConversionError(f"{source}: the zip archive has duplicate entries")
-        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
-        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
-            raise ConversionError(f"{source}: a TorchScript archive, not a checkpoint; save the state dict instead")
-        if len(pickles) != 1:
-            raise ConversionError(f"{source}: expected one data.pkl in the archive, found {len(pickles)}")
-        prefix = pickles[0].removesuffix("data.pkl")
-        byteorder = "<"
-        if prefix + "byteorder" in names:
-            byteorder = {b"little": "<", b"big": ">"}.get(archive.read(prefix + "byteorder").strip())
-            if byteorder is None:
-                raise ConversionError(f"{source}: unknown byte order in the archive")
-        storages: dict[str, Storage] = {}
+    except ZIP_DAMAGE as e:
+        raise ConversionError(f"{source}: not a readable zip archive ({describe(str(e))})") from None
+    try:
+        with archive:
+            return _read_archive(archive)
+    except ConversionError as e:
+        raise _with_source(e, source) from None
+    except ZIP_DAMAGE as e:
+        raise ConversionError(f"{source}: damaged zip archive ({type(e).__name__}: {describe(str(e))})") from None
 
-        def persistent_load(pid):
-            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
-                raise ConversionError(f"{source}: unexpected persistent id {pid!r}")
-            _, storage_type, key, _location, numel = pid
-            if key in storages:
-                return storages[key]
+
+def _member(archive: zipfile.ZipFile, name: str, size: int) -> bytes:
+    """A member's bytes, refusing one whose declared size is not the size expected (no inflating bombs)."""
+    info = archive.getinfo(name)
+    if info.file_size != size:
+        raise ConversionError(f"member {describe(name)} holds {info.file_size} bytes, {size} expected")
+    return archive.read(info)
+
+
+def _read_archive(archive: zipfile.ZipFile) -> object:
+    names = archive.namelist()
+    if len(names) != len(set(names)):
+        raise ConversionError("the zip archive has duplicate entries")
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        raise ConversionError("a TorchScript archive, not a checkpoint; save the state dict instead")
+    pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+    if len(pickles) != 1:
+        raise ConversionError(f"expected one data.pkl in the archive, found {len(pickles)}")
+    prefix = pickles[0].removesuffix("data.pkl")
+    byteorder = "<"
+    if prefix + "byteorder" in names:
+        byteorder = {b"little": "<", b"big": ">"}.get(archive.read(prefix + "byteorder")[:16].strip())
+        if byteorder is None:
+            raise ConversionError("unknown byte order in the archive")
+    pickle_size = archive.getinfo(pickles[0]).file_size
+    if pickle_size > MAX_PICKLE_BYTES:
+        raise ConversionError(f"data.pkl declares {pickle_size} bytes, more than a checkpoint's pickle needs")
+    storages: dict[str, Storage] = {}
+
+    def persistent_load(pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
+            raise ConversionError(f"unexpected persistent id {describe(pid)}")
+        _, storage_type, key, _location, numel = pid
+        if key not in storages:
             if prefix + "data/" + key not in names:
-                raise ConversionError(f"{source}: storage {key!r} has no data in the archive")
+                raise ConversionError(f"storage {describe(key)} has no data in the archive")
             storages[key] = Storage(key, storage_type, numel)
-            return storages[key]
+        return storages[key]
 
-        try:
-            obj, _ = Unpickler(archive.read(pickles[0]), 0, persistent_load).load()
-            buffers = {k: _storage_array(archive.read(prefix + "data/" + k), s, byteorder, source)
-                       for k, s in storages.items()}
-        except ConversionError as e:
-            raise _with_source(e, source) from None
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
-            raise ConversionError(f"{source}: damaged zip archive ({e})") from None
+    obj, _ = Unpickler(archive.read(pickles[0]), 0, persistent_load).load()
+    buffers = {}
+    for key, storage in storages.items():
+        raw = _member(archive, prefix + "data/" + key, storage.numel * _itemsize(storage))
+        buffers[key] = _storage_array(raw, storage, byteorder)
     return _materialise(obj, buffers)
 
 
@@ -499,15 +569,15 @@ def read_legacy(path: Path) -> object:
 
     def persistent_load(pid):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and isinstance(pid[2], str)):
-            raise ConversionError(f"{source}: unexpected persistent id {pid!r}")
+            raise ConversionError(f"unexpected persistent id {describe(pid)}")
         _, storage_type, key, _location, numel, view = pid
         if view is not None:
-            raise ConversionError(f"{source}: storage views (from PyTorch before 0.4) are not supported")
+            raise ConversionError("storage views (from PyTorch before 0.4) are not supported")
         storages.setdefault(key, Storage(key, storage_type, numel))
         return storages[key]
 
     def no_persistent(pid):
-        raise ConversionError(f"{source}: unexpected persistent id in a header pickle")
+        raise ConversionError("unexpected persistent id in a header pickle")
 
     try:
         magic, pos = Unpickler(data, 0, no_persistent).load()
@@ -515,30 +585,32 @@ def read_legacy(path: Path) -> object:
             raise ConversionError("not a PyTorch checkpoint (no zip archive, no legacy magic number)")
         protocol, pos = Unpickler(data, pos, no_persistent).load()
         if protocol != LEGACY_PROTOCOL:
-            raise ConversionError(f"unsupported legacy protocol version {protocol!r}")
+            raise ConversionError(f"unsupported legacy protocol version {describe(protocol)}")
         sys_info, pos = Unpickler(data, pos, no_persistent).load()
         little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
         obj, pos = Unpickler(data, pos, persistent_load).load()
         keys, pos = Unpickler(data, pos, no_persistent).load()
-        if not isinstance(keys, list) or set(keys) != set(storages) or len(keys) != len(set(keys)):
+        if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
+                or set(keys) != set(storages) or len(keys) != len(set(keys))):
             raise ConversionError("the list of storage keys does not match the storages the pickle uses")
         buffers = {}
         for key in keys:
             if pos + 8 > len(data):
-                raise ConversionError(f"truncated before storage {key!r}")
+                raise ConversionError(f"truncated before storage {describe(key)}")
             numel = struct.unpack("<q", data[pos:pos + 8])[0]
             pos += 8
             storage = storages[key]
             if numel != storage.numel:
-                raise ConversionError(f"storage {key!r} holds {numel} values, the pickle says {storage.numel}")
-            size = numel * np.dtype(NUMPY_DTYPES.get(storage.dtype, storage.dtype)).itemsize
+                raise ConversionError(f"storage {describe(key)} holds {describe(numel)} values, "
+                                      f"the pickle says {storage.numel}")
+            size = numel * _itemsize(storage)
             if pos + size > len(data):
-                raise ConversionError(f"truncated inside storage {key!r}")
-            buffers[key] = _storage_array(memoryview(data)[pos:pos + size], storage, "<" if little else ">", source)
+                raise ConversionError(f"truncated inside storage {describe(key)}")
+            buffers[key] = _storage_array(memoryview(data)[pos:pos + size], storage, "<" if little else ">")
             pos += size
+        return _materialise(obj, buffers)
     except ConversionError as e:
         raise _with_source(e, source) from None
-    return _materialise(obj, buffers)
 
 
 def _with_source(error: ConversionError, source: str) -> ConversionError:

@@ -119,7 +119,8 @@ def test_config_derived_from_fairseq_matches_the_published_one(name):
 
 def test_conv_layers_are_parsed_without_eval():
     assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 2") == [(512, 10, 5), (512, 3, 2), (512, 3, 2)]
-    for hostile in ["__import__('os').system('echo pwned')", "[(1, 2, 3)] * 10**9", "[(1, 2)]", "x"]:
+    for hostile in ["__import__('os').system('echo pwned')", "[(1, 2, 3)] * 10**9", "[0] * 1000 * 1000 * 1000",
+                    "[(1, 2)]", "x", "2 * [(1, 2, 3)]"]:
         with pytest.raises(ConversionError, match="conv_feature_layers"):
             parse_conv_layers(hostile)
 
