@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import npw2v2
-from npw2v2.weights import (UNUSED_PREFIXES, CheckpointError, canonical_names, check_tensors,
-                            fold_positional_weight_norm, read_safetensors)
+from npw2v2.weights import (UNUSED_PREFIXES, CheckpointError, canonical_names, check_shapes, check_tensors,
+                            fold_positional_weight_norm)
 
 from .errors import ConversionError
 
@@ -75,19 +75,62 @@ def metadata_of(checkpoint: Checkpoint) -> dict[str, str]:
     return metadata
 
 
-def write_and_verify(tensors: dict, metadata: dict, out: Path) -> None:
-    """Write next to OUT, reload and compare every tensor, then move into place."""
-    from safetensors.numpy import save_file
+SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
 
+
+def write_safetensors(tensors: dict, metadata: dict, path: Path) -> None:
+    """Write the safetensors format, streaming each tensor's bytes (no copy of the whole model).
+
+    Layout: an 8-byte little-endian header size, a JSON header (names, dtypes, shapes, byte
+    ranges, and "__metadata__"), padded with spaces to 8 bytes, then the tensors' raw bytes.
+    """
+    header, offset = {"__metadata__": metadata}, 0
+    for name, value in tensors.items():
+        header[name] = {"dtype": SAFETENSORS_DTYPES[value.dtype], "shape": list(value.shape),
+                        "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for value in tensors.values():
+            f.write(memoryview(np.ascontiguousarray(value)).cast("B"))
+
+
+def verify_safetensors(tensors: dict, metadata: dict, path: Path) -> None:
+    """Read the file back through the safetensors library and compare every tensor with what was meant.
+
+    Tensors are read one at a time, so the check costs little memory.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        if f.metadata() != metadata or set(f.keys()) != set(tensors):
+            raise ConversionError(f"{path}: the written file does not hold what was written")
+        for name, value in tensors.items():
+            written = f.get_tensor(name)
+            if written.dtype != value.dtype or not np.array_equal(written, value):
+                raise ConversionError(f"{path}: tensor {name} reads back differently")
+
+
+def check_loadable(path: Path) -> npw2v2.Config:
+    """What npw2v2.load will check, from the file's header alone: config, names and shapes."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        cfg = npw2v2.Config.from_dict(json.loads(f.metadata()["config"]))
+        shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    check_shapes(shapes, cfg, str(path))
+    return cfg
+
+
+def write_and_verify(tensors: dict, metadata: dict, out: Path) -> None:
+    """Write next to OUT, read back and compare every tensor, then move into place."""
     partial = out.with_name(out.name + ".partial")
     try:
-        save_file(tensors, str(partial), metadata=metadata)
-        written, written_metadata = read_safetensors(partial)
-        if written_metadata != metadata or written.keys() != tensors.keys():
-            raise ConversionError(f"{out}: the written file does not hold what was written")
-        for name, value in tensors.items():
-            if written[name].dtype != value.dtype or not np.array_equal(written[name], value):
-                raise ConversionError(f"{out}: tensor {name} reads back differently")
+        write_safetensors(tensors, metadata, partial)
+        verify_safetensors(tensors, metadata, partial)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
@@ -100,14 +143,14 @@ def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") ->
     out = Path(out)
     tensors = prepare(checkpoint, source, dtype)
     write_and_verify(tensors, metadata_of(checkpoint), out)
-    model = npw2v2.load(out)  # the file must be all a user needs
-    cfg = model.config
+    cfg = check_loadable(out)  # the file must be all a user needs
+    ctc = "lm_head.weight" in tensors
     return Summary(
         source_format=checkpoint.source_format,
-        model_kind="Wav2Vec2ForCTC" if model.has_ctc_head else "Wav2Vec2Model",
+        model_kind="Wav2Vec2ForCTC" if ctc else "Wav2Vec2Model",
         layers=cfg.num_hidden_layers,
         parameters=sum(int(v.size) for v in tensors.values()),
-        vocab_size=cfg.vocab_size if model.has_ctc_head else None,
+        vocab_size=cfg.vocab_size if ctc else None,
         dropped=dropped_names(checkpoint.tensors),
         output=out,
     )

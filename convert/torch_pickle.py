@@ -17,6 +17,7 @@ Tensors come back as NumPy arrays; bfloat16 becomes float32, which NumPy can hol
 """
 from __future__ import annotations
 
+import mmap
 import reprlib
 import struct
 import zipfile
@@ -508,23 +509,43 @@ def read_zip(path: Path) -> object:
     except ZIP_DAMAGE as e:
         raise ConversionError(f"{source}: not a readable zip archive ({describe(str(e))})") from None
     try:
-        with archive:
-            return _read_archive(archive)
+        with archive, path.open("rb") as f:
+            # Left open: the arrays are views of it, and it goes when the last of them does.
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return _read_archive(archive, memoryview(mapped))
     except ConversionError as e:
         raise _with_source(e, source) from None
     except ZIP_DAMAGE as e:
         raise ConversionError(f"{source}: damaged zip archive ({type(e).__name__}: {describe(str(e))})") from None
 
 
-def _member(archive: zipfile.ZipFile, name: str, size: int) -> bytes:
-    """A member's bytes, refusing one whose declared size is not the size expected (no inflating bombs)."""
+LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+
+
+def _member(archive: zipfile.ZipFile, mapped: memoryview, name: str, size: int):
+    """A member's bytes, refusing one whose declared size is not the size expected (no inflating bombs).
+
+    Stored (uncompressed) members, which torch.save writes, are views of the mapped file: no copy.
+    """
     info = archive.getinfo(name)
     if info.file_size != size:
         raise ConversionError(f"member {describe(name)} holds {info.file_size} bytes, {size} expected")
-    return archive.read(info)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return archive.read(info)
+    header = bytes(mapped[info.header_offset:info.header_offset + LOCAL_HEADER.size])
+    if len(header) != LOCAL_HEADER.size or LOCAL_HEADER.unpack(header)[0] != b"PK\x03\x04":
+        raise ConversionError(f"member {describe(name)} has no local header")
+    _, name_length, extra_length = LOCAL_HEADER.unpack(header)
+    start = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
+    if start + size > len(mapped):
+        raise ConversionError(f"member {describe(name)} runs past the end of the file")
+    data = mapped[start:start + size]
+    if zlib.crc32(data) != info.CRC:
+        raise ConversionError(f"member {describe(name)} is damaged (its checksum does not match)")
+    return data
 
 
-def _read_archive(archive: zipfile.ZipFile) -> object:
+def _read_archive(archive: zipfile.ZipFile, mapped: memoryview) -> object:
     names = archive.namelist()
     if len(names) != len(set(names)):
         raise ConversionError("the zip archive has duplicate entries")
@@ -557,7 +578,7 @@ def _read_archive(archive: zipfile.ZipFile) -> object:
     obj, _ = Unpickler(archive.read(pickles[0]), 0, persistent_load).load()
     buffers = {}
     for key, storage in storages.items():
-        raw = _member(archive, prefix + "data/" + key, storage.numel * _itemsize(storage))
+        raw = _member(archive, mapped, prefix + "data/" + key, storage.numel * _itemsize(storage))
         buffers[key] = _storage_array(raw, storage, byteorder)
     return _materialise(obj, buffers)
 

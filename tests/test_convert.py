@@ -132,3 +132,71 @@ def test_letter_dictionary_in_fairseq_order(tmp_path):
     path.write_text("| 1\nE 2\n| 3\n")
     with pytest.raises(ConversionError, match="appears twice"):
         read_letter_dict(path)
+
+
+FAIRSEQ = GOLDEN / "fairseq"
+FAIRSEQ_FIXTURES = sorted(p.stem for p in FAIRSEQ.glob("*.pt"))
+
+
+def fairseq_recorded(name: str, case: str) -> dict:
+    from safetensors.numpy import load_file
+
+    prefix = f"{name}.{case}."
+    return {k.removeprefix(prefix): v for k, v in load_file(str(FAIRSEQ / "activations.safetensors")).items()
+            if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("name", FAIRSEQ_FIXTURES)
+def test_fairseq_checkpoints_convert_to_what_fairseq_computes(name, tmp_path, capsys):
+    """Real fairseq files (made by fairseq itself), against fairseq's own forward pass."""
+    out = tmp_path / "model.safetensors"
+    code, stdout, stderr = convert_cli(capsys, FAIRSEQ / f"{name}.pt", out, "--dict", FAIRSEQ / "dict.ltr.txt")
+    assert code == 0, stderr
+    assert stdout.startswith(f"{FAIRSEQ / name}.pt: fairseq, ")
+    model = npw2v2.load(out)
+    for case in ("single", "batch"):
+        ref = fairseq_recorded(name, case)
+        mask = None if "padding_mask" not in ref else ~ref["padding_mask"]
+        # fairseq's conv encoder sees the padding, as transformers' does
+        out_ = model(ref["input_values"], mask, norm_over_padding=True)
+        if "frame_padding_mask" in ref:
+            np.testing.assert_array_equal(out_.frame_mask, ~ref["frame_padding_mask"])
+        stages = {"last_hidden_state": out_.last_hidden_state, "logits": out_.logits}
+        for stage, ours in stages.items():
+            if stage in ref:
+                err = golden_error(ours, ref[stage], out_.frame_mask)
+                assert err <= 1e-4, f"{case} {stage}: {err:.2e}"
+    assert ("logits" in fairseq_recorded(name, "single")) == model.has_ctc_head
+
+
+def test_fairseq_fixtures_cover_both_eras_and_kinds():
+    assert {"w2v_pretrained_args", "w2v_pretrained_cfg", "w2v_ctc_args", "w2v_ctc_cfg", "w2v_large_cfg",
+            "w2v_noproj_cfg"} <= set(FAIRSEQ_FIXTURES)
+
+
+def test_fine_tuned_vocabulary_is_fairseqs_order(tmp_path, capsys):
+    out = tmp_path / "ctc.safetensors"
+    assert convert_cli(capsys, FAIRSEQ / "w2v_ctc_args.pt", out, "--dict", FAIRSEQ / "dict.ltr.txt")[0] == 0
+    vocab = npw2v2.load(out).vocab
+    assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:6] == ["<s>", "<pad>", "</s>", "<unk>", "|", "E"]
+
+
+def test_fine_tuned_checkpoint_without_dictionary_is_refused(tmp_path, capsys):
+    lonely = tmp_path / "ctc.pt"
+    shutil.copy(FAIRSEQ / "w2v_ctc_args.pt", lonely)  # an args-era file has no dictionary inside
+    code, _, stderr = convert_cli(capsys, lonely, tmp_path / "out.safetensors")
+    assert code == 1 and "needs its letter dictionary: --dict dict.ltr.txt" in stderr
+
+
+def test_cfg_era_fine_tuned_checkpoint_brings_its_own_dictionary(tmp_path, capsys):
+    lonely = tmp_path / "ctc.pt"
+    shutil.copy(FAIRSEQ / "w2v_ctc_cfg.pt", lonely)
+    assert convert_cli(capsys, lonely, tmp_path / "out.safetensors")[0] == 0
+    assert len(npw2v2.load(tmp_path / "out.safetensors").vocab) == 32
+
+
+def test_wrong_dictionary_size_is_named(tmp_path, capsys):
+    small = tmp_path / "dict.ltr.txt"
+    small.write_text("| 1\nE 1\n")
+    code, _, stderr = convert_cli(capsys, FAIRSEQ / "w2v_ctc_args.pt", tmp_path / "o.safetensors", "--dict", small)
+    assert code == 1 and "6 symbols with fairseq's 4 special ones, but the checkpoint's CTC head has 32" in stderr
