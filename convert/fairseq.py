@@ -29,21 +29,31 @@ SAMPLING_RATE = 16000
 # Stand-ins for the config containers fairseq pickles
 
 
-class ConfigDict(Record):
+class ConfigNode(Record):
+    """Base of the omegaconf stand-ins: keeps the state but not ``_parent``, a back-reference
+    (a cycle) that reading the values does not need."""
+
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            state = {k: v for k, v in state.items() if k != "_parent"}
+        super().__setstate__(state)
+
+
+class ConfigDict(ConfigNode):
     """Stands for omegaconf's DictConfig: its state holds the values in ``_content``."""
 
     def plain(self):
         return plain(self.__dict__.get("_content") or {})
 
 
-class ConfigList(Record):
+class ConfigList(ConfigNode):
     """Stands for omegaconf's ListConfig."""
 
     def plain(self):
         return plain(self.__dict__.get("_content") or [])
 
 
-class ConfigValue(Record):
+class ConfigValue(ConfigNode):
     """Stands for omegaconf's value nodes (AnyNode, StringNode, ...): the value is ``_val``."""
 
     def plain(self):
@@ -70,7 +80,6 @@ torch_pickle.allow({
     ("omegaconf.base", "ContainerMetadata"): Record,
     ("omegaconf.base", "Metadata"): Record,
     ("typing", "Any"): Marker("typing.Any"),
-    **{("builtins", name): Marker(f"builtins.{name}") for name in ("dict", "list", "str", "int", "float", "bool", "object")},
 })
 
 

@@ -18,6 +18,7 @@ Tensors come back as NumPy arrays; bfloat16 becomes float32, which NumPy can hol
 from __future__ import annotations
 
 import mmap
+import re
 import reprlib
 import struct
 import zipfile
@@ -158,6 +159,42 @@ class Marker:
         return self.name
 
 
+class NumpyDType:
+    """Stands for numpy.dtype as pickled inside numpy scalars: numeric types only."""
+
+    SPEC = re.compile(r"[biufc][1248]|c16|f16")
+
+    def __init__(self, spec, align=False, copy=True):
+        if not isinstance(spec, str) or not self.SPEC.fullmatch(spec):
+            raise ConversionError(f"refuses the numpy dtype {describe(spec)}: only numeric types are read")
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+            raise ConversionError(f"a numpy dtype with odd state {describe(state)}")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def numpy_scalar(dtype, data):
+    """numpy.core.multiarray.scalar: a number (such as a best loss in fairseq's extra_state)."""
+    if not isinstance(dtype, NumpyDType) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise ConversionError("a numpy scalar without a numeric dtype and its bytes")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+def codecs_encode(text, encoding="utf-8"):
+    """_codecs.encode, which protocol-2 pickles use to spell bytes: latin-1 text to bytes only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ConversionError(f"refuses _codecs.encode with {describe(encoding)}")
+    return text.encode("latin-1")
+
+
+def default_dict(default_factory=None):
+    """collections.defaultdict: read as a plain dict (its factory is never called)."""
+    return {}
+
+
 TORCH_STORAGES = {
     "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
     "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
@@ -173,6 +210,15 @@ ALLOWED = {
     ("torch._tensor", "_rebuild_from_type_v2"): rebuild_from_type,
     ("torch.nn.parameter", "Parameter"): Marker("torch.nn.parameter.Parameter"),
     ("argparse", "Namespace"): Namespace,
+    ("collections", "defaultdict"): default_dict,
+    ("_codecs", "encode"): codecs_encode,
+    # Built-in types named as values (a defaultdict's factory, omegaconf's type hints), never called;
+    # protocol 2 spells them "__builtin__".
+    **{(module, name): Marker(f"{module}.{name}") for module in ("builtins", "__builtin__")
+       for name in ("dict", "list", "int", "long", "float", "str", "bool", "object", "set", "tuple")},
+    ("numpy", "dtype"): NumpyDType,
+    ("numpy.core.multiarray", "scalar"): numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): numpy_scalar,
     **{("torch", name): StorageType(dtype) for name, dtype in TORCH_STORAGES.items()},
 }
 # What REDUCE and NEWOBJ may call: the stand-in functions and classes above, nothing else.
@@ -293,7 +339,7 @@ STOP = object()
 def _build(u: Unpickler):
     state = u.pop()
     obj = u.stack[-1] if u.stack else None
-    if isinstance(obj, Record):
+    if isinstance(obj, (Record, NumpyDType)):
         obj.__setstate__(state)
     elif isinstance(obj, dict) and isinstance(state, dict) and set(state) <= {"_metadata"}:
         pass  # a state dict's _metadata attribute: not needed, not kept

@@ -35,6 +35,7 @@ import io
 import json
 import logging
 import math
+import os
 import pickletools
 import platform
 import shutil
@@ -160,6 +161,9 @@ PRETRAINED = {
     "w2v_noproj_cfg": ("cfg", dict(BASE_MODEL, **dict(TINY, encoder_embed_dim=32)), 1236),
     # w2v_pretrained_args again, in torch's legacy (pre-1.6, non-zip) serialization format
     "w2v_pretrained_legacy": ("args", dict(BASE_MODEL, **TINY), 1234),
+    # w2v_pretrained_cfg again, with cfg pickled as the omegaconf DictConfig itself, as some
+    # hydra-era files hold it (fairseq 0.12 stores plain containers)
+    "w2v_pretrained_dictconfig": ("dictconfig", dict(BASE_MODEL, **TINY), 1234),
 }
 LEGACY_FORMAT = {"w2v_pretrained_legacy"}
 # name -> (era, the pretrained fixture it is fine-tuned from, weight seed)
@@ -289,10 +293,10 @@ def args_era_state(args: argparse.Namespace, model, criterion: str) -> dict:
             "optimizer_history": optimizer_history(criterion), "extra_state": extra_state()}
 
 
-def cfg_era_state(cfg, model, task, criterion: str) -> dict:
+def cfg_era_state(cfg, model, task, criterion: str, keep_dictconfig: bool = False) -> dict:
     """fairseq 0.12 Trainer.state_dict's layout, without the optimizer state."""
     return {"args": None,
-            "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "cfg": cfg if keep_dictconfig else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
             "model": model.state_dict(), "criterion": None,
             "optimizer_history": optimizer_history(criterion),
             "task_state": task.state_dict(), "extra_state": extra_state()}
@@ -321,7 +325,7 @@ def make_pretrained(name: str) -> tuple[Wav2Vec2Model, dict]:
     if era == "args":
         save(args_era_state(args, model, "Wav2vecCriterion"), name)
     else:
-        save(cfg_era_state(cfg, model, task, "Wav2vecCriterion"), name)
+        save(cfg_era_state(cfg, model, task, "Wav2vecCriterion", keep_dictconfig=(era == "dictconfig")), name)
     return model.eval(), configs(args if era == "args" else cfg, cfg.model)
 
 
@@ -445,6 +449,20 @@ def record(name: str, model, inputs: tuple[np.ndarray, np.ndarray]) -> dict:
             for case, (x, m) in cases.items() for stage, value in run_case(model, x, m).items()}
 
 
+@contextlib.contextmanager
+def _environment(variables: dict):
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def check_reload(name: str, arrays: dict) -> None:
     """Load NAME.pt with fairseq's own loader and check it reproduces the recorded stages.
 
@@ -454,7 +472,10 @@ def check_reload(name: str, arrays: dict) -> None:
     # fairseq's torch.load runs with torch's weights_only default: allow the two classes these
     # files pickle besides tensors (args-era Namespace, fine-tuning's task_state Dictionary)
     allowed = [argparse.Namespace, Dictionary]
-    with torch.serialization.safe_globals(allowed), contextlib.redirect_stdout(io.StringIO()):
+    # a pickled DictConfig needs a dozen omegaconf and typing globals: trust this file we just wrote
+    trusting = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if PRETRAINED.get(name, ("",))[0] == "dictconfig" else {}
+    with torch.serialization.safe_globals(allowed), contextlib.redirect_stdout(io.StringIO()), \
+            _environment(trusting):
         if name in CTC and CTC[name][0] == "args":
             state = torch.load(f"{name}.pt")
             model = finetuning_task().build_model(args_era_ctc_config(state["args"]).model)
@@ -567,7 +588,8 @@ def main() -> None:
 NOTES = [
     "zip files are byte-for-byte reproducible; the legacy file is not: torch's legacy format "
     "keys storages by memory address, so only its keys (and offsets) change between runs.",
-    "cfg era: cfg is a plain dict (Trainer.state_dict calls OmegaConf.to_container), nested w2v_args too.",
+    "cfg era: cfg is a plain dict (Trainer.state_dict calls OmegaConf.to_container), nested w2v_args too; "
+    "w2v_pretrained_dictconfig keeps it as the pickled omegaconf DictConfig instead.",
     "args era: latent_temp is the string '(2,0.5,0.999995)' and fields newer than 2020 "
     "(layer_type, pos_conv_depth, ...) are absent; model_config shows fairseq 0.12's defaults for them.",
     "w2v_ctc_cfg's task_state holds the target dictionary as a pickled fairseq.data.dictionary.Dictionary.",

@@ -128,15 +128,20 @@ def fold_positional_weight_norm(tensors: dict) -> dict:
 
 def check_tensors(tensors: dict, cfg: Config, source: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected and mis-shaped tensor."""
-    expected = expected_shapes(cfg, ctc_head=cfg.has_ctc_head or "lm_head.weight" in tensors)
-    if POS_CONV + "weight_g" in tensors or POS_CONV + "weight_v" in tensors:
+    check_shapes({name: tuple(value.shape) for name, value in tensors.items()}, cfg, source)
+
+
+def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
+    """check_tensors for tensor names and shapes alone."""
+    expected = expected_shapes(cfg, ctc_head=cfg.has_ctc_head or "lm_head.weight" in shapes)
+    if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
-    problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in tensors]
-    problems += [f"unexpected: {n}" for n in tensors if n not in expected]
+    problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in shapes]
+    problems += [f"unexpected: {n}" for n in shapes if n not in expected]
     problems += [
-        f"wrong shape: {n} is {list(tensors[n].shape)}, the config says {list(s)}"
-        for n, s in expected.items() if n in tensors and tuple(tensors[n].shape) != tuple(s)
+        f"wrong shape: {n} is {list(shapes[n])}, the config says {list(s)}"
+        for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)
     ]
     if problems:
         raise CheckpointError(f"{source}: the tensors do not match the config:\n  " + "\n  ".join(problems))

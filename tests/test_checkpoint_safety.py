@@ -1035,3 +1035,20 @@ def test_error_messages_stay_short(tmp_path):
     assert path.stat().st_size < 10_000
     message = refused(path, r"persistent id")
     assert len(message) < 10_000, f"{len(message)} characters"
+
+
+def test_numpy_scalars_and_defaultdicts_in_extra_state_read_as_plain_values(tmp_path):
+    """fairseq keeps numbers such as the best loss as numpy scalars beside the model."""
+    import collections
+
+    extra = {"best": np.float64(1.25), "steps": np.int64(7), "half": np.float16(0.5),
+             "big_endian": np.dtype(">f4").type(2.5), "counts": collections.defaultdict(int, {"a": 1})}
+    data = pickle.dumps({"extra_state": extra}, protocol=2)
+    loaded = load_torch_file(write_zip(tmp_path / "p.pt", data))["extra_state"]
+    assert loaded == {"best": 1.25, "steps": 7, "half": 0.5, "big_endian": 2.5, "counts": {"a": 1}}
+
+
+@pytest.mark.parametrize("value", [np.array([1, 2]), np.dtype("O"), np.str_("text")], ids=["ndarray", "object", "str"])
+def test_other_numpy_objects_are_refused(tmp_path, value):
+    path = write_zip(tmp_path / "p.pt", pickle.dumps({"x": value}, protocol=2))
+    refused(path, r"refuses")

@@ -170,8 +170,8 @@ def test_fairseq_checkpoints_convert_to_what_fairseq_computes(name, tmp_path, ca
 
 
 def test_fairseq_fixtures_cover_both_eras_and_kinds():
-    assert {"w2v_pretrained_args", "w2v_pretrained_cfg", "w2v_ctc_args", "w2v_ctc_cfg", "w2v_large_cfg",
-            "w2v_noproj_cfg"} <= set(FAIRSEQ_FIXTURES)
+    assert {"w2v_pretrained_args", "w2v_pretrained_cfg", "w2v_pretrained_dictconfig", "w2v_pretrained_legacy",
+            "w2v_ctc_args", "w2v_ctc_cfg", "w2v_large_cfg", "w2v_noproj_cfg"} <= set(FAIRSEQ_FIXTURES)
 
 
 def test_fine_tuned_vocabulary_is_fairseqs_order(tmp_path, capsys):
