@@ -352,37 +352,34 @@ def _newobj(u: Unpickler):
     u.push(u.call(cls, args))
 
 
+def _target(u: Unpickler, kind: type, op: str):
+    """The container an opcode adds to (the top of the stack), if it is of the kind the opcode needs."""
+    target = u.stack[-1] if u.stack else None
+    if not isinstance(target, kind):
+        raise ConversionError(f"pickle {op} on a {type(target).__name__}, not a {kind.__name__}")
+    return target
+
+
 def _setitems(u: Unpickler):
     items = u.pop_mark()
-    target = u.stack[-1] if u.stack else None
-    if not isinstance(target, dict) or len(items) % 2:
-        raise ConversionError("pickle SETITEMS on something that is not a dict")
-    for k, v in zip(items[0::2], items[1::2]):
-        target[k] = v
+    if len(items) % 2:
+        raise ConversionError("pickle SETITEMS with an odd number of items")
+    _target(u, dict, "SETITEMS").update(zip(items[0::2], items[1::2]))
 
 
 def _appends(u: Unpickler):
     items = u.pop_mark()
-    target = u.stack[-1] if u.stack else None
-    if not isinstance(target, list):
-        raise ConversionError("pickle APPENDS to something that is not a list")
-    target.extend(items)
+    _target(u, list, "APPENDS").extend(items)
 
 
 def _setitem(u: Unpickler):
     value, key = u.pop(), u.pop()
-    target = u.stack[-1] if u.stack else None
-    if not isinstance(target, dict):
-        raise ConversionError("pickle SETITEM on something that is not a dict")
-    target[key] = value
+    _target(u, dict, "SETITEM")[key] = value
 
 
 def _append(u: Unpickler):
     value = u.pop()
-    target = u.stack[-1] if u.stack else None
-    if not isinstance(target, list):
-        raise ConversionError("pickle APPEND to something that is not a list")
-    target.append(value)
+    _target(u, list, "APPEND").append(value)
 
 
 def _dict_from_mark(u: Unpickler):
@@ -411,10 +408,7 @@ def _frozen_set(u: Unpickler):
 
 def _add_items(u: Unpickler):
     items = u.pop_mark()
-    target = u.stack[-1] if u.stack else None
-    if not isinstance(target, set):
-        raise ConversionError("pickle ADDITEMS to something that is not a set")
-    target.update(items)
+    _target(u, set, "ADDITEMS").update(items)
 
 
 def _reduce(u: Unpickler):

@@ -50,6 +50,7 @@ import omegaconf
 import torch
 from omegaconf import OmegaConf
 from safetensors.numpy import save_file
+from signals import speech_like_batch
 
 import fairseq
 from fairseq import checkpoint_utils, options, tasks
@@ -405,17 +406,9 @@ def configs(stored, model_cfg) -> dict:
 # --- inputs and activations ------------------------------------------------------------------
 
 def make_inputs(lengths: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A right-padded batch of speech-like signals (a few tones plus noise, zero mean, unit
-    variance) and its padding mask, True = padding (fairseq's convention)."""
-    rng = np.random.RandomState(seed)
-    batch = np.zeros((len(lengths), max(lengths)), dtype=np.float32)
-    for i, n in enumerate(lengths):
-        t = np.arange(n) / 16000.0
-        tones = sum(rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * rng.uniform(80, 4000) * t) for _ in range(4))
-        signal = tones + 0.3 * rng.standard_normal(n)
-        batch[i, :n] = (signal - signal.mean()) / signal.std()
-    padding = np.arange(batch.shape[1])[None, :] >= np.array(lengths)[:, None]
-    return batch, padding
+    """The recorded batch and its padding mask, True = padding (fairseq's convention)."""
+    batch, mask = speech_like_batch(lengths, seed)
+    return batch, ~mask
 
 
 @torch.no_grad()

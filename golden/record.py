@@ -28,6 +28,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import npw2v2  # noqa: E402  (weights and their names come from the library under test)
+from signals import speech_like_batch  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHT_SEED = 1234
@@ -97,19 +98,6 @@ def weight_norm_g(w: np.ndarray) -> np.ndarray:
     return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))
 
 
-def make_inputs(lengths: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A right-padded batch of speech-like signals (a few tones plus noise, zero mean, unit variance)."""
-    rng = np.random.RandomState(seed)
-    batch = np.zeros((len(lengths), max(lengths)), dtype=np.float32)
-    for i, n in enumerate(lengths):
-        t = np.arange(n) / 16000.0
-        tones = sum(rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * rng.uniform(80, 4000) * t) for _ in range(4))
-        signal = tones + 0.3 * rng.standard_normal(n)
-        batch[i, :n] = (signal - signal.mean()) / signal.std()
-    mask = np.arange(batch.shape[1])[None, :] < np.array(lengths)[:, None]
-    return batch, mask
-
-
 @torch.no_grad()
 def run_case(model, input_values: np.ndarray, attention_mask: np.ndarray | None) -> dict:
     """Every stage of one forward pass, as float32 NumPy arrays; time-series as [B, T, ...]."""
@@ -144,7 +132,7 @@ def record_config(name: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     full_size = name == "base"
     lengths = BASE_LENGTHS if full_size else TINY_LENGTHS
-    batch, mask = make_inputs(lengths, INPUT_SEED)
+    batch, mask = speech_like_batch(lengths, INPUT_SEED)
     cases = {
         "single": (batch[:1], None),
         "batch": (batch, mask),
@@ -235,9 +223,9 @@ def write_checkpoint_fixtures() -> dict:
 
 def main() -> None:
     torch.manual_seed(0)
-    if DATA.exists():
-        shutil.rmtree(DATA)
-    DATA.mkdir(parents=True)
+    for mine in [*CONFIGS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
+        shutil.rmtree(DATA / mine, ignore_errors=True)
+    DATA.mkdir(parents=True, exist_ok=True)
     manifest = {
         "command": "python golden/record.py",
         "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -255,7 +243,7 @@ def main() -> None:
         manifest["configs"][name] = record_config(name)
     manifest["checkpoints"] = write_checkpoint_fixtures()
     (DATA / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file() and "fairseq" not in f.parts)
     print(f"wrote {DATA} ({total / 1e6:.1f} MB)")
 
 
