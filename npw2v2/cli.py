@@ -2,42 +2,191 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 
 from . import BASE, LARGE, CheckpointError, from_tensors, load, random_weights
+from .audio import AudioError, AudioWarning
 
 SAMPLING_RATE = 16000  # what every published wav2vec 2.0 checkpoint expects
 BUILT_IN = {"base": BASE, "large": LARGE}
+# What a folder argument contributes: files libsndfile reads, by their usual suffixes.
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
+                  ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
+FORMATS = {"text": "txt", "tsv": "tsv", "json": "json", "srt": "srt"}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="npw2v2", description="wav2vec 2.0 in pure NumPy")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="run one padded batch through a model and show how lengths become frames",
-        description="Run one padded batch of noise through a model (by default the wav2vec2-base "
-                    "architecture with random weights: nothing to download) and show the shapes, "
-                    "the frames of each input, and that each input gets the same result as alone.")
-    demo.add_argument("--model", help="a .safetensors file or Hugging Face folder, or 'base' / 'large' "
-                                      "for that architecture with random weights (default: base)", default="base")
-    demo.add_argument("--seconds", type=float, nargs="+", default=[1.3, 2.7], help="input lengths (default: 1.3 2.7)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
-    args = parser.parse_args(argv)
-    try:
-        return run_demo(args)
-    except (CheckpointError, ValueError) as e:
-        print(f"npw2v2: error: {e}", file=sys.stderr)
-        return 2
+class UsageError(Exception):
+    """A mistake in the command line that argparse cannot see."""
 
 
-def load_model(name: str, seed: int):
+# ---------------------------------------------------------------------------
+# Helpers shared by the sub-commands
+
+
+def _warn_on_stderr(message, category, filename, lineno, file=None, line=None):
+    print(f"npw2v2: warning: {message}", file=sys.stderr)
+
+
+def load_model(name: str, seed: int = 0):
+    """A model file or folder, or a built-in architecture name with random weights."""
     if name in BUILT_IN:
         cfg = BUILT_IN[name]
         return from_tensors(random_weights(cfg, seed=seed), cfg), f"{name} architecture, random weights (seed {seed})"
     return load(name), name
+
+
+def expand(paths: list[str]) -> list[str]:
+    """Files as given, and the audio files inside folders (recursively, sorted)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            files.append(str(p))
+    return files
+
+
+def progress_printer(total: int):
+    """Progress on stderr when there is more than one input: a line per batch, or one updated line on a terminal."""
+    if total < 2:
+        return None
+    start = time.perf_counter()
+    tty = sys.stderr.isatty()
+
+    def report(done, total):
+        line = f"npw2v2: {done}/{total} files, {time.perf_counter() - start:.0f} s"
+        print(("\r" + line) if tty else line, end="\n" if (not tty or done == total) else "", file=sys.stderr,
+              flush=True)
+
+    return report
+
+
+# ---------------------------------------------------------------------------
+# transcribe
+
+
+def _timestamp(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def srt(words, max_words: int = 10, max_seconds: float = 5.0) -> str:
+    """Subtitles from timed words: cues of at most ``max_words`` words and ``max_seconds``."""
+    cues, cue = [], []
+    for word in words:
+        if cue and (len(cue) >= max_words or word.end - cue[0].start > max_seconds):
+            cues.append(cue)
+            cue = []
+        cue.append(word)
+    if cue:
+        cues.append(cue)
+    return "".join(f"{i}\n{_timestamp(c[0].start)} --> {_timestamp(c[-1].end)}\n{' '.join(w.text for w in c)}\n\n"
+                   for i, c in enumerate(cues, 1))
+
+
+def render(result, fmt: str, timestamps: bool) -> str:
+    """One transcription in the chosen format, ending with a newline."""
+    if fmt == "text":
+        return result.text + "\n"
+    if fmt == "tsv":
+        return f"{result.source}\t{result.seconds:.2f}\t{result.text}\n"
+    if fmt == "srt":
+        return srt(result.words)
+    record = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3)}
+    if timestamps:
+        record["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in result.words]
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
+    """One output file per input in FOLDER, named after the input; clashing names get -2, -3, ..."""
+    taken, paths = set(), []
+    for source in sources:
+        stem, n = Path(source).stem, 1
+        name = f"{stem}.{suffix}"
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.{suffix}"
+        taken.add(name)
+        paths.append(folder / name)
+    return paths
+
+
+def run_transcribe(args) -> int:
+    files = expand(args.inputs)
+    if not files:
+        raise UsageError("no audio files found in " + ", ".join(args.inputs))
+    if args.format == "srt" and args.output is None and len(files) > 1:
+        raise UsageError("--format srt writes one subtitle file per input: give --output DIR")
+    timestamps = args.timestamps or args.format == "srt"
+    model, _ = load_model(args.model)
+    results = model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
+                               chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
+                               errors="keep")
+    good = [r for r in results if r.error is None]
+    for r in results:
+        if r.error is not None:
+            print(f"npw2v2: error: {r.error}", file=sys.stderr)
+    if args.output is None:
+        sys.stdout.write("".join(render(r, args.format, timestamps) for r in good))
+    else:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for r, path in zip(good, output_paths([r.source for r in good], args.output, FORMATS[args.format])):
+            path.write_text(render(r, args.format, timestamps), encoding="utf-8")
+        print(f"npw2v2: wrote {len(good)} files to {args.output}", file=sys.stderr)
+    return 1 if len(good) < len(results) else 0
+
+
+# ---------------------------------------------------------------------------
+# embed
+
+
+def parse_layers(text: str):
+    if text == "last":
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers takes 'last' or comma-separated numbers, got {text!r}") from None
+
+
+def run_embed(args) -> int:
+    files = expand(args.inputs)
+    if not files:
+        raise UsageError("no audio files found in " + ", ".join(args.inputs))
+    suffix = args.out.suffix.lower()
+    if suffix not in (".safetensors", ".npy"):
+        raise UsageError(f"-o must end in .safetensors or .npy, got {args.out}")
+    if suffix == ".npy" and len(files) != 1:
+        raise UsageError("a .npy file holds one input's features; use .safetensors for several files")
+    model, name = load_model(args.model)
+    results = model.embed(files, layers=args.layers, batch_size=args.batch_size, errors="keep")
+    good = {f: r for f, r in zip(files, results) if not isinstance(r, AudioError)}
+    for r in results:
+        if isinstance(r, AudioError):
+            print(f"npw2v2: error: {r}", file=sys.stderr)
+    if good:
+        if suffix == ".npy":
+            np.save(args.out, next(iter(good.values())))
+        else:
+            from safetensors.numpy import save_file
+
+            layers = "last" if args.layers is None else ",".join(map(str, args.layers))
+            metadata = {"model": name, "layers": layers, "shape": "[layers, T, D]",
+                        "frame_seconds": str(model.config.frame_stride / model.sampling_rate)}
+            save_file({f: np.ascontiguousarray(r) for f, r in good.items()}, str(args.out), metadata=metadata)
+        print(f"npw2v2: wrote the features of {len(good)} files to {args.out}", file=sys.stderr)
+    return 1 if len(good) < len(files) else 0
+
+
+# ---------------------------------------------------------------------------
+# demo
 
 
 def run_demo(args) -> int:
@@ -73,6 +222,79 @@ def run_demo(args) -> int:
 def _difference_from_alone(model, x, lengths, batched, i) -> float:
     alone = model(x[i:i + 1, :lengths[i]]).last_hidden_state[0]  # [T_i, D]
     return float(np.abs(batched.last_hidden_state[i, :len(alone)] - alone).max())
+
+
+# ---------------------------------------------------------------------------
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe audio, extract features, look inside.",
+        epilog="Models are .safetensors files made by npw2v2-convert, or Hugging Face folders with "
+               "model.safetensors. Run 'npw2v2 COMMAND --help' for a command's options.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser(
+        "transcribe", help="audio files to text (CTC models)",
+        description="Transcribe audio files (WAV, FLAC, OGG, MP3, ... at any rate, any channels) with a CTC "
+                    "model. Folders are searched for audio files. Files longer than --chunk-seconds are "
+                    "read and run in overlapping windows, so memory stays bounded. A file that cannot be "
+                    "read is reported on stderr and skipped; the exit status is then 1.")
+    t.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    t.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    t.add_argument("--format", "-f", choices=FORMATS, default="text",
+                   help="text: the text alone, a line per file; tsv: path, seconds, text; json: an object per "
+                        "line (path, text, seconds, and words with --timestamps); srt: subtitles")
+    t.add_argument("--timestamps", action="store_true", help="word start and end times (json)")
+    t.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
+    t.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    t.add_argument("--chunk-seconds", type=float, default=20.0,
+                   help="longer files run in windows of this length with a sixth of it as context on "
+                        "each side (default 20)")
+    t.set_defaults(run=run_transcribe)
+
+    e = commands.add_parser(
+        "embed", help="audio files to hidden states",
+        description="Write the hidden states of audio files: for each file an array [layers, T, D], one "
+                    "vector per 20 ms frame. Layer 0 is the first transformer layer's input, the last "
+                    "layer number its output.")
+    e.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    e.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    e.add_argument("--layers", type=parse_layers, default=None,
+                   help="comma-separated layer numbers, e.g. 6,12 (default: last, the encoder's output)")
+    e.add_argument("--out", "-o", type=Path, required=True,
+                   help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.set_defaults(run=run_embed)
+
+    d = commands.add_parser(
+        "demo", help="run one padded batch through a model and show how lengths become frames",
+        description="Run one padded batch of noise through a model (by default the wav2vec2-base "
+                    "architecture with random weights: nothing to download) and show the shapes, "
+                    "the frames of each input, and that each input gets the same result as alone.")
+    d.add_argument("--model", default="base",
+                   help="a .safetensors file or Hugging Face folder, or 'base' / 'large' for that "
+                        "architecture with random weights (default: base)")
+    d.add_argument("--seconds", type=float, nargs="+", default=[1.3, 2.7], help="input lengths (default: 1.3 2.7)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    d.set_defaults(run=run_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AudioWarning)
+        warnings.showwarning = _warn_on_stderr
+        try:
+            return args.run(args)
+        except UsageError as e:
+            parser.error(str(e))
+        except (CheckpointError, AudioError, ValueError, OSError) as e:
+            print(f"npw2v2: error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -279,6 +279,44 @@ class Wav2Vec2:
     def has_ctc_head(self) -> bool:
         return "lm_head" in self.params
 
+    @property
+    def preprocessor(self) -> dict:
+        """The feature extractor's settings (preprocessor_config.json), or {} when unknown."""
+        return self.metadata.get("preprocessor") or {}
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.preprocessor.get("sampling_rate", 16000))
+
+    @property
+    def do_normalize(self) -> bool:
+        """Whether inputs are normalised per utterance; transformers' feature extractor defaults to yes."""
+        return bool(self.preprocessor.get("do_normalize", True))
+
+    @property
+    def word_delimiter(self) -> str:
+        return (self.metadata.get("tokenizer") or {}).get("word_delimiter_token", "|")
+
+    @property
+    def id_to_token(self) -> list[str]:
+        """The vocabulary as a list indexed by token id."""
+        tokens = [""] * (max(self.vocab.values()) + 1 if self.vocab else 0)
+        for token, i in (self.vocab or {}).items():
+            tokens[i] = token
+        return tokens
+
+    def transcribe(self, inputs, batch_size: int = 8, timestamps: bool = False, **options):
+        """Text of each file or 1-d array (see npw2v2.pipeline.transcribe)."""
+        from .pipeline import transcribe
+
+        return transcribe(self, inputs, batch_size=batch_size, timestamps=timestamps, **options)
+
+    def embed(self, inputs, layers=None, batch_size: int = 8, **options):
+        """Hidden states of each file or 1-d array (see npw2v2.pipeline.embed)."""
+        from .pipeline import embed
+
+        return embed(self, inputs, layers=layers, batch_size=batch_size, **options)
+
     def __repr__(self):
         c = self.config
         head = "CTC head" if self.has_ctc_head else "no head"

@@ -199,6 +199,10 @@ def _json_file(path: Path):
         raise CheckpointError(f"{path}: cannot read JSON ({e})") from None
 
 
+# Settings besides the weights: the feature extractor's and the tokenizer's.
+SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
+
+
 def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
     """A Hugging Face model folder: config.json with model.safetensors or sharded safetensors."""
     if not (folder / "config.json").is_file():
@@ -206,9 +210,9 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
     cfg = Config.from_dict(_json_file(folder / "config.json"))
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
-        tensors, metadata = read_safetensors(folder / "model.safetensors")
+        tensors = read_safetensors(folder / "model.safetensors")[0]
     elif index.is_file():
-        tensors, metadata = {}, {}
+        tensors = {}
         for shard in sorted(set(_json_file(index).get("weight_map", {}).values())):
             tensors.update(read_safetensors(folder / shard)[0])
     else:
@@ -216,7 +220,8 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
             f"{folder}: no model.safetensors; convert PyTorch or fairseq checkpoints with npw2v2-convert"
         )
     vocab = _json_file(folder / "vocab.json") if (folder / "vocab.json").is_file() else None
-    return tensors, cfg, vocab, metadata
+    settings = {key: _json_file(folder / name) for key, name in SETTINGS_FILES.items() if (folder / name).is_file()}
+    return tensors, cfg, vocab, {"source_format": "huggingface-folder", **settings}
 
 
 def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
@@ -227,12 +232,13 @@ def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
             f"{path}: no config in the file's metadata; load its folder (with config.json) instead, "
             "or convert it with npw2v2-convert"
         )
+    json_keys = ["config", "vocab", *SETTINGS_FILES]
     try:
-        cfg = Config.from_dict(json.loads(metadata["config"]))
-        vocab = json.loads(metadata["vocab"]) if "vocab" in metadata else None
+        parsed = {k: json.loads(v) if k in json_keys else v for k, v in metadata.items()}
+        cfg = Config.from_dict(parsed.pop("config"))
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: bad config or vocab in the metadata ({e})") from None
-    return tensors, cfg, vocab, metadata
+        raise CheckpointError(f"{path}: bad config or settings in the metadata ({e})") from None
+    return tensors, cfg, parsed.pop("vocab", None), parsed
 
 
 def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:

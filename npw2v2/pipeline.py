@@ -1,0 +1,215 @@
+"""From audio to text or features: batching, long-file chunking, CTC decoding.
+
+Short inputs are sorted by length and run in padded batches with a mask. Inputs longer
+than a chunk are read and run window by window: each window carries ``stride`` seconds of
+context on both sides, whose frames are dropped before the windows' frames are joined (as
+the Hugging Face ASR pipeline does for CTC models). Memory then depends on the window, not
+on the file: a 10-minute file costs what a 20-second one does. The price is context: a
+frame near a window's edge sees only ``stride`` seconds beyond it instead of the whole file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio, ctc
+
+DEFAULT_CHUNK_SECONDS = 20.0
+
+
+@dataclass
+class Transcription:
+    """The text of one input; ``words`` and ``chars`` carry times in seconds when asked for."""
+
+    source: str
+    text: str
+    seconds: float
+    words: list[ctc.Span] | None = None
+    chars: list[ctc.Span] | None = None
+    error: str | None = None  # why this input failed, with errors="keep"
+
+
+@dataclass
+class _Input:
+    """One input as the pipeline sees it: its name, where the samples come from, its length."""
+
+    name: str
+    samples: int  # at the model's rate
+    array: np.ndarray | None = None  # in memory (arrays, and files short enough to read whole)
+    path: Path | None = None  # read window by window (long files)
+    rate: int = 0  # the file's own rate, for long files
+    tokens: list = field(default_factory=list)  # frame-wise best tokens, filled as windows run
+    error: str | None = None
+
+
+def _prepare(model, item, rate: int, chunk_samples: int) -> _Input:
+    """Read (or plan to read) one input, refusing what cannot be transcribed."""
+    min_samples = model.config.receptive_field
+    if isinstance(item, (str, Path)):
+        found = audio.info(item)
+        samples = math.ceil(found.frames * rate / found.rate)
+        if samples > chunk_samples:
+            audio.warn_if_truncated(item)
+            return _Input(str(item), samples, path=Path(item), rate=found.rate)
+        x = audio.load(item, rate, min_samples)
+        return _Input(str(item), len(x), array=x)
+    x = np.asarray(item, dtype=np.float32)
+    if x.ndim != 1:
+        raise audio.AudioError(f"array input must be 1-d samples at {rate} Hz, got shape {x.shape}")
+    audio.check(x, "array input", min_samples)
+    return _Input("<array>", len(x), array=x)
+
+
+def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Best tokens of each frame for a batch of 1-d arrays: one [T_i] array per input."""
+    x, mask = audio.pad(arrays)  # [B, S]
+    if model.do_normalize:
+        x = audio.normalize(x, mask)
+    out = model(x, attention_mask=mask)
+    tokens = ctc.best_tokens(out.logits)  # [B, T]
+    return [t[:n] for t, n in zip(tokens, out.frame_lengths)]
+
+
+def _windows(total: int, chunk: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Windows over ``total`` samples: (start, end, frames of context to drop left, right) in samples.
+
+    Consecutive windows overlap by 2 * stride; the first has no left context, the last no right.
+    """
+    step = chunk - 2 * stride
+    windows, start = [], 0
+    while True:
+        end = min(start + chunk, total)
+        last = end == total
+        windows.append((start, end, stride if start else 0, 0 if last else stride))
+        if last:
+            return windows
+        start += step
+
+
+def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
+    """Samples [start, end) at the model's rate of a long file, resampled on the target grid.
+
+    The file is read from a multiple of the resampling ratio's denominator, with a margin,
+    so the samples land exactly where whole-file resampling puts them.
+    """
+    g = math.gcd(item.rate, rate)
+    up, down = rate // g, item.rate // g
+    margin = item.rate // 20  # 50 ms: far wider than the resampling filter's reach
+    first = max(0, (start * down // up - margin) // down * down)
+    last = math.ceil(end * down / up) + margin
+    x, _ = audio.read(item.path, first, last - first)
+    x = audio.resample(x, item.rate, rate)
+    offset = start - first * up // down
+    return x[offset:offset + end - start]
+
+
+def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, batch_size: int) -> None:
+    """Fill item.tokens window by window, keeping each window's frames outside its context."""
+    frame = model.config.frame_stride
+    windows = _windows(item.samples, chunk, stride)
+    for i in range(0, len(windows), batch_size):
+        group = windows[i:i + batch_size]
+        arrays = [_read_window(item, start, end, rate) for start, end, _, _ in group]
+        for x, (start, _, _, _) in zip(arrays, group):
+            if not np.isfinite(x).all():
+                raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
+        for tokens, (_, _, left, right) in zip(_run(model, arrays), group):
+            item.tokens.append(tokens[left // frame:len(tokens) - right // frame])
+
+
+def _prepare_all(model, inputs, rate: int, chunk: int, errors: str) -> list[_Input]:
+    """Every input prepared; with errors="keep" a bad one becomes an _Input holding its error."""
+    if errors not in ("raise", "keep"):
+        raise ValueError(f'errors must be "raise" or "keep", got {errors!r}')
+    items = []
+    for item in inputs:
+        try:
+            items.append(_prepare(model, item, rate, chunk))
+        except audio.AudioError as e:
+            if errors == "raise":
+                raise
+            items.append(_Input(str(item) if isinstance(item, (str, Path)) else "<array>", 0, error=str(e)))
+    return items
+
+
+def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS, stride_seconds: float | None = None,
+               progress=None, errors: str = "raise") -> list[Transcription]:
+    """Transcribe files (any format libsndfile reads) or 1-d arrays at the model's rate.
+
+    Inputs longer than ``chunk_seconds`` run in windows with ``stride_seconds`` of context on
+    each side (default: a sixth of the chunk). ``progress(done, total)`` is called as inputs finish.
+    A bad input raises AudioError, or with ``errors="keep"`` comes back with its ``error`` set.
+    """
+    if not model.has_ctc_head or not model.vocab:
+        raise ValueError("this model has no CTC head and vocabulary, so it cannot transcribe; use embed")
+    rate, frame = model.sampling_rate, model.config.frame_stride
+    chunk = max(frame, round(chunk_seconds * rate / frame) * frame)
+    stride = round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame
+    if chunk - 2 * stride < frame:
+        raise ValueError(f"stride_seconds {stride_seconds} leaves nothing of a {chunk_seconds} s chunk")
+    items = _prepare_all(model, inputs, rate, chunk, errors)
+    done = sum(item.error is not None for item in items)
+    short = [i for i, item in enumerate(items) if item.array is not None]
+    for group in audio.batches_by_length([items[i].samples for i in short], batch_size):
+        indices = [short[j] for j in group]
+        for i, tokens in zip(indices, _run(model, [items[i].array for i in indices])):
+            items[i].tokens.append(tokens)
+        done += len(indices)
+        if progress:
+            progress(done, len(items))
+    for item in items:
+        if item.path is not None:
+            try:
+                _transcribe_long(model, item, rate, chunk, stride, batch_size)
+            except audio.AudioError as e:
+                if errors == "raise":
+                    raise
+                item.error = str(e)
+            done += 1
+            if progress:
+                progress(done, len(items))
+    return [_result(model, item, timestamps) for item in items]
+
+
+def _result(model, item: _Input, timestamps: bool) -> Transcription:
+    if item.error is not None:
+        return Transcription(item.name, "", item.samples / model.sampling_rate, error=item.error)
+    tokens = np.concatenate(item.tokens) if item.tokens else np.zeros(0, int)
+    decoded = ctc.decode(tokens, model.id_to_token, model.config.pad_token_id,
+                         model.config.frame_stride / model.sampling_rate, model.word_delimiter)
+    seconds = item.samples / model.sampling_rate
+    if not timestamps:
+        return Transcription(item.name, decoded.text, seconds)
+    return Transcription(item.name, decoded.text, seconds, words=decoded.words, chars=decoded.chars)
+
+
+def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise") -> list:
+    """Hidden states of each input: one [len(layers), T_i, D] array per input.
+
+    ``layers`` index ``hidden_states`` (0 is the first transformer layer's input, L the last
+    layer's output); None gives ``last_hidden_state`` alone (after the final layer norm of
+    pre-LN models). Files are read whole. With ``errors="keep"`` a bad input's entry is
+    the AudioError instead.
+    """
+    rate = model.sampling_rate
+    limit = model.config.num_hidden_layers
+    if layers is not None and not all(0 <= k <= limit for k in layers):
+        raise ValueError(f"layers must be between 0 and {limit}, got {list(layers)}")
+    items = _prepare_all(model, inputs, rate, np.iinfo(np.int64).max, errors)
+    results: list = [audio.AudioError(item.error) if item.error else None for item in items]
+    good = [i for i, item in enumerate(items) if item.error is None]
+    for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
+        group = [good[j] for j in batch]
+        x, mask = audio.pad([items[i].array for i in group])
+        if model.do_normalize:
+            x = audio.normalize(x, mask)
+        out = model(x, attention_mask=mask, output_hidden_states=layers is not None)
+        states = [out.last_hidden_state] if layers is None else [out.hidden_states[k] for k in layers]
+        for row, i in enumerate(group):
+            frames = out.frame_lengths[row]
+            results[i] = np.stack([s[row, :frames] for s in states])  # [len(layers), T_i, D]
+    return results
