@@ -30,6 +30,7 @@ class Transcription:
     words: list[ctc.Span] | None = None
     chars: list[ctc.Span] | None = None
     error: str | None = None  # why this input failed, with errors="keep"
+    frame_tokens: np.ndarray | None = None  # [T] the best token of every 20 ms frame
 
 
 @dataclass
@@ -38,8 +39,9 @@ class _Input:
 
     name: str
     samples: int  # at the model's rate
+    long: bool = False  # longer than a chunk: runs window by window
     array: np.ndarray | None = None  # in memory (arrays, and files short enough to read whole)
-    path: Path | None = None  # read window by window (long files)
+    path: Path | None = None  # a long file, read window by window
     rate: int = 0  # the file's own rate, for long files
     tokens: list = field(default_factory=list)  # frame-wise best tokens, filled as windows run
     error: str | None = None
@@ -53,14 +55,14 @@ def _prepare(model, item, rate: int, chunk_samples: int) -> _Input:
         samples = math.ceil(found.frames * rate / found.rate)
         if samples > chunk_samples:
             audio.warn_if_truncated(item)
-            return _Input(str(item), samples, path=Path(item), rate=found.rate)
+            return _Input(str(item), samples, long=True, path=Path(item), rate=found.rate)
         x = audio.load(item, rate, min_samples)
         return _Input(str(item), len(x), array=x)
     x = np.asarray(item, dtype=np.float32)
     if x.ndim != 1:
         raise audio.AudioError(f"array input must be 1-d samples at {rate} Hz, got shape {x.shape}")
     audio.check(x, "array input", min_samples)
-    return _Input("<array>", len(x), array=x)
+    return _Input("<array>", len(x), long=len(x) > chunk_samples, array=x)
 
 
 def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -73,28 +75,34 @@ def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [t[:n] for t, n in zip(tokens, out.frame_lengths)]
 
 
-def _windows(total: int, chunk: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """Windows over ``total`` samples: (start, end, frames of context to drop left, right) in samples.
+def _windows(total: int, chunk: int, stride: int, frame: int) -> list[tuple[int, int, int, int | None]]:
+    """Windows over ``total`` samples: (start, end) in samples, and the frames to keep (from, to).
 
-    Consecutive windows overlap by 2 * stride; the first has no left context, the last no right.
+    Windows are ``chunk`` long and overlap by 2 * ``stride`` (all multiples of ``frame``).
+    Window i keeps the frames from its start + stride (the first: from 0) up to where
+    window i + 1's kept frames begin (the last: to its end), so every frame of the whole
+    file is kept exactly once, by a window that sees at least ``stride`` around it.
     """
     step = chunk - 2 * stride
-    windows, start = [], 0
-    while True:
-        end = min(start + chunk, total)
-        last = end == total
-        windows.append((start, end, stride if start else 0, 0 if last else stride))
-        if last:
-            return windows
-        start += step
+    starts = [0]
+    while starts[-1] + chunk < total:
+        starts.append(starts[-1] + step)
+    first_kept = [(s + (stride if s else 0)) // frame for s in starts]  # global frame numbers
+    windows = []
+    for i, s in enumerate(starts):
+        keep_to = first_kept[i + 1] - s // frame if i + 1 < len(starts) else None
+        windows.append((s, min(s + chunk, total), first_kept[i] - s // frame, keep_to))
+    return windows
 
 
 def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
-    """Samples [start, end) at the model's rate of a long file, resampled on the target grid.
+    """Samples [start, end) at the model's rate of a long input, for a file resampled on the target grid.
 
     The file is read from a multiple of the resampling ratio's denominator, with a margin,
     so the samples land exactly where whole-file resampling puts them.
     """
+    if item.path is None:
+        return item.array[start:end]
     g = math.gcd(item.rate, rate)
     up, down = rate // g, item.rate // g
     margin = item.rate // 20  # 50 ms: far wider than the resampling filter's reach
@@ -108,16 +116,15 @@ def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
 
 def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, batch_size: int) -> None:
     """Fill item.tokens window by window, keeping each window's frames outside its context."""
-    frame = model.config.frame_stride
-    windows = _windows(item.samples, chunk, stride)
+    windows = _windows(item.samples, chunk, stride, model.config.frame_stride)
     for i in range(0, len(windows), batch_size):
         group = windows[i:i + batch_size]
         arrays = [_read_window(item, start, end, rate) for start, end, _, _ in group]
         for x, (start, _, _, _) in zip(arrays, group):
             if not np.isfinite(x).all():
                 raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
-        for tokens, (_, _, left, right) in zip(_run(model, arrays), group):
-            item.tokens.append(tokens[left // frame:len(tokens) - right // frame])
+        for tokens, (_, _, keep_from, keep_to) in zip(_run(model, arrays), group):
+            item.tokens.append(tokens[keep_from:keep_to])
 
 
 def _prepare_all(model, inputs, rate: int, chunk: int, errors: str) -> list[_Input]:
@@ -147,13 +154,15 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
     if not model.has_ctc_head or not model.vocab:
         raise ValueError("this model has no CTC head and vocabulary, so it cannot transcribe; use embed")
     rate, frame = model.sampling_rate, model.config.frame_stride
-    chunk = max(frame, round(chunk_seconds * rate / frame) * frame)
-    stride = round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame
+    chunk = round(chunk_seconds * rate / frame) * frame
+    # at least a frame of context: a window's last frame needs samples past its 20 ms
+    stride = max(frame, round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame)
     if chunk - 2 * stride < frame:
-        raise ValueError(f"stride_seconds {stride_seconds} leaves nothing of a {chunk_seconds} s chunk")
+        raise ValueError(f"a {chunk_seconds} s chunk leaves no frames between its {stride / rate:.2f} s of "
+                         "context on each side")
     items = _prepare_all(model, inputs, rate, chunk, errors)
     done = sum(item.error is not None for item in items)
-    short = [i for i, item in enumerate(items) if item.array is not None]
+    short = [i for i, item in enumerate(items) if item.error is None and not item.long]
     for group in audio.batches_by_length([items[i].samples for i in short], batch_size):
         indices = [short[j] for j in group]
         for i, tokens in zip(indices, _run(model, [items[i].array for i in indices])):
@@ -162,7 +171,7 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
         if progress:
             progress(done, len(items))
     for item in items:
-        if item.path is not None:
+        if item.long:
             try:
                 _transcribe_long(model, item, rate, chunk, stride, batch_size)
             except audio.AudioError as e:
@@ -181,10 +190,10 @@ def _result(model, item: _Input, timestamps: bool) -> Transcription:
     tokens = np.concatenate(item.tokens) if item.tokens else np.zeros(0, int)
     decoded = ctc.decode(tokens, model.id_to_token, model.config.pad_token_id,
                          model.config.frame_stride / model.sampling_rate, model.word_delimiter)
-    seconds = item.samples / model.sampling_rate
-    if not timestamps:
-        return Transcription(item.name, decoded.text, seconds)
-    return Transcription(item.name, decoded.text, seconds, words=decoded.words, chars=decoded.chars)
+    result = Transcription(item.name, decoded.text, item.samples / model.sampling_rate, frame_tokens=tokens)
+    if timestamps:
+        result.words, result.chars = decoded.words, decoded.chars
+    return result
 
 
 def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise") -> list:
