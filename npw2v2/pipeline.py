@@ -114,17 +114,18 @@ def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
     return x[offset:offset + end - start]
 
 
-def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, batch_size: int) -> None:
-    """Fill item.tokens window by window, keeping each window's frames outside its context."""
-    windows = _windows(item.samples, chunk, stride, model.config.frame_stride)
-    for i in range(0, len(windows), batch_size):
-        group = windows[i:i + batch_size]
-        arrays = [_read_window(item, start, end, rate) for start, end, _, _ in group]
-        for x, (start, _, _, _) in zip(arrays, group):
-            if not np.isfinite(x).all():
-                raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
-        for tokens, (_, _, keep_from, keep_to) in zip(_run(model, arrays), group):
-            item.tokens.append(tokens[keep_from:keep_to])
+def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int) -> None:
+    """Fill item.tokens window by window, keeping each window's frames outside its context.
+
+    One window at a time: a 20 s window is already a large batch for the matrix products,
+    and memory stays that of one window.
+    """
+    for start, end, keep_from, keep_to in _windows(item.samples, chunk, stride, model.config.frame_stride):
+        x = _read_window(item, start, end, rate)
+        if not np.isfinite(x).all():
+            raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
+        (tokens,) = _run(model, [x])
+        item.tokens.append(tokens[keep_from:keep_to])
 
 
 def _prepare_all(model, inputs, rate: int, chunk: int, errors: str) -> list[_Input]:
@@ -173,7 +174,7 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
     for item in items:
         if item.long:
             try:
-                _transcribe_long(model, item, rate, chunk, stride, batch_size)
+                _transcribe_long(model, item, rate, chunk, stride)
             except audio.AudioError as e:
                 if errors == "raise":
                     raise

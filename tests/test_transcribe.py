@@ -98,7 +98,7 @@ def test_memory_does_not_grow_with_the_length_of_the_file(model, tmp_path):
         path = tmp_path / f"{seconds}.flac"
         sf.write(path, voice(seconds), 16000)
         tracemalloc.start()
-        result = model.transcribe([path], chunk_seconds=4, batch_size=2)[0]
+        result = model.transcribe([path], chunk_seconds=4)[0]
         peaks[seconds] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert len(result.frame_tokens) == (seconds * 16000 - 400) // 320 + 1
