@@ -93,19 +93,23 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def check(x: np.ndarray, name: str, min_samples: int) -> None:
-    """Refuse audio that cannot be transcribed; warn about clipping."""
+    """Refuse audio that cannot be transcribed: empty, NaN or infinite, shorter than one frame."""
     if x.size == 0:
         raise AudioError(f"{name}: no audio samples")
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
-        raise AudioError(f"{name}: {bad} samples are NaN or infinite")
+        raise AudioError(f"{name}: {bad} sample{'s are' if bad > 1 else ' is'} NaN or infinite")
     if x.size < min_samples:
         raise AudioError(f"{name}: {x.size} samples after resampling, fewer than the {min_samples} "
                          "the model needs for one frame")
+
+
+def warn_if_clipped(x: np.ndarray, name: str) -> None:
+    """Warn when many samples sit at full scale; judged on the samples as recorded, before resampling."""
     clipped = int((np.abs(x) >= CLIP_LEVEL).sum())
     if clipped > CLIP_FRACTION * x.size:
         warnings.warn(f"{name}: {clipped} samples ({100 * clipped / x.size:.1f}%) at full scale: "
-                      "the recording is clipped", AudioWarning, stacklevel=2)
+                      "the recording is clipped", AudioWarning, stacklevel=3)
 
 
 def wav_truncation(path) -> str | None:
@@ -173,6 +177,7 @@ def load(path, rate: int, min_samples: int) -> np.ndarray:
     x, file_rate = read(path)
     if x.size == 0:
         raise AudioError(f"{path}: no audio samples (the header declares none)")
+    warn_if_clipped(x, str(path))
     x = resample(x, file_rate, rate)
     check(x, str(path), min_samples)
     return x

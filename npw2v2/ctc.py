@@ -50,7 +50,7 @@ def decode(frame_tokens, id_to_token: list[str], blank: int, seconds_per_frame: 
     chars, words, word = [], [], []
     for token, start, end in token_runs(frame_tokens, blank):
         symbol = id_to_token[token] if token < len(id_to_token) else ""
-        if symbol in SPECIAL_TOKENS:
+        if symbol in SPECIAL_TOKENS or not symbol:  # ids the vocabulary does not name are dropped too
             continue
         if symbol == delimiter:
             _close_word(word, words)

@@ -62,6 +62,7 @@ def _prepare(model, item, rate: int, chunk_samples: int) -> _Input:
     if x.ndim != 1:
         raise audio.AudioError(f"array input must be 1-d samples at {rate} Hz, got shape {x.shape}")
     audio.check(x, "array input", min_samples)
+    audio.warn_if_clipped(x, "array input")
     return _Input("<array>", len(x), long=len(x) > chunk_samples, array=x)
 
 
