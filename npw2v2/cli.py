@@ -186,6 +186,72 @@ def run_embed(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# explain and compare
+
+
+def explain_inputs(args, model) -> tuple[np.ndarray, np.ndarray]:
+    """The padded batch to trace: audio files, or noise of the asked lengths. ([B, S], [B, S] mask)."""
+    from . import audio
+
+    rate = model.sampling_rate
+    if args.inputs:
+        arrays = [audio.load(f, rate, model.config.receptive_field) for f in args.inputs]
+    else:
+        lengths = args.samples or [round(s * rate) for s in (args.seconds or [1.3, 2.7])]
+        rng = np.random.RandomState(args.seed)
+        arrays = [rng.standard_normal(n).astype(np.float32) for n in lengths]
+    x, mask = audio.pad(arrays)
+    return (audio.normalize(x, mask) if model.do_normalize and args.inputs else x), mask
+
+
+def run_explain(args) -> int:
+    from .explain import Trace, describe
+
+    model, name = load_model(args.model, args.seed)
+    x, mask = explain_inputs(args, model)
+    trace = Trace()
+    model(x, attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
+    if args.json:
+        print(json.dumps({"model": name, "config": model.config.to_dict(), "stages": trace.as_data()}))
+    else:
+        print(f"npw2v2 explain: {name}\n  {model!r}\n")
+        print(describe(trace, model, model.sampling_rate))
+    if args.save:
+        from safetensors.numpy import save_file
+
+        save_file(trace.arrays(), str(args.save), metadata={"model": name, "source": "npw2v2 explain"})
+        print(f"npw2v2: wrote {len(trace.arrays())} stages to {args.save}", file=sys.stderr)
+    return 0
+
+
+def run_compare(args) -> int:
+    from .explain import compare
+    from .weights import read_safetensors
+
+    a, b = read_safetensors(args.a)[0], read_safetensors(args.b)[0]
+    diffs = compare(a, b)
+    if not diffs:
+        raise UsageError(f"{args.a} and {args.b} have no stage names in common")
+    print(f"{'stage':<34}{'shape':<18}{'max abs':>11}{'max rel':>11}")
+    first_bad = None
+    for d in diffs:
+        bad = not d.comparable or d.max_rel > args.tolerance
+        if not d.comparable:
+            print(f"{d.name:<34}{str(list(d.shape_a)):<18}  shapes differ: {list(d.shape_a)} vs {list(d.shape_b)}")
+        else:
+            print(f"{d.name:<34}{str(list(d.shape_a)):<18}{d.max_abs:>11.2e}{d.max_rel:>11.2e}{'  <- over' if bad else ''}")
+        first_bad = first_bad or (d.name if bad else None)
+    only = sorted(set(a) ^ set(b))
+    if only:
+        print(f"({len(only)} stages are in one file only)")
+    if first_bad:
+        print(f"first stage over the tolerance {args.tolerance:g}: {first_bad}")
+        return 1
+    print(f"all {len(diffs)} common stages within {args.tolerance:g}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # demo
 
 
@@ -267,6 +333,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
     e.add_argument("--batch-size", type=int, default=8)
     e.set_defaults(run=run_embed)
+
+    x = commands.add_parser(
+        "explain", help="trace a forward pass stage by stage: shapes, frame arithmetic, masks",
+        description="Run one padded batch through a model and print every stage: its shape, how each conv "
+                    "layer turns samples into frames, each input's valid frames, and where the mask acts. "
+                    "Inputs are audio files, or noise of the lengths given by --seconds or --samples "
+                    "(default 1.3 and 2.7 s). The model defaults to the wav2vec2-base architecture with "
+                    "random weights.")
+    x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
+    x.add_argument("--model", "-m", default="base",
+                   help="a .safetensors file or Hugging Face folder, or 'base' / 'large' (default: base)")
+    x.add_argument("--seconds", type=float, nargs="+", help="input lengths in seconds")
+    x.add_argument("--samples", type=int, nargs="+", help="input lengths in samples")
+    x.add_argument("--norm-over-padding", action="store_true",
+                   help="let group norm see the padding, as transformers does (to compare with its activations)")
+    x.add_argument("--json", action="store_true", help="print the trace as JSON")
+    x.add_argument("--save", type=Path, metavar="ACTS.safetensors",
+                   help="write every stage's activations (with the inputs and masks)")
+    x.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    x.set_defaults(run=run_explain)
+
+    c = commands.add_parser(
+        "compare", help="stage-by-stage differences between two activation files",
+        description="Compare two .safetensors files of stage activations (from 'npw2v2 explain --save', "
+                    "golden/ recordings, or your own port using the same stage names) on valid frames, and "
+                    "name the first stage whose relative difference max|a-b| / max(1, max|b|) exceeds the "
+                    "tolerance. Exit status 1 when one does.")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    c.set_defaults(run=run_compare)
 
     d = commands.add_parser(
         "demo", help="run one padded batch through a model and show how lengths become frames",

@@ -85,7 +85,11 @@ def check_long_enough(sample_lengths, cfg: Config):
 # Feature encoder and projection
 
 
-def feature_encoder(input_values, p, cfg: Config, layer_lengths=None):
+def _untraced(name, value, **info):
+    """The default trace: record nothing. A trace is called with each stage's name, array and facts."""
+
+
+def feature_encoder(input_values, p, cfg: Config, layer_lengths=None, trace=_untraced):
     """The convolutional feature encoder: waveform to one C-vector every 20 ms.
 
     input_values: [B, S] -> [B, T, C]. ``p`` is params["feature_extractor"].
@@ -101,10 +105,17 @@ def feature_encoder(input_values, p, cfg: Config, layer_lengths=None):
         x = conv1d(x, **layer["conv"], stride=stride)  # [B, T_i, C]
         if cfg.feat_extract_norm == "layer":
             x = layer_norm(x, **layer["layer_norm"], eps=1e-5)
+            norm = "layer norm over the channels of each frame"
         elif i == 0:
             valid = None if layer_lengths is None else length_mask(layer_lengths[0], x.shape[1], get_xp(x))
             x = group_norm(x, **layer["layer_norm"], valid=valid, eps=1e-5)
+            norm = "group norm: each channel over time, " + (
+                "padding included" if valid is None else "valid frames only")
+        else:
+            norm = None
         x = act(x)
+        trace(f"conv_layers.{i}", x, axes="B T C", kernel=layer["conv"]["weight"].shape[-1], stride=stride,
+              norm=norm)
     return x
 
 
@@ -176,7 +187,7 @@ def encoder_layer(x, valid, p, cfg: Config):
     return norm(x + feed_forward(x, p["feed_forward"], cfg), "final_layer_norm")
 
 
-def encoder(x, valid, p, cfg: Config):
+def encoder(x, valid, p, cfg: Config, trace=_untraced):
     """Positional conv, then the transformer layers.
 
     x: [B, T, D], valid: [B, T] bool or None -> (last_hidden_state [B, T, D], hidden_states).
@@ -193,12 +204,19 @@ def encoder(x, valid, p, cfg: Config):
     if valid is not None:
         # The positional conv must see zeros where there is no audio, as a lone input does.
         x = x * valid[:, :, None]
-    x = x + positional_embedding(x, p["pos_conv_embed"]["conv"], cfg)
+        trace("masked", x, axes="B T D", note="padded frames set to 0 before the positional conv")
+    position = positional_embedding(x, p["pos_conv_embed"]["conv"], cfg)
+    trace("positional_embedding", position, axes="B T D", kernel=cfg.num_conv_pos_embeddings,
+          groups=cfg.num_conv_pos_embedding_groups)
+    x = x + position
     if not cfg.do_stable_layer_norm:
         x = norm(x)
     states = [x]
     for layer in p["layers"]:
+        trace(f"hidden_states.{len(states) - 1}", states[-1], axes="B T D",
+              keys_masked=valid is not None, heads=cfg.num_attention_heads)
         states.append(encoder_layer(states[-1], valid, layer, cfg))
+    trace(f"hidden_states.{len(states) - 1}", states[-1], axes="B T D")
     last = norm(states[-1]) if cfg.do_stable_layer_norm else states[-1]
     return last, states
 
@@ -220,13 +238,14 @@ class Output:
 
 
 def forward(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False,
-            norm_over_padding=False) -> Output:
+            norm_over_padding=False, trace=_untraced) -> Output:
     """The full forward pass. Mirrors Wav2Vec2Model, and Wav2Vec2ForCTC when params has ``lm_head``.
 
     input_values: [B, S] float32; attention_mask: [B, S] bool or 0/1, right-padded, or None.
     With a mask, each utterance gets the result it gets alone (group norm statistics over
     its valid samples). ``norm_over_padding=True`` lets group norm see the padding, which
     reproduces transformers' padded-batch numbers exactly. Without a mask every sample counts.
+    ``trace(name, array, **facts)`` is called at every stage (see npw2v2.explain).
     """
     xp = get_xp(input_values)
     x = xp.asarray(input_values, dtype=xp.float32)
@@ -238,15 +257,26 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     else:
         lengths = sample_lengths_from_mask(asnumpy(attention_mask), num_samples)
     check_long_enough(lengths, cfg)
+    trace("input_values", x, axes="B S", lengths=lengths)
+    if attention_mask is not None:
+        trace("attention_mask", xp.asarray(attention_mask).astype(bool), axes="B S", lengths=lengths)
 
     per_layer = conv_lengths(lengths, cfg)
+    trace("conv_lengths", None, per_layer=per_layer)
     use_valid_stats = attention_mask is not None and not norm_over_padding
-    features = feature_encoder(x, params["feature_extractor"], cfg, per_layer if use_valid_stats else None)
+    features = feature_encoder(x, params["feature_extractor"], cfg, per_layer if use_valid_stats else None, trace)
+    trace("conv_features", features, axes="B T C", lengths=per_layer[-1])
     hidden, extract_features = feature_projection(features, params["feature_projection"], cfg)
+    trace("extract_features", extract_features, axes="B T C")
+    trace("projected", hidden, axes="B T D")
     frame_mask = length_mask(per_layer[-1], features.shape[1], xp)  # [B, T]
+    trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
-    last, states = encoder(hidden, valid, params["encoder"], cfg)
+    last, states = encoder(hidden, valid, params["encoder"], cfg, trace)
+    trace("last_hidden_state", last, axes="B T D")
     logits = linear(last, **params["lm_head"]) if "lm_head" in params else None  # [B, T, V]
+    if logits is not None:
+        trace("logits", logits, axes="B T V")
     return Output(
         extract_features=extract_features,
         last_hidden_state=last,
@@ -271,9 +301,9 @@ class Wav2Vec2:
         self.metadata = metadata or {}
 
     def __call__(self, input_values, attention_mask=None, output_hidden_states=False,
-                 norm_over_padding=False) -> Output:
+                 norm_over_padding=False, trace=_untraced) -> Output:
         return forward(self.params, self.config, input_values, attention_mask,
-                       output_hidden_states, norm_over_padding)
+                       output_hidden_states, norm_over_padding, trace)
 
     @property
     def has_ctc_head(self) -> bool:
