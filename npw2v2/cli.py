@@ -13,7 +13,6 @@ import numpy as np
 from . import BASE, LARGE, CheckpointError, from_tensors, load, random_weights
 from .audio import AudioError, AudioWarning
 
-SAMPLING_RATE = 16000  # what every published wav2vec 2.0 checkpoint expects
 BUILT_IN = {"base": BASE, "large": LARGE}
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -210,18 +209,31 @@ def run_explain(args) -> int:
     model, name = load_model(args.model, args.seed)
     x, mask = explain_inputs(args, model)
     trace = Trace()
-    model(x, attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
+    out = model(x, attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
+    alone = largest_difference_from_alone(model, x, mask, out)
     if args.json:
-        print(json.dumps({"model": name, "config": model.config.to_dict(), "stages": trace.as_data()}))
+        print(json.dumps({"model": name, "config": model.config.to_dict(), "stages": trace.as_data(),
+                          "largest_difference_from_alone": alone}))
     else:
         print(f"npw2v2 explain: {name}\n  {model!r}\n")
         print(describe(trace, model, model.sampling_rate))
+        print(f"\nEach input run alone gives the same valid frames: largest difference {alone:.1e}"
+              + (" (group norm sees the padding here)" if args.norm_over_padding else ""))
     if args.save:
         from safetensors.numpy import save_file
 
         save_file(trace.arrays(), str(args.save), metadata={"model": name, "source": "npw2v2 explain"})
         print(f"npw2v2: wrote {len(trace.arrays())} stages to {args.save}", file=sys.stderr)
     return 0
+
+
+def largest_difference_from_alone(model, x, mask, batched) -> float:
+    """How far each input's valid frames in the padded batch are from the input run alone."""
+    worst = 0.0
+    for i, n in enumerate(mask.sum(axis=1)):
+        alone = model(x[i:i + 1, :n]).last_hidden_state[0]  # [T_i, D]
+        worst = max(worst, float(np.abs(batched.last_hidden_state[i, :len(alone)] - alone).max()))
+    return worst
 
 
 def run_compare(args) -> int:
@@ -249,45 +261,6 @@ def run_compare(args) -> int:
         return 1
     print(f"all {len(diffs)} common stages within {args.tolerance:g}")
     return 0
-
-
-# ---------------------------------------------------------------------------
-# demo
-
-
-def run_demo(args) -> int:
-    model, description = load_model(args.model, args.seed)
-    lengths = [round(s * SAMPLING_RATE) for s in args.seconds]
-    rng = np.random.RandomState(args.seed)
-    x = np.zeros((len(lengths), max(lengths)), dtype=np.float32)  # [B, S], right-padded with zeros
-    for i, n in enumerate(lengths):
-        x[i, :n] = rng.standard_normal(n)
-    mask = np.arange(x.shape[1])[None, :] < np.array(lengths)[:, None]  # [B, S], True = real audio
-
-    print(f"model: {description}\n  {model!r}")
-    start = time.perf_counter()
-    out = model(x, attention_mask=mask)
-    seconds = time.perf_counter() - start
-    frames = out.frame_mask.shape[1]
-    print(f"batch: {len(lengths)} inputs padded to {x.shape[1]} samples; 1 frame per "
-          f"{model.config.frame_stride} samples after the first {model.config.receptive_field}")
-    print(f"  {'item':>4} {'seconds':>8} {'samples':>8} {'frames':>7} {'padding frames':>15}")
-    for i, (n, t) in enumerate(zip(lengths, out.frame_lengths)):
-        print(f"  {i:>4} {n / SAMPLING_RATE:>8.2f} {n:>8} {t:>7} {frames - t:>15}")
-    print(f"  input_values       {list(x.shape)}  [B, S]")
-    print(f"  extract_features   {list(out.extract_features.shape)}  [B, T, C]  conv features")
-    print(f"  last_hidden_state  {list(out.last_hidden_state.shape)}  [B, T, D]  transformer output")
-    if out.logits is not None:
-        print(f"  logits             {list(out.logits.shape)}  [B, T, V]  CTC head")
-    print(f"forward pass: {seconds:.2f} s")
-    worst = max(_difference_from_alone(model, x, lengths, out, i) for i in range(len(lengths)))
-    print(f"largest difference between an item in the batch and the item alone: {worst:.1e}")
-    return 0
-
-
-def _difference_from_alone(model, x, lengths, batched, i) -> float:
-    alone = model(x[i:i + 1, :lengths[i]]).last_hidden_state[0]  # [T_i, D]
-    return float(np.abs(batched.last_hidden_state[i, :len(alone)] - alone).max())
 
 
 # ---------------------------------------------------------------------------
@@ -365,17 +338,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     c.set_defaults(run=run_compare)
 
-    d = commands.add_parser(
-        "demo", help="run one padded batch through a model and show how lengths become frames",
-        description="Run one padded batch of noise through a model (by default the wav2vec2-base "
-                    "architecture with random weights: nothing to download) and show the shapes, "
-                    "the frames of each input, and that each input gets the same result as alone.")
-    d.add_argument("--model", default="base",
-                   help="a .safetensors file or Hugging Face folder, or 'base' / 'large' for that "
-                        "architecture with random weights (default: base)")
-    d.add_argument("--seconds", type=float, nargs="+", default=[1.3, 2.7], help="input lengths (default: 1.3 2.7)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
-    d.set_defaults(run=run_demo)
     return parser
 
 

@@ -225,6 +225,6 @@ def test_cli_embed_to_safetensors_and_npy(mixed_folder, tmp_path):
 def test_cli_help_lists_the_commands():
     run = npw2v2_cli("--help")
     assert run.returncode == 0
-    for command in ("transcribe", "embed", "demo"):
+    for command in ("transcribe", "embed", "explain", "compare"):
         assert command in run.stdout
     assert "--chunk-seconds" in npw2v2_cli("transcribe", "--help").stdout
