@@ -1,11 +1,17 @@
 """Array-module dispatch: the only module that knows CuPy exists.
 
 Every function takes its array module from its inputs (``xp = get_xp(x)``), so the
-same code runs on NumPy arrays on the CPU and on CuPy arrays on a GPU.
+same code runs on NumPy arrays on the CPU and on CuPy arrays on a GPU. Any array type
+that names its namespace the Array API way (``__array_namespace__``) is followed too;
+the tests use that for a strict stand-in device.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+class DeviceError(RuntimeError):
+    """The asked device cannot be used (no CuPy, no GPU)."""
 
 
 def _cupy():
@@ -17,18 +23,20 @@ def _cupy():
 
 
 def get_xp(*arrays):
-    """The array module (numpy or cupy) that the given arrays belong to."""
+    """The array module (numpy, cupy, or another array namespace) that the given arrays belong to."""
     for a in arrays:
         if type(a).__module__.startswith("cupy"):
             return _cupy()
+        if not isinstance(a, np.ndarray) and hasattr(a, "__array_namespace__"):
+            return a.__array_namespace__()
     return np
 
 
 def asnumpy(a):
     """A NumPy array of ``a``, wherever it lives."""
-    if type(a).__module__.startswith("cupy"):
-        return a.get()
-    return np.asarray(a)
+    if get_xp(a) is np:
+        return np.asarray(a)
+    return a.get()  # CuPy's (and the stand-in device's) copy to the host
 
 
 def to_device(a, device: str):
@@ -38,20 +46,24 @@ def to_device(a, device: str):
     if device == "cuda":
         cupy = _cupy()
         if cupy is None:
-            raise RuntimeError('device "cuda" needs CuPy: pip install "npw2v2[cupy]"')
+            raise DeviceError('device "cuda" needs CuPy: pip install "npw2v2[cupy]" (CUDA 12) '
+                              'or "npw2v2[cupy13]" (CUDA 13)')
         return cupy.asarray(a)
     raise ValueError(f'device must be "cpu" or "cuda", got {device!r}')
 
 
 def erf(x):
     """The error function, elementwise, keeping the dtype (float32 stays float32)."""
-    if get_xp(x) is np:
+    xp = get_xp(x)
+    if xp is np:
         import scipy.special
 
         return scipy.special.erf(x)
-    import cupyx.scipy.special
+    if xp is _cupy():
+        import cupyx.scipy.special
 
-    return cupyx.scipy.special.erf(x)
+        return cupyx.scipy.special.erf(x)
+    return xp.erf(x)  # another namespace brings its own
 
 
 def sliding_window_view(x, window: int, axis: int):

@@ -12,12 +12,15 @@ import numpy as np
 
 from . import BASE, LARGE, CheckpointError, from_tensors, load, random_weights
 from .audio import AudioError, AudioWarning
+from .backend import DeviceError, asnumpy
 
 BUILT_IN = {"base": BASE, "large": LARGE}
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
 FORMATS = {"text": "txt", "tsv": "tsv", "json": "json", "srt": "srt"}
+DEVICES = ("cpu", "cuda")
+DEVICE_HELP = "cpu (NumPy, the default) or cuda (CuPy on a GPU: pip install 'npw2v2[cupy]')"
 
 
 class UsageError(Exception):
@@ -32,12 +35,13 @@ def _warn_on_stderr(message, category, filename, lineno, file=None, line=None):
     print(f"npw2v2: warning: {message}", file=sys.stderr)
 
 
-def load_model(name: str, seed: int = 0):
-    """A model file or folder, or a built-in architecture name with random weights."""
+def load_model(name: str, seed: int = 0, device: str = "cpu"):
+    """A model file or folder, or a built-in architecture name with random weights, on the device."""
     if name in BUILT_IN:
         cfg = BUILT_IN[name]
-        return from_tensors(random_weights(cfg, seed=seed), cfg), f"{name} architecture, random weights (seed {seed})"
-    return load(name), name
+        model = from_tensors(random_weights(cfg, seed=seed), cfg, device=device)
+        return model, f"{name} architecture, random weights (seed {seed})"
+    return load(name, device=device), name
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -124,7 +128,7 @@ def run_transcribe(args) -> int:
     if args.format == "srt" and args.output is None and len(files) > 1:
         raise UsageError("--format srt writes one subtitle file per input: give --output DIR")
     timestamps = args.timestamps or args.format == "srt"
-    model, _ = load_model(args.model)
+    model, _ = load_model(args.model, device=args.device)
     results = model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
                                chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
                                errors="keep")
@@ -164,7 +168,7 @@ def run_embed(args) -> int:
         raise UsageError(f"-o must end in .safetensors or .npy, got {args.out}")
     if suffix == ".npy" and len(files) != 1:
         raise UsageError("a .npy file holds one input's features; use .safetensors for several files")
-    model, name = load_model(args.model)
+    model, name = load_model(args.model, device=args.device)
     results = model.embed(files, layers=args.layers, batch_size=args.batch_size, errors="keep")
     good = {f: r for f, r in zip(files, results) if not isinstance(r, AudioError)}
     for r in results:
@@ -206,10 +210,10 @@ def explain_inputs(args, model) -> tuple[np.ndarray, np.ndarray]:
 def run_explain(args) -> int:
     from .explain import Trace, describe
 
-    model, name = load_model(args.model, args.seed)
+    model, name = load_model(args.model, args.seed, device=args.device)
     x, mask = explain_inputs(args, model)
     trace = Trace()
-    out = model(x, attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
+    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
     alone = largest_difference_from_alone(model, x, mask, out)
     if args.json:
         print(json.dumps({"model": name, "config": model.config.to_dict(), "stages": trace.as_data(),
@@ -231,8 +235,8 @@ def largest_difference_from_alone(model, x, mask, batched) -> float:
     """How far each input's valid frames in the padded batch are from the input run alone."""
     worst = 0.0
     for i, n in enumerate(mask.sum(axis=1)):
-        alone = model(x[i:i + 1, :n]).last_hidden_state[0]  # [T_i, D]
-        worst = max(worst, float(np.abs(batched.last_hidden_state[i, :len(alone)] - alone).max()))
+        alone = asnumpy(model(model.xp.asarray(x[i:i + 1, :n])).last_hidden_state[0])  # [T_i, D]
+        worst = max(worst, float(np.abs(asnumpy(batched.last_hidden_state[i, :len(alone)]) - alone).max()))
     return worst
 
 
@@ -288,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timestamps", action="store_true", help="word start and end times (json)")
     t.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
     t.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    t.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     t.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
@@ -305,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", "-o", type=Path, required=True,
                    help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     e.set_defaults(run=run_embed)
 
     x = commands.add_parser(
@@ -325,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--save", type=Path, metavar="ACTS.safetensors",
                    help="write every stage's activations (with the inputs and masks)")
     x.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    x.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     x.set_defaults(run=run_explain)
 
     c = commands.add_parser(
@@ -351,7 +358,7 @@ def main(argv=None) -> int:
             return args.run(args)
         except UsageError as e:
             parser.error(str(e))
-        except (CheckpointError, AudioError, ValueError, OSError) as e:
+        except (CheckpointError, AudioError, DeviceError, ValueError, OSError) as e:
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
 

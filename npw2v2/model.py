@@ -310,6 +310,11 @@ class Wav2Vec2:
         return "lm_head" in self.params
 
     @property
+    def xp(self):
+        """The array module the parameters live in (numpy, or cupy on a GPU): inputs follow it."""
+        return get_xp(self.params["feature_projection"]["projection"]["weight"])
+
+    @property
     def preprocessor(self) -> dict:
         """The feature extractor's settings (preprocessor_config.json), or {} when unknown."""
         return self.metadata.get("preprocessor") or {}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio, ctc
+from .backend import asnumpy
 
 DEFAULT_CHUNK_SECONDS = 20.0
 
@@ -68,12 +69,17 @@ def _prepare(model, item, rate: int, chunk_samples: int) -> _Input:
 
 def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Best tokens of each frame for a batch of 1-d arrays: one [T_i] array per input."""
+    out = _forward(model, arrays)
+    tokens = ctc.best_tokens(asnumpy(out.logits))  # [B, T]
+    return [t[:n] for t, n in zip(tokens, out.frame_lengths)]
+
+
+def _forward(model, arrays: list[np.ndarray], output_hidden_states: bool = False):
+    """One padded, normalised batch through the model, on the device its parameters are on."""
     x, mask = audio.pad(arrays)  # [B, S]
     if model.do_normalize:
         x = audio.normalize(x, mask)
-    out = model(x, attention_mask=mask)
-    tokens = ctc.best_tokens(out.logits)  # [B, T]
-    return [t[:n] for t, n in zip(tokens, out.frame_lengths)]
+    return model(model.xp.asarray(x), attention_mask=mask, output_hidden_states=output_hidden_states)
 
 
 def _windows(total: int, chunk: int, stride: int, frame: int) -> list[tuple[int, int, int, int | None]]:
@@ -215,11 +221,9 @@ def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise"
     good = [i for i, item in enumerate(items) if item.error is None]
     for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
         group = [good[j] for j in batch]
-        x, mask = audio.pad([items[i].array for i in group])
-        if model.do_normalize:
-            x = audio.normalize(x, mask)
-        out = model(x, attention_mask=mask, output_hidden_states=layers is not None)
+        out = _forward(model, [items[i].array for i in group], output_hidden_states=layers is not None)
         states = [out.last_hidden_state] if layers is None else [out.hidden_states[k] for k in layers]
+        states = [asnumpy(s) for s in states]
         for row, i in enumerate(group):
             frames = out.frame_lengths[row]
             results[i] = np.stack([s[row, :frames] for s in states])  # [len(layers), T_i, D]

@@ -15,7 +15,8 @@ from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `python tests/golden.py` from a checkout
 import npw2v2  # noqa: E402
-from npw2v2.model import conv_lengths, feature_encoder  # noqa: E402
+from npw2v2.backend import asnumpy  # noqa: E402
+from npw2v2.model import conv_lengths, feature_encoder, forward  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
 TINY = ["tiny_base", "tiny_stable", "tiny_odd_pos", "tiny_ctc"]
@@ -64,9 +65,17 @@ def model(name: str) -> npw2v2.Wav2Vec2:
     return npw2v2.from_tensors(npw2v2.random_weights(cfg, seed=manifest()["weight_seed"]), cfg)
 
 
-def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_padding=False):
-    """npw2v2's value of every recorded stage, and the frame mask. Arrays [B, T, ...]."""
-    out = m(input_values, attention_mask, output_hidden_states=True, norm_over_padding=norm_over_padding)
+def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_padding=False, device=None):
+    """npw2v2's value of every recorded stage, and the frame mask, as NumPy arrays [B, T, ...].
+
+    ``device`` (tests/stand_in_device.py) runs the model on that device instead: parameters
+    and inputs are moved there, and the results copied back.
+    """
+    params, x = m.params, input_values
+    if device is not None:
+        params, x = device_params(m, device), device.device.asarray(input_values)
+    out = forward(params, m.config, x, attention_mask, output_hidden_states=True,
+                  norm_over_padding=norm_over_padding)
     stages = {"extract_features": out.extract_features, "last_hidden_state": out.last_hidden_state}
     stages.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
     if out.logits is not None:
@@ -74,24 +83,35 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
     per_layer = None
     if attention_mask is not None and not norm_over_padding:
         per_layer = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)
-    stages["conv_features"] = feature_encoder(input_values, m.params["feature_extractor"], m.config, per_layer)
-    return stages, out.frame_mask
+    stages["conv_features"] = feature_encoder(x, params["feature_extractor"], m.config, per_layer)
+    return {k: asnumpy(v) for k, v in stages.items()}, asnumpy(out.frame_mask)
 
 
-def case_errors(name: str, case: str) -> dict[str, float]:
+_on_device: dict = {}
+
+
+def device_params(m: npw2v2.Wav2Vec2, device):
+    """The model's parameters on the stand-in device, moved once per model."""
+    if id(m) not in _on_device:
+        _on_device[id(m)] = device.to_device(m.params)
+    return _on_device[id(m)]
+
+
+def case_errors(name: str, case: str, device=None) -> dict[str, float]:
     """Error of every recorded stage of one case, npw2v2 run as transformers runs it."""
     ref = recorded_case(name, case)
-    ours, valid = run_stages(model(name), ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
+    ours, valid = run_stages(model(name), ref["input_values"], ref.get("attention_mask"), norm_over_padding=True,
+                             device=device)
     return {stage: golden_error(ours[stage], value, valid) for stage, value in ref.items() if stage not in NOT_OUTPUTS}
 
 
-def batch_vs_alone_errors(name: str) -> dict[str, float]:
+def batch_vs_alone_errors(name: str, device=None) -> dict[str, float]:
     """npw2v2's padded batch (default, mask-aware) against each item run alone in transformers.
 
     Keyed "ITEM:STAGE"; item 0 is the "single" case (the longest input, no padding).
     """
     ref = recorded_case(name, "batch")
-    ours, valid = run_stages(model(name), ref["input_values"], ref["attention_mask"])
+    ours, valid = run_stages(model(name), ref["input_values"], ref["attention_mask"], device=device)
     errors = {}
     for item in range(ref["input_values"].shape[0]):
         alone = recorded_case(name, "single" if item == 0 else f"alone.{item}")

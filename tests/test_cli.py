@@ -33,3 +33,13 @@ def test_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_:
         main(["no-such-command"])
     assert exit_.value.code == 2
+
+
+def test_cuda_without_cupy_is_a_clear_error(capsys):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    assert main(["explain", "--model", TINY_CTC, "--device", "cuda"]) == 2
+    assert 'device "cuda" needs CuPy: pip install "npw2v2[cupy]"' in capsys.readouterr().err
