@@ -24,6 +24,8 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from npw2v2.metrics import char_error_rate  # noqa: E402
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 
 RUN = """
@@ -68,17 +70,6 @@ def transcribe(model: str, path: Path, chunk: float) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def char_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over characters, divided by the reference's length."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        current = [i]
-        for j, h in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / max(1, len(reference))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 10])
@@ -100,7 +91,7 @@ def main() -> None:
         differ = np.mean(np.array(whole["tokens"]) != np.array(chunked["tokens"]))
         print(f"  {args.compare_seconds:g} s file, whole vs 20 s windows: {100 * differ:.2f}% of "
               f"{len(whole['tokens'])} frames differ in their best token; character error rate "
-              f"{100 * char_error_rate(whole['text'], chunked['text']):.2f}% over {len(whole['text'])} "
+              f"{100 * char_error_rate([whole['text']], [chunked['text']]):.2f}% over {len(whole['text'])} "
               f"characters; peak memory {whole['peak_mb']:.0f} MB whole, {chunked['peak_mb']:.0f} MB chunked")
 
 
