@@ -125,6 +125,24 @@ def run_case(model, input_values: np.ndarray, attention_mask: np.ndarray | None)
     return stages
 
 
+def padded_cases(batch: np.ndarray, mask: np.ndarray) -> dict:
+    """The recorded cases of a padded batch whose first row is the longest: (input, mask) by name."""
+    lengths = mask.sum(axis=1)
+    cases = {"single": (batch[:1], None), "batch": (batch, mask), "nomask": (batch, None)}
+    cases.update({f"alone.{i}": (batch[i:i + 1, :n], None) for i, n in enumerate(lengths) if i > 0})
+    return cases
+
+
+def record_cases(model, cases: dict, folder: Path, stages=None) -> None:
+    """Every stage (or the chosen ones) of every case into FOLDER/activations.safetensors."""
+    tensors = {}
+    for case, (x, m) in cases.items():
+        for stage, value in run_case(model, x, m).items():
+            if stages is None or stage in stages:
+                tensors[f"{case}.{stage}"] = np.ascontiguousarray(value)
+    save_file(tensors, str(folder / "activations.safetensors"))
+
+
 def record_config(name: str) -> dict:
     """Record every case of one configuration into golden/data/NAME/; returns its manifest entry."""
     model = build_model(name)
@@ -132,27 +150,38 @@ def record_config(name: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     full_size = name == "base"
     lengths = BASE_LENGTHS if full_size else TINY_LENGTHS
-    batch, mask = speech_like_batch(lengths, INPUT_SEED)
-    cases = {
-        "single": (batch[:1], None),
-        "batch": (batch, mask),
-        "nomask": (batch, None),
-    }
-    cases.update({f"alone.{i}": (batch[i:i + 1, :n], None) for i, n in enumerate(lengths) if i > 0})
+    cases = padded_cases(*speech_like_batch(lengths, INPUT_SEED))
     if full_size:
         cases = {k: v for k, v in cases.items() if k in ("single", "batch", "alone.1")}
-    tensors = {}
-    for case, (x, m) in cases.items():
-        for stage, value in run_case(model, x, m).items():
-            if not full_size or stage in BASE_STAGES:
-                tensors[f"{case}.{stage}"] = np.ascontiguousarray(value)
-    save_file(tensors, str(folder / "activations.safetensors"))
+    record_cases(model, cases, folder, BASE_STAGES if full_size else None)
     if not full_size:
         save_weights(model, folder, WEIGHT_NORM_STORAGE.get(name, "parametrizations"))
     model.config.to_json_file(str(folder / "config.json"))
     return {"config": CONFIGS[name], "lengths": lengths, "cases": list(cases),
             "weights": "model.safetensors" if not full_size else
             f"npw2v2.random_weights(config, seed={WEIGHT_SEED})"}
+
+
+TRAINED = "tiny_digits"  # written by golden/train_tiny.py
+TRAINED_FILES = ["000.flac", "001.flac", "002.flac"]
+
+
+def record_trained() -> dict | None:
+    """The trained digits model's stages on held-out utterances (normalised, as the model sees them)."""
+    import soundfile as sf
+
+    folder = DATA / TRAINED
+    if not (folder / "model.safetensors").is_file():
+        return None
+    model = Wav2Vec2ForCTC.from_pretrained(str(folder), attn_implementation="eager").eval()
+    clips = [sf.read(folder / "held_out" / f, dtype="float32")[0] for f in TRAINED_FILES]
+    clips = sorted(((c - c.mean()) / np.sqrt(c.var() + 1e-7) for c in clips), key=len, reverse=True)
+    batch = np.zeros((len(clips), len(clips[0])), np.float32)
+    for row, clip in zip(batch, clips):
+        row[:len(clip)] = clip
+    mask = np.arange(batch.shape[1])[None, :] < np.array([len(c) for c in clips])[:, None]
+    record_cases(model, padded_cases(batch, mask), folder)
+    return {"files": TRAINED_FILES, "cases": list(padded_cases(batch, mask))}
 
 
 def save_weights(model, folder: Path, weight_norm: str) -> None:
@@ -242,6 +271,7 @@ def main() -> None:
         print(f"recording {name}", flush=True)
         manifest["configs"][name] = record_config(name)
     manifest["checkpoints"] = write_checkpoint_fixtures()
+    manifest["trained"] = record_trained()
     (DATA / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file() and "fairseq" not in f.parts)
     print(f"wrote {DATA} ({total / 1e6:.1f} MB)")

@@ -19,6 +19,9 @@ BUILT_IN = {"base": BASE, "large": LARGE}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
 FORMATS = {"text": "txt", "tsv": "tsv", "json": "json", "srt": "srt"}
+BUNDLED = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = BUNDLED / "digits.safetensors"  # the bundled model: spoken digits, synthetic voices
+EXAMPLES = BUNDLED / "examples"
 DEVICES = ("cpu", "cuda")
 DEVICE_HELP = "cpu (NumPy, the default) or cuda (CuPy on a GPU: pip install 'npw2v2[cupy]')"
 
@@ -122,6 +125,10 @@ def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
 
 
 def run_transcribe(args) -> int:
+    if args.examples:
+        args.inputs = [*args.inputs, str(EXAMPLES)]
+    if not args.inputs:
+        raise UsageError("give audio files or folders to transcribe (or --examples)")
     files = expand(args.inputs)
     if not files:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
@@ -284,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "model. Folders are searched for audio files. Files longer than --chunk-seconds are "
                     "read and run in overlapping windows, so memory stays bounded. A file that cannot be "
                     "read is reported on stderr and skipped; the exit status is then 1.")
-    t.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    t.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    t.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR")
+    t.add_argument("--model", "-m", default=str(DEFAULT_MODEL),
+                   help="a .safetensors file or Hugging Face folder (default: the bundled model, which knows "
+                        "English digits spoken by synthetic voices and nothing else)")
+    t.add_argument("--examples", action="store_true", help="transcribe the bundled example clips too")
     t.add_argument("--format", "-f", choices=FORMATS, default="text",
                    help="text: the text alone, a line per file; tsv: path, seconds, text; json: an object per "
                         "line (path, text, seconds, and words with --timestamps); srt: subtitles")

@@ -19,7 +19,7 @@ from npw2v2.backend import asnumpy  # noqa: E402
 from npw2v2.model import conv_lengths, feature_encoder, forward  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
-TINY = ["tiny_base", "tiny_stable", "tiny_odd_pos", "tiny_ctc"]
+TINY = ["tiny_base", "tiny_stable", "tiny_odd_pos", "tiny_ctc", "tiny_digits"]
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 NOT_OUTPUTS = ("input_values", "attention_mask", "frame_mask")
 

@@ -1,0 +1,287 @@
+"""Train the bundled model: a tiny wav2vec 2.0 CTC recogniser of spoken digits, from scratch.
+
+    python golden/train_tiny.py --minutes 30          # needs torch, transformers, espeak-ng
+
+Data: digit strings of 1 to 7 digits, spoken as the words ZERO ... NINE by Debian's espeak-ng
+in several English accents and voice variants, at speeds 120-220 and pitches 20-80,
+resampled to 16 kHz, with random gain and light noise. The held-out test set uses voice
+variants that never appear in training. The architecture is transformers' Wav2Vec2ForCTC
+(layer-norm conv encoder, pre-LN transformer), trained with CTC, no masking or dropout.
+
+Writes golden/data/tiny_digits/ (the Hugging Face folder of the best checkpoint, its
+held-out test set as FLAC files with their texts, PyTorch's transcripts of them, and a
+training log) and npw2v2/models/digits.safetensors (the converted model that ships).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import transformers
+from scipy.signal import resample_poly
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from npw2v2.metrics import word_error_rate  # noqa: E402
+OUT = ROOT / "golden" / "data" / "tiny_digits"
+BUNDLED = ROOT / "npw2v2" / "models" / "digits.safetensors"
+DIGITS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]  # wav2vec2-base-960h's layout
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+TRAIN_VARIANTS = [f"m{i}" for i in (1, 2, 3, 4, 5, 6, 8)] + [f"f{i}" for i in (1, 2, 3, 4)] + [
+    "Alex", "Alicia", "Andrea", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb", "david",
+    "ed", "edward", "Gene", "Henrique", "Hugo", "iven", "Jacky", "john", "Lee", "linda", "Marco", "Mario", "max",
+    "Michael", "Mike", "norbert", "paul", "pedro", "quincy", "rob", "sandro", "shelby", "travis", "victor",
+    "zac", "klatt", "klatt2", "klatt3"]
+TEST_VARIANTS = ["m7", "f5", "Andy", "Denis", "robert", "steph", "edward2", "gustave", "michel", "adam", "anika"]
+RATE = 16000
+MODEL = dict(
+    vocab_size=len(VOCAB), hidden_size=144, num_hidden_layers=3, num_attention_heads=4, intermediate_size=576,
+    conv_dim=[64] * 7, conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+    num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4, architectures=["Wav2Vec2ForCTC"],
+    pad_token_id=0, bos_token_id=1, eos_token_id=2, ctc_loss_reduction="mean", ctc_zero_infinity=True,
+    hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0,
+    final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0, mask_feature_prob=0.0,
+)
+PREPROCESSOR = {"do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
+                "sampling_rate": RATE}
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    """espeak-ng's rendering of the text at 16 kHz, float32 in [-1, 1]."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
+                       check=True, capture_output=True)
+        x, rate = sf.read(f.name, dtype="float32")
+    g = math.gcd(rate, RATE)
+    return resample_poly(x, RATE // g, rate // g).astype(np.float32)
+
+
+def utterances(count: int, variants: list[str], seed: int) -> list[dict]:
+    """Random digit strings with random voices, speeds and pitches, as synthesis jobs."""
+    rng = random.Random(seed)
+    jobs = []
+    for _ in range(count):
+        words = [rng.choice(DIGITS) for _ in range(rng.randint(1, 7))]
+        voice = f"{rng.choice(ACCENTS)}+{rng.choice(variants)}"
+        jobs.append({"text": " ".join(words), "voice": voice, "speed": rng.randint(120, 220),
+                     "pitch": rng.randint(20, 80)})
+    return jobs
+
+
+def synthesize(jobs: list[dict]) -> list[np.ndarray]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda j: speak(j["text"].lower(), j["voice"], j["speed"], j["pitch"]), jobs))
+
+
+def degrade(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Random gain (peak 0.2-0.95) and light white noise (25-45 dB below the speech)."""
+    x = x / max(1e-6, np.abs(x).max()) * rng.uniform(0.2, 0.95)
+    noise = rng.standard_normal(x.size) * np.sqrt(np.mean(x**2)) * 10 ** (-rng.uniform(25, 45) / 20)
+    return (x + noise).astype(np.float32)
+
+
+def labels(text: str) -> list[int]:
+    return [VOCAB.index("|" if c == " " else c) for c in text]
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+
+
+def batch(audio: list[np.ndarray], texts: list[str]):
+    """Padded, normalised inputs with their attention mask, and padded labels (-100)."""
+    n = max(len(a) for a in audio)
+    x = np.zeros((len(audio), n), np.float32)
+    mask = np.zeros((len(audio), n), np.int64)
+    for i, a in enumerate(audio):
+        x[i, :len(a)], mask[i, :len(a)] = normalize(a), 1
+    ids = [labels(t) for t in texts]
+    y = np.full((len(ids), max(map(len, ids))), -100, np.int64)
+    for i, t in enumerate(ids):
+        y[i, :len(t)] = t
+    return torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(y)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+
+def greedy(logits: torch.Tensor, length: int) -> str:
+    ids = logits[:length].argmax(-1).tolist()
+    out, previous = [], None
+    for i in ids:
+        if i != previous and i != 0:
+            out.append(VOCAB[i])
+        previous = i
+    return " ".join("".join(out).replace("|", " ").split())
+
+
+@torch.no_grad()
+def transcribe(model, audio: list[np.ndarray]) -> list[str]:
+    model.eval()
+    texts = []
+    for i in range(0, len(audio), 16):
+        x, mask, _ = batch(audio[i:i + 16], ["ONE"] * len(audio[i:i + 16]))
+        logits = model(x, attention_mask=mask).logits
+        frames = model._get_feat_extract_output_lengths(mask.sum(-1))
+        texts += [greedy(lg, int(n)) for lg, n in zip(logits, frames)]
+    model.train()
+    return texts
+
+
+def wer(model, audio, texts) -> float:
+    return word_error_rate(texts, transcribe(model, audio))
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
+    parser.add_argument("--train", type=int, default=6000, help="training utterances")
+    parser.add_argument("--test", type=int, default=320, help="held-out utterances")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-wer", type=float, default=0.02, help="stop early below this held-out WER")
+    parser.add_argument("--init", type=Path, help="continue from this Hugging Face folder (a previous run's output)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(2)
+    start = time.time()
+    train_jobs = utterances(args.train, TRAIN_VARIANTS, args.seed)
+    test_jobs = utterances(args.test, TEST_VARIANTS, args.seed + 1)
+    train_audio, test_audio = synthesize(train_jobs), synthesize(test_jobs)
+    rng = np.random.RandomState(args.seed)
+    test_audio = [degrade(x, rng) for x in test_audio]
+    test_texts = [j["text"] for j in test_jobs]
+    print(f"synthesised {len(train_audio)} + {len(test_audio)} utterances in {time.time() - start:.0f} s", flush=True)
+
+    if args.init:
+        model = Wav2Vec2ForCTC.from_pretrained(str(args.init)).train()
+    else:
+        model = Wav2Vec2ForCTC(Wav2Vec2Config(**MODEL)).train()
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    log, best, step, train_start = [], (math.inf, None), 0, time.time()
+
+    def evaluate(loss) -> float:
+        nonlocal best
+        error = wer(model, test_audio, test_texts)
+        log.append({"step": step, "minutes": round((time.time() - train_start) / 60, 1),
+                    "loss": round(loss, 4), "held_out_wer": round(error, 4)})
+        print(json.dumps(log[-1]), flush=True)
+        if error < best[0]:
+            best = (error, {k: v.clone() for k, v in model.state_dict().items()})
+        return error
+
+    done, loss = False, math.nan
+    while not done:
+        order = list(range(len(train_audio)))
+        random.Random(step).shuffle(order)
+        for i in range(0, len(order) - 7, 8):
+            chosen = order[i:i + 8]
+            x, mask, y = batch([degrade(train_audio[k], rng) for k in chosen], [train_jobs[k]["text"] for k in chosen])
+            loss = model(x, attention_mask=mask, labels=y).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            loss, step = loss.item(), step + 1
+            out_of_time = time.time() - train_start > 60 * args.minutes
+            if step % 250 == 0 or out_of_time:
+                done = evaluate(loss) <= args.target_wer or out_of_time
+                if done:
+                    break
+    model.load_state_dict(best[1])
+    save(model, test_audio, test_texts, test_jobs, log, args)
+
+
+def bundle_examples(held_out: list[dict], count: int = 4) -> None:
+    """Copy a few held-out clips into the package as examples, named by what they say.
+
+    Chosen in order among the clips PyTorch transcribes correctly (the README says so), with
+    different voices.
+    """
+    import shutil
+
+    folder = BUNDLED.parent / "examples"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    voices = set()
+    for item in held_out:
+        if item["pytorch"] == item["text"] and item["voice"] not in voices and len(voices) < count:
+            voices.add(item["voice"])
+            shutil.copyfile(OUT / "held_out" / item["file"], folder / f"{item['text'].lower().replace(' ', '-')}.flac")
+
+
+def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
+    """The best checkpoint as a Hugging Face folder, the held-out set, PyTorch's transcripts, the bundle."""
+    import shutil
+
+    model.eval()
+    earlier = []
+    if args.init and (args.init / "manifest.json").is_file():  # keep the history of a continued run
+        previous = json.loads((args.init / "manifest.json").read_text())
+        earlier = previous.get("earlier_runs", []) + [{k: previous[k] for k in ("command", "log")}]
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    (OUT / "held_out").mkdir(parents=True)
+    model.save_pretrained(str(OUT))
+    (OUT / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    (OUT / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
+    (OUT / "tokenizer_config.json").write_text(json.dumps({"word_delimiter_token": "|", "pad_token": "<pad>"}))
+    names = []
+    for i, x in enumerate(test_audio):
+        name = f"{i:03d}.flac"
+        sf.write(OUT / "held_out" / name, x, RATE, subtype="PCM_16")
+        names.append(name)
+    # PyTorch's transcripts of exactly what was written (the 16-bit files)
+    written = [sf.read(OUT / "held_out" / n, dtype="float32")[0] for n in names]
+    torch_texts = transcribe(model, written)
+    held_out_wer = word_error_rate(test_texts, torch_texts)
+    total = sum(len(t.split()) for t in test_texts)
+    held_out = [{"file": n, "text": t, "pytorch": h, **{k: j[k] for k in ("voice", "speed", "pitch")}}
+                for n, t, h, j in zip(names, test_texts, torch_texts, test_jobs)]
+    (OUT / "held_out.json").write_text(json.dumps(held_out, indent=1))
+    manifest = {
+        "command": f"python golden/train_tiny.py --minutes {args.minutes:g} --train {args.train} "
+                   f"--test {args.test} --seed {args.seed} --lr {args.lr:g}"
+                   + (f" --init {args.init}" if args.init else ""),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "numpy": np.__version__,
+                     "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,
+                                                 text=True).stdout.strip()},
+        "train_variants": TRAIN_VARIANTS, "test_variants": TEST_VARIANTS, "accents": ACCENTS,
+        "held_out_wer_pytorch": held_out_wer, "held_out_words": total, "log": log, "earlier_runs": earlier,
+    }
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(f"held-out WER (PyTorch, 16-bit files): {100 * held_out_wer:.2f}% over {total} words", flush=True)
+    bundle_examples(held_out)
+    BUNDLED.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "convert", str(OUT), str(BUNDLED)], check=True, cwd=ROOT,
+                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+if __name__ == "__main__":
+    main()

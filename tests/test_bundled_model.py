@@ -1,0 +1,65 @@
+"""The bundled model (golden/train_tiny.py): spoken digits, checked against PyTorch and the truth."""
+import json
+
+import numpy as np
+import pytest
+
+import npw2v2
+from golden import GOLDEN
+from npw2v2.cli import DEFAULT_MODEL, EXAMPLES, main
+from npw2v2.metrics import word_error_rate
+
+HELD_OUT = GOLDEN / "tiny_digits"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return npw2v2.load(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return json.loads((HELD_OUT / "held_out.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ours(bundled, held_out):
+    paths = [HELD_OUT / "held_out" / item["file"] for item in held_out]
+    return [r.text for r in bundled.transcribe(paths, batch_size=16)]
+
+
+def test_held_out_transcripts_are_pytorchs(held_out, ours):
+    assert len(held_out) >= 300
+    different = [(i["file"], i["pytorch"], o) for i, o in zip(held_out, ours) if i["pytorch"] != o]
+    assert not different, different[:5]
+
+
+def test_held_out_word_error_rate_is_pytorchs(held_out, ours):
+    """The README quotes this rate; the 5% the issue asks for is not reached yet (see README)."""
+    manifest = json.loads((HELD_OUT / "manifest.json").read_text())
+    wer = word_error_rate([i["text"] for i in held_out], ours)
+    assert wer == pytest.approx(manifest["held_out_wer_pytorch"], abs=1e-12)
+    assert wer < 0.10
+
+
+def test_held_out_voices_never_trained_on():
+    manifest = json.loads((HELD_OUT / "manifest.json").read_text())
+    assert not set(manifest["train_variants"]) & set(manifest["test_variants"])
+
+
+def test_examples_are_transcribed_by_default(capsys):
+    assert main(["transcribe", "--examples", "--format", "tsv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(list(EXAMPLES.glob("*.flac"))) >= 3
+    for line in lines:
+        path, _, text = line.split("\t")
+        spoken = path.rsplit("/", 1)[-1].split(".")[0].replace("-", " ").upper()
+        assert text == spoken, line
+
+
+def test_bundled_model_is_the_trained_checkpoint(bundled, held_out):
+    import soundfile as sf
+
+    trained = npw2v2.load(HELD_OUT)  # the Hugging Face folder train_tiny.py saved
+    x = sf.read(HELD_OUT / "held_out" / held_out[0]["file"], dtype="float32")[0][None]
+    np.testing.assert_array_equal(bundled(x).logits, trained(x).logits)
