@@ -92,9 +92,10 @@ _on_device: dict = {}
 
 def device_params(m: npw2v2.Wav2Vec2, device):
     """The model's parameters on the stand-in device, moved once per model."""
-    if id(m) not in _on_device:
-        _on_device[id(m)] = device.to_device(m.params)
-    return _on_device[id(m)]
+    key = (id(m), id(device.device))
+    if key not in _on_device:
+        _on_device[key] = device.to_device(m.params)
+    return _on_device[key]
 
 
 def case_errors(name: str, case: str, device=None) -> dict[str, float]:
