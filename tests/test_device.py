@@ -9,7 +9,7 @@ import pytest
 
 import npw2v2
 import stand_in_device
-from golden import TINY, batch_vs_alone_errors, case_errors, cases, model, tolerance
+from golden import TINY, batch_vs_alone_errors, case_errors, cases, tolerance
 from npw2v2.backend import get_xp
 from stand_in_device import DeviceArray, HostCallError
 

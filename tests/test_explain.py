@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import npw2v2
 from npw2v2.cli import main
 from npw2v2.explain import Trace, compare
 from golden import GOLDEN, model, recorded_case
