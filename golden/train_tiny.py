@@ -98,6 +98,11 @@ def degrade(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     return (x + noise).astype(np.float32)
 
 
+def perturb_speed(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Play the clip between 10% slower and 10% faster (which shifts its pitch too)."""
+    return resample_poly(x, 100, rng.randint(90, 111)).astype(np.float32)
+
+
 def labels(text: str) -> list[int]:
     return [VOCAB.index("|" if c == " " else c) for c in text]
 
@@ -164,6 +169,8 @@ def main() -> None:
     parser.add_argument("--target-wer", type=float, default=0.02, help="stop early below this held-out WER")
     parser.add_argument("--init", type=Path, help="continue from this Hugging Face folder (a previous run's output)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--speed-perturb", action="store_true",
+                        help="also play training clips 10%% faster or slower, at random")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
@@ -195,12 +202,15 @@ def main() -> None:
         return error
 
     done, loss = False, math.nan
+    if args.init:
+        evaluate(loss)  # the starting point is a candidate too: a continued run never ends worse
     while not done:
         order = list(range(len(train_audio)))
         random.Random(step).shuffle(order)
         for i in range(0, len(order) - 7, 8):
             chosen = order[i:i + 8]
-            x, mask, y = batch([degrade(train_audio[k], rng) for k in chosen], [train_jobs[k]["text"] for k in chosen])
+            clips = [perturb_speed(train_audio[k], rng) if args.speed_perturb else train_audio[k] for k in chosen]
+            x, mask, y = batch([degrade(c, rng) for c in clips], [train_jobs[k]["text"] for k in chosen])
             loss = model(x, attention_mask=mask, labels=y).loss
             optimizer.zero_grad()
             loss.backward()
@@ -267,7 +277,7 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
     manifest = {
         "command": f"python golden/train_tiny.py --minutes {args.minutes:g} --train {args.train} "
                    f"--test {args.test} --seed {args.seed} --lr {args.lr:g}"
-                   + (f" --init {args.init}" if args.init else ""),
+                   + (f" --init {args.init}" if args.init else "") + (" --speed-perturb" if args.speed_perturb else ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__,
                      "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,
