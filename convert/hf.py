@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from npw2v2.weights import CheckpointError, read_safetensors
+from npw2v2.weights import CheckpointError, read_safetensors, shard_files
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError
@@ -42,13 +42,10 @@ def _read_weights(path: Path, kind: str) -> dict:
 
 
 def _shard_files(index: Path) -> list[Path]:
-    weight_map = _json(index).get("weight_map")
-    if not isinstance(weight_map, dict):
-        raise ConversionError(f"{index}: no weight_map in the index")
-    files = sorted(set(weight_map.values()))
-    if not all(isinstance(f, str) and "/" not in f and "\\" not in f and f not in ("", ".", "..") for f in files):
-        raise ConversionError(f"{index}: shard names must be plain file names in the folder")
-    return [index.parent / f for f in files]
+    try:
+        return shard_files(index)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from None
 
 
 def read_folder(folder: Path) -> Checkpoint:

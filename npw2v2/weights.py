@@ -199,6 +199,17 @@ def _json_file(path: Path):
         raise CheckpointError(f"{path}: cannot read JSON ({e})") from None
 
 
+def shard_files(index: Path) -> list[Path]:
+    """The weight files a sharded checkpoint's index names; each must be a plain name in its folder."""
+    weight_map = _json_file(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no weight_map in the index")
+    files = sorted(set(weight_map.values()))
+    if not all(isinstance(f, str) and "/" not in f and "\\" not in f and f not in ("", ".", "..") for f in files):
+        raise CheckpointError(f"{index}: shard names must be plain file names in the folder")
+    return [index.parent / f for f in files]
+
+
 # Settings besides the weights: the feature extractor's and the tokenizer's.
 SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
 
@@ -213,8 +224,8 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
         tensors = read_safetensors(folder / "model.safetensors")[0]
     elif index.is_file():
         tensors = {}
-        for shard in sorted(set(_json_file(index).get("weight_map", {}).values())):
-            tensors.update(read_safetensors(folder / shard)[0])
+        for shard in shard_files(index):
+            tensors.update(read_safetensors(shard)[0])
     else:
         raise CheckpointError(
             f"{folder}: no model.safetensors; convert PyTorch or fairseq checkpoints with npw2v2-convert"

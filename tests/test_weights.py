@@ -427,3 +427,11 @@ def test_random_weights_match_expected_shapes(cfg, ctc_head, has_head):
     assert ("lm_head.weight" in shapes) == has_head
     assert {n: w.shape for n, w in weights.items()} == shapes
     assert all(w.dtype == np.float32 for w in weights.values())
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/model.safetensors", ".."])
+def test_shard_names_must_stay_in_the_folder(tmp_path, shard):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": shard}}))
+    with pytest.raises(npw2v2.CheckpointError, match="plain file names"):
+        npw2v2.load(tmp_path)
