@@ -52,20 +52,71 @@ def to_device(a, device: str):
     raise ValueError(f'device must be "cpu" or "cuda", got {device!r}')
 
 
-def erf(x):
-    """The error function, elementwise, keeping the dtype (float32 stays float32)."""
-    xp = get_xp(x)
-    if xp is np:
-        import scipy.special
-
-        return scipy.special.erf(x)
-    if xp is _cupy():
-        import cupyx.scipy.special
-
-        return cupyx.scipy.special.erf(x)
-    return xp.erf(x)  # another namespace brings its own
-
-
 def sliding_window_view(x, window: int, axis: int):
     """A read-only view of every length-``window`` window along ``axis``, appended as a last axis."""
     return get_xp(x).lib.stride_tricks.sliding_window_view(x, window, axis=axis)
+
+
+# ---------------------------------------------------------------------------
+# Element-wise work on all cores
+#
+# BLAS already spreads each matrix product over the cores, but NumPy runs element-wise
+# work (GELU, softmax, normalisation) on one thread. NumPy releases the GIL inside its
+# loops, so Python threads working on separate row blocks of an array do run in parallel.
+# Small blocks also keep each chain of element-wise steps in the CPU cache.
+
+BLOCK_ELEMENTS = 1 << 14  # elements per block: 64 KiB of float32, a few blocks fit in L2
+
+
+def threads() -> int:
+    """Threads for element-wise work: NPW2V2_THREADS, else the cores this process may use."""
+    import os
+
+    configured = os.environ.get("NPW2V2_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_pool = None
+
+
+def _thread_pool(workers: int):
+    global _pool
+    if _pool is None or _pool._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npw2v2")
+    return _pool
+
+
+def rowwise(kernel, x, out=None):
+    """``kernel(rows, out_rows, xp)`` over blocks of rows of ``x`` [N, M]; returns ``out`` [N, M].
+
+    The kernel must treat each row on its own (element-wise work, or a reduction along the
+    row): on NumPy it sees blocks of rows, in parallel threads; on a GPU, the whole array.
+    ``out`` may be ``x`` itself, for in-place work.
+    """
+    xp = get_xp(x)
+    if out is None:
+        out = xp.empty_like(x)
+    if xp is not np:
+        kernel(x, out, xp)
+        return out
+    rows = max(1, BLOCK_ELEMENTS // max(1, x.shape[1]))
+    starts = range(0, x.shape[0], rows)
+
+    def run(part):  # one thread's share: every n-th block, so a short tail is spread too
+        for start in part:
+            kernel(x[start:start + rows], out[start:start + rows], np)
+
+    n = min(threads(), len(starts))
+    if n <= 1:
+        run(starts)
+        return out
+    parts = [starts[i::n] for i in range(n)]
+    futures = [_thread_pool(n - 1).submit(run, part) for part in parts[1:]]
+    run(parts[0])
+    for f in futures:
+        f.result()
+    return out

@@ -3,12 +3,24 @@
 Time-series arrays are channels-last, ``[B, T, C]``: one row per frame, so that
 a linear layer or a convolution is a plain matrix product with the weight.
 Weights keep PyTorch's layout (``[out, in]`` for linear, ``[out, in, K]`` for conv).
+
+Element-wise work goes through ``backend.rowwise``: blocks of rows, on every core.
 """
 from __future__ import annotations
 
 import math
 
-from .backend import erf, get_xp, sliding_window_view
+from .backend import get_xp, rowwise, sliding_window_view
+
+# Elements per im2col block in conv1d (16 MiB of float32): bounds its memory on long inputs.
+CONV_BLOCK_ELEMENTS = 1 << 22
+# Attention scores per query block, [H, rows, T] (8 MiB of float32): memory grows linearly with T.
+ATTENTION_BLOCK_ELEMENTS = 1 << 21
+
+
+def as_rows(x):
+    """[..., M] -> [N, M], a view when x is contiguous."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def linear(x, weight, bias=None):
@@ -24,36 +36,52 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
 
     x: [B, L, C_in], weight: [C_out, C_in / groups, K] -> [B, T, C_out] with
     T = floor((L + 2 * padding - K) / stride) + 1. Mirrors nn.Conv1d.
+
+    Each output frame is one matrix product with the K input frames under the kernel.
+    In channels-last memory those K frames are one contiguous run, so gathering the
+    windows ("im2col") is a plain copy of runs; it is done for a block of output frames
+    at a time, which bounds its memory on long inputs.
     """
     xp = get_xp(x)
     if padding:
         x = xp.pad(x, ((0, 0), (padding, padding), (0, 0)))
-    c_in = x.shape[-1] // groups
-    c_out = weight.shape[0] // groups
-    outputs = [
-        _conv1d_one_group(x[..., g * c_in:(g + 1) * c_in], weight[g * c_out:(g + 1) * c_out], stride)
-        for g in range(groups)
-    ]
-    y = outputs[0] if groups == 1 else xp.concatenate(outputs, axis=-1)
+    batch, length, _ = x.shape
+    c_out, c_in, k = weight.shape  # c_in per group
+    c_out //= groups
+    frames = (length - k) // stride + 1
+    taps_last = weight.transpose(0, 2, 1)  # [C_out, K, C_in]: the order of a window's values
+    step = max(1, CONV_BLOCK_ELEMENTS // (batch * k * c_in))
+    y = xp.empty((batch, frames, c_out * groups), dtype=x.dtype)
+    for g in range(groups):
+        channels = slice(g * c_in, (g + 1) * c_in)
+        w = taps_last[g * c_out:(g + 1) * c_out].reshape(c_out, k * c_in)  # [C_out, K * C_in]
+        for start in range(0, frames, step):
+            stop = min(frames, start + step)
+            windows = conv_windows(x[:, start * stride:(stop - 1) * stride + k, channels], k, stride)
+            y[:, start:stop, g * c_out:(g + 1) * c_out] = windows @ w.T
     if bias is not None:
         y += bias
     return y
 
 
-def _conv1d_one_group(x, weight, stride):
-    """x: [B, L, C_in], weight: [C_out, C_in, K] -> [B, T, C_out], as one matrix product."""
-    c_out, c_in, k = weight.shape
-    windows = sliding_window_view(x, k, axis=1)[:, ::stride]  # [B, T, C_in, K], a view
-    batch, frames = windows.shape[:2]
-    return windows.reshape(batch, frames, c_in * k) @ weight.reshape(c_out, c_in * k).T
+def conv_windows(x, k, stride):
+    """[B, L, C] -> [B, T, K * C]: the K frames under the kernel at each stride, taps outer, channels inner."""
+    windows = sliding_window_view(x, k, axis=1)[:, ::stride]  # [B, T, C, K], a view
+    batch, frames, channels, _ = windows.shape
+    return windows.swapaxes(2, 3).reshape(batch, frames, k * channels)
 
 
 def layer_norm(x, weight, bias, eps=1e-5):
     """Normalise each vector over its last axis. x: [..., D] -> [..., D]. Mirrors nn.LayerNorm."""
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / get_xp(x).sqrt(var + eps) * weight + bias
+    def kernel(rows, out, xp):
+        mean = rows.mean(axis=-1, keepdims=True)
+        xp.subtract(rows, mean, out=out)
+        var = (out * out).mean(axis=-1, keepdims=True)
+        out *= 1.0 / xp.sqrt(var + eps)
+        out *= weight
+        out += bias
+
+    return rowwise(kernel, as_rows(x)).reshape(x.shape)
 
 
 def group_norm(x, weight, bias, valid=None, eps=1e-5):
@@ -63,6 +91,7 @@ def group_norm(x, weight, bias, valid=None, eps=1e-5):
     and (population) variance are taken over the valid frames only, so padding
     cannot change the result for real frames. Mirrors nn.GroupNorm(C, C) (which,
     given a padded batch, sees the padding: pass ``valid=None`` for that).
+    (The model itself folds this norm into the first convolution: see model.py.)
     """
     xp = get_xp(x)
     if valid is None:
@@ -78,22 +107,53 @@ def group_norm(x, weight, bias, valid=None, eps=1e-5):
     return centred / xp.sqrt(var + eps) * weight + bias
 
 
-def gelu(x):
-    """Exact GELU, ``x * Phi(x)`` with the erf form (not the tanh approximation). Mirrors nn.GELU()."""
-    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+# Abramowitz & Stegun 7.1.26, for z >= 0: erfc(z) ~= t * A(t) * exp(-z^2), t = 1 / (1 + P z),
+# A a quartic; |error| < 1.5e-7. PyTorch's vectorised CPU GELU evaluates the same formula.
+_ERFC_P = 0.3275911
+_ERFC_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # highest power first
 
 
-def gelu_tanh(x):
+def _gelu_kernel(x, out, xp):
+    """out = x * Phi(x) = 0.5 x + 0.5 |x| erf(|x| / sqrt 2), with erf = 1 - erfc (A&S 7.1.26)."""
+    a = xp.abs(x)
+    t = a * (_ERFC_P / math.sqrt(2.0))
+    t += 1.0
+    xp.divide(1.0, t, out=t)
+    half_erfc = t * (0.5 * _ERFC_A[0])  # 0.5 erfc(z), z = |x| / sqrt 2: the quartic by Horner ...
+    for c in _ERFC_A[1:]:
+        half_erfc += 0.5 * c
+        half_erfc *= t
+    gauss = a * a
+    gauss *= -0.5
+    xp.exp(gauss, out=gauss)
+    half_erfc *= gauss  # ... times exp(-z^2)
+    xp.subtract(0.5, half_erfc, out=half_erfc)
+    half_erfc *= a  # 0.5 |x| erf(z)
+    xp.multiply(x, 0.5, out=out)
+    out += half_erfc
+
+
+def gelu(x, out=None):
+    """Exact GELU, ``x * Phi(x)`` in the erf form (not the tanh approximation). Mirrors nn.GELU().
+
+    erf is evaluated as PyTorch does on a CPU (Abramowitz & Stegun 7.1.26, error < 1.5e-7).
+    ``out=x`` works in place.
+    """
+    rows = as_rows(x)
+    return rowwise(_gelu_kernel, rows, None if out is None else as_rows(out)).reshape(x.shape)
+
+
+def gelu_tanh(x, out=None):
     """The tanh approximation of GELU ("gelu_new" in Hugging Face configs)."""
     xp = get_xp(x)
     return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
-def relu(x):
+def relu(x, out=None):
     return get_xp(x).maximum(x, 0)
 
 
-def silu(x):
+def silu(x, out=None):
     return x / (1.0 + get_xp(x).exp(-x))
 
 
@@ -104,51 +164,59 @@ ACTIVATIONS = {
 
 
 def activation(name):
-    """The activation function for a Hugging Face ``hidden_act`` name."""
+    """The activation function for a Hugging Face ``hidden_act`` name: ``f(x, out=None)``.
+
+    ``out=x`` lets an activation work in place where it can (GELU does); the others ignore it.
+    """
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unsupported activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
 
 
-def softmax(x, axis=-1):
-    """Numerically stable softmax along ``axis``, computed in place on a fresh array."""
-    xp = get_xp(x)
-    e = x - x.max(axis=axis, keepdims=True)
-    xp.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
+def _softmax_kernel(rows, out, xp):
+    xp.subtract(rows, rows.max(axis=-1, keepdims=True), out=out)
+    xp.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+
+
+def softmax(x, axis=-1, out=None):
+    """Numerically stable softmax along ``axis``: exp(x - max) / sum. ``out=x`` works in place."""
+    if axis not in (-1, x.ndim - 1):
+        xp = get_xp(x)
+        return xp.moveaxis(softmax(xp.moveaxis(x, axis, -1)), -1, axis)
+    return rowwise(_softmax_kernel, as_rows(x), None if out is None else as_rows(out)).reshape(x.shape)
 
 
 def attention(x, valid, p, heads):
     """Multi-head self-attention over a padded batch.
 
-    x: [B, T, D], valid: [B, T] bool (True = real frame) or None -> [B, T, D].
+    x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, T, D].
     ``p`` holds q_proj, k_proj, v_proj and out_proj, each {"weight", "bias"}.
-    Padded keys get the most negative float, as transformers adds to the scores,
-    so a query never attends to padding; padded queries are computed but meaningless.
+    Each item attends over its own valid frames only: exactly what transformers computes
+    by giving padded keys the most negative float, without computing the padding.
+    Padded query rows come out as the output bias (their context is 0): finite, meaningless.
+    Queries go in blocks, so that the [H, rows, T] scores stay small on long inputs.
     Mirrors Wav2Vec2Attention (eager).
     """
+    xp = get_xp(x)
     batch, frames, dim = x.shape
     head_dim = dim // heads
 
     def split_heads(h):  # [B, T, D] -> [B, H, T, D/H]
         return h.reshape(batch, frames, heads, head_dim).transpose(0, 2, 1, 3)
 
-    q = split_heads(linear(x, **p["q_proj"]))
-    k = split_heads(linear(x, **p["k_proj"]))
-    v = split_heads(linear(x, **p["v_proj"]))
-    scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, T, T]
-    scores *= head_dim**-0.5
-    if valid is not None:
-        scores += key_padding_bias(valid, scores.dtype)
-    context = softmax(scores) @ v  # [B, H, T, D/H]
-    context = context.transpose(0, 2, 1, 3).reshape(batch, frames, dim)  # [B, T, D]
-    return linear(context, **p["out_proj"])
-
-
-def key_padding_bias(valid, dtype):
-    """0 for real keys, the most negative finite float for padded ones. [B, T] -> [B, 1, 1, T]."""
-    xp = get_xp(valid)
-    bias = xp.where(valid, 0.0, xp.finfo(dtype).min).astype(dtype)
-    return bias[:, None, None, :]
+    q = linear(x, **p["q_proj"])
+    q *= head_dim**-0.5  # scaling q rather than the [T, T] scores: fewer multiplications
+    q, k, v = split_heads(q), split_heads(linear(x, **p["k_proj"])), split_heads(linear(x, **p["v_proj"]))
+    context = xp.zeros((batch, frames, heads, head_dim), dtype=x.dtype)
+    lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
+    for b, n in enumerate(lengths):
+        keys_t, values = k[b, :, :n].transpose(0, 2, 1), v[b, :, :n]  # [H, D/H, n], [H, n, D/H]
+        rows = max(1, ATTENTION_BLOCK_ELEMENTS // (heads * max(n, 1)))
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            scores = q[b, :, start:stop] @ keys_t  # [H, rows, n]
+            weights = softmax(scores, out=scores)
+            context[b, start:stop] = (weights @ values).transpose(1, 0, 2)  # [rows, H, D/H]
+    return linear(context.reshape(batch, frames, dim), **p["out_proj"])

@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import asnumpy, get_xp
 from .config import Config
-from .layers import activation, attention, conv1d, group_norm, layer_norm, linear
+from .layers import activation, attention, conv1d, conv_windows, layer_norm, linear
 
 # ---------------------------------------------------------------------------
 # Lengths and masks
@@ -97,26 +97,89 @@ def feature_encoder(input_values, p, cfg: Config, layer_lengths=None, trace=_unt
     each channel over time; with ``layer_lengths`` (from ``conv_lengths``) the time
     statistics use valid frames only, else the padding counts too, as in transformers.
     "layer" models normalise every layer's frames over channels (eps 1e-5).
+
+    Long inputs go through in segments of a few seconds: the convolutions have no padding,
+    so a segment of (n - 1) * hop + receptive_field samples gives exactly n output frames,
+    and the memory of the first layers' long outputs stays bounded. A trace sees one segment.
     Mirrors Wav2Vec2FeatureEncoder with its GroupNorm/LayerNorm/NoLayerNorm conv layers.
     """
+    xp = get_xp(input_values)
+    batch, samples = input_values.shape
+    layers = [_conv_layer(layer, i, cfg) for i, layer in enumerate(p["conv_layers"])]
+    if cfg.feat_extract_norm == "group":
+        first_lengths = layer_lengths[0] if layer_lengths is not None else conv_lengths([samples] * batch, cfg)[0]
+        layers[0] = _conv_group_norm(input_values, p["conv_layers"][0], cfg, first_lengths, layer_lengths is None)
+    frames = int(frame_lengths([samples], cfg)[0])
+    hop = cfg.frame_stride
+    step = frames if trace is not _untraced else _segment_frames(cfg, batch)
+    pieces = []
+    for start in range(0, frames, step):
+        stop = min(frames, start + step)
+        end = samples if stop == frames else (stop - 1) * hop + cfg.receptive_field
+        pieces.append(_encode_segment(input_values[:, start * hop:end], layers, cfg, trace))
+    return pieces[0] if len(pieces) == 1 else xp.concatenate(pieces, axis=1)
+
+
+def _segment_frames(cfg: Config, batch: int) -> int:
+    """Output frames per segment: the first layer's output for a segment stays near 4M values."""
+    first_layer_values = cfg.frame_stride // cfg.conv_stride[0] * cfg.conv_dim[0]  # per output frame
+    return max(1, (1 << 22) // (batch * first_layer_values))
+
+
+def _encode_segment(x, layers, cfg: Config, trace):
+    """[B, L] samples -> [B, T, C] through every conv layer: conv + norm, then activation."""
     act = activation(cfg.feat_extract_activation)
-    x = input_values[:, :, None]  # [B, S, 1]
-    for i, (layer, stride) in enumerate(zip(p["conv_layers"], cfg.conv_stride)):
-        x = conv1d(x, **layer["conv"], stride=stride)  # [B, T_i, C]
+    h = x[:, :, None]  # [B, L, 1]
+    for i, (conv_and_norm, stride) in enumerate(zip(layers, cfg.conv_stride)):
+        h, norm = conv_and_norm(h)  # [B, T_i, C]
+        h = act(h, out=h)
+        trace(f"conv_layers.{i}", h, axes="B T C", kernel=cfg.conv_kernel[i], stride=stride, norm=norm)
+    return h
+
+
+def _conv_layer(p, i: int, cfg: Config):
+    """Layer i as a function [B, L, C_in] -> ([B, T, C], what its norm did)."""
+    def conv_and_norm(x):
+        h = conv1d(x, **p["conv"], stride=cfg.conv_stride[i])
         if cfg.feat_extract_norm == "layer":
-            x = layer_norm(x, **layer["layer_norm"], eps=1e-5)
-            norm = "layer norm over the channels of each frame"
-        elif i == 0:
-            valid = None if layer_lengths is None else length_mask(layer_lengths[0], x.shape[1], get_xp(x))
-            x = group_norm(x, **layer["layer_norm"], valid=valid, eps=1e-5)
-            norm = "group norm: each channel over time, " + (
-                "padding included" if valid is None else "valid frames only")
-        else:
-            norm = None
-        x = act(x)
-        trace(f"conv_layers.{i}", x, axes="B T C", kernel=layer["conv"]["weight"].shape[-1], stride=stride,
-              norm=norm)
-    return x
+            return layer_norm(h, **p["layer_norm"], eps=1e-5), "layer norm over the channels of each frame"
+        return h, None
+
+    return conv_and_norm
+
+
+def _conv_group_norm(input_values, p, cfg: Config, lengths, over_padding: bool):
+    """Layer 0 of a "group" model, with its group norm folded into the convolution.
+
+    Group norm right after a linear conv needs no pass over the conv's output: for output
+    channel c = w_c . window + b_c, the mean over frames is w_c . mu + b_c and the variance
+    is w_c^T Sigma w_c, where mu and Sigma are the mean and covariance of the input windows
+    (K values each), per item, over its ``lengths`` valid frames. So each item's normalised
+    output is (window - mu) . (w_c g_c / sqrt(var_c + eps)) + beta_c: one product per frame.
+    Returns the layer as a function [B, L, 1] -> ([B, T, C], what the norm did).
+    """
+    xp = get_xp(input_values)
+    weight, k, stride = p["conv"]["weight"], cfg.conv_kernel[0], cfg.conv_stride[0]
+    w = asnumpy(weight).reshape(weight.shape[0], -1).astype(np.float64)  # [C, K] (C_in = 1)
+    windows = conv_windows(asnumpy(input_values)[:, :, None], k, stride)  # [B, T_0, K]
+    mu = np.stack([windows[b, :n].mean(axis=0, dtype=np.float64) for b, n in enumerate(lengths)])  # [B, K]
+    sigma = np.stack([np.cov(windows[b, :n], rowvar=False, bias=True, dtype=np.float64)
+                      for b, n in enumerate(lengths)]).reshape(len(lengths), k, k)  # [B, K, K]
+    var = np.einsum("ck,bkj,cj->bc", w, sigma, w)  # [B, C]
+    gain = asnumpy(p["layer_norm"]["weight"]).astype(np.float64)
+    folded = w[None] * (gain / np.sqrt(var + 1e-5))[:, :, None]  # [B, C, K]
+    folded_t = xp.asarray(folded.transpose(0, 2, 1).astype(np.float32))  # [B, K, C]
+    mu = xp.asarray(mu.astype(np.float32))[:, None, :]  # [B, 1, K]
+    shift = p["layer_norm"]["bias"]
+    norm = "group norm: each channel over time, " + ("padding included" if over_padding else "valid frames only")
+
+    def conv_and_norm(x):
+        centred = conv_windows(x, k, stride) - mu  # [B, T, K]
+        h = centred @ folded_t  # [B, T, C]
+        h += shift
+        return h, norm
+
+    return conv_and_norm
 
 
 def feature_projection(features, p, cfg: Config):
@@ -156,7 +219,7 @@ def positional_embedding(x, p, cfg: Config):
     y = conv1d(x, weight, p["bias"], padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
     if k % 2 == 0:
         y = y[:, :-1]
-    return activation(cfg.feat_extract_activation)(y)
+    return activation(cfg.feat_extract_activation)(y, out=y)
 
 
 def feed_forward(x, p, cfg: Config):
@@ -187,7 +250,7 @@ def encoder_layer(x, valid, p, cfg: Config):
     return norm(x + feed_forward(x, p["feed_forward"], cfg), "final_layer_norm")
 
 
-def encoder(x, valid, p, cfg: Config, trace=_untraced):
+def encoder(x, valid, p, cfg: Config, trace=_untraced, keep_states=True):
     """Positional conv, then the transformer layers.
 
     x: [B, T, D], valid: [B, T] bool or None -> (last_hidden_state [B, T, D], hidden_states).
@@ -195,7 +258,8 @@ def encoder(x, valid, p, cfg: Config, trace=_untraced):
     the output of the last one, as transformers 5 returns them. Post-LN: LN(x + pos) feeds
     layer 1. Pre-LN: x + pos feeds layer 1 and a final LN follows the last layer;
     ``hidden_states[-1]`` is before that LN, ``last_hidden_state`` after (transformers 4
-    repeated the latter as the last entry; see golden/README.md).
+    repeated the latter as the last entry; see golden/README.md). With ``keep_states=False``
+    the list is empty, and each layer's input is freed as soon as it has been used.
     Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
     """
     def norm(h):
@@ -211,13 +275,16 @@ def encoder(x, valid, p, cfg: Config, trace=_untraced):
     x = x + position
     if not cfg.do_stable_layer_norm:
         x = norm(x)
-    states = [x]
-    for layer in p["layers"]:
-        trace(f"hidden_states.{len(states) - 1}", states[-1], axes="B T D",
-              keys_masked=valid is not None, heads=cfg.num_attention_heads)
-        states.append(encoder_layer(states[-1], valid, layer, cfg))
-    trace(f"hidden_states.{len(states) - 1}", states[-1], axes="B T D")
-    last = norm(states[-1]) if cfg.do_stable_layer_norm else states[-1]
+    states = []
+    for i, layer in enumerate(p["layers"]):
+        trace(f"hidden_states.{i}", x, axes="B T D", keys_masked=valid is not None, heads=cfg.num_attention_heads)
+        if keep_states:
+            states.append(x)
+        x = encoder_layer(x, valid, layer, cfg)
+    trace(f"hidden_states.{len(p['layers'])}", x, axes="B T D")
+    if keep_states:
+        states.append(x)
+    last = norm(x) if cfg.do_stable_layer_norm else x
     return last, states
 
 
@@ -272,7 +339,7 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     frame_mask = length_mask(per_layer[-1], features.shape[1], xp)  # [B, T]
     trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
-    last, states = encoder(hidden, valid, params["encoder"], cfg, trace)
+    last, states = encoder(hidden, valid, params["encoder"], cfg, trace, keep_states=output_hidden_states)
     trace("last_hidden_state", last, axes="B T D")
     logits = linear(last, **params["lm_head"]) if "lm_head" in params else None  # [B, T, V]
     if logits is not None:

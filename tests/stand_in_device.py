@@ -5,14 +5,13 @@ functions refuse it (no ``__array__``, and ``__array_function__``/``__array_ufun
 arithmetic with a host NumPy array is refused, and only its namespace ``device`` (reached
 through ``__array_namespace__``, as npw2v2.backend.get_xp does) computes with it. Moving
 data back takes ``.get()``, as with CuPy. So a NumPy-only call left on the device path,
-such as ``np.sqrt(x)``, ``np.asarray(x)`` or ``scipy.special.erf(x)``, fails loudly.
+such as ``np.sqrt(x)`` or ``np.asarray(x)``, fails loudly.
 """
 from __future__ import annotations
 
 import types
 
 import numpy as np
-import scipy.special
 
 
 class HostCallError(TypeError):
@@ -140,7 +139,6 @@ def _asarray(a, dtype=None) -> DeviceArray:
 device = _Namespace(
     lib=types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
         sliding_window_view=_on_device(np.lib.stride_tricks.sliding_window_view))),
-    erf=_on_device(scipy.special.erf),
     asarray=_asarray,
     finfo=np.finfo,
 )
