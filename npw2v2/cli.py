@@ -275,6 +275,26 @@ def run_compare(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# bench
+
+
+def run_bench(args) -> int:
+    from . import bench
+
+    if args.runs < 1 or args.warmup < 0 or args.batch < 1:
+        raise UsageError("--runs and --batch must be at least 1, --warmup at least 0")
+    if args.seconds and min(args.seconds) * bench.SAMPLING_RATE < BASE.receptive_field:
+        raise UsageError("--seconds: each length must be at least 0.025 s (one frame)")
+    if args.vs_torch and args.device != "cpu":
+        raise UsageError("--vs-torch compares on the CPU: leave out --device")
+    try:
+        return bench.run(args)
+    except ImportError as e:
+        print(f"npw2v2: error: {e}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------
 # The parser
 
 
@@ -354,6 +374,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", type=Path)
     c.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     c.set_defaults(run=run_compare)
+
+    b = commands.add_parser(
+        "bench", help="time the forward pass (and PyTorch's, with --vs-torch)",
+        description="Time the forward pass of the base or large architecture with random weights: median, "
+                    "min and max seconds, real-time factor, effective GFLOP/s, the share of this machine's "
+                    "float32 matmul peak, and the peak memory growth of a forward pass. Without --seconds "
+                    "it runs the standard cases: 10 s x 1; 10, 8, 6 and 4 s as one padded batch with a "
+                    "mask; 60 s x 1. Run it on an idle machine.")
+    b.add_argument("--model", "-m", choices=("base", "large"), default="base", help="architecture (default base)")
+    b.add_argument("--seconds", type=float, nargs="+",
+                   help="one length (with --batch copies), or several: one padded batch with a mask")
+    b.add_argument("--batch", type=int, default=1, help="copies of a single --seconds length (default 1)")
+    b.add_argument("--runs", type=int, default=5, help="timed runs per engine (default 5)")
+    b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    b.add_argument("--vs-torch", action="store_true",
+                   help="also time transformers' Wav2Vec2Model on the same weights, alternating run by run, "
+                        "and print the ratios and the largest output difference (needs torch, transformers)")
+    b.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="skip the memory measurement (it runs each engine once more in a fresh process)")
+    b.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    b.set_defaults(run=run_bench)
 
     return parser
 

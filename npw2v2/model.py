@@ -305,7 +305,7 @@ class Output:
 
 
 def forward(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False,
-            norm_over_padding=False, trace=_untraced) -> Output:
+            norm_over_padding=False, trace=_untraced, items_alone=None) -> Output:
     """The full forward pass. Mirrors Wav2Vec2Model, and Wav2Vec2ForCTC when params has ``lm_head``.
 
     input_values: [B, S] float32; attention_mask: [B, S] bool or 0/1, right-padded, or None.
@@ -313,6 +313,12 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     its valid samples). ``norm_over_padding=True`` lets group norm see the padding, which
     reproduces transformers' padded-batch numbers exactly. Without a mask every sample counts.
     ``trace(name, array, **facts)`` is called at every stage (see npw2v2.explain).
+
+    ``items_alone``: how a padded batch is computed. False: as one batch, the masks keeping
+    padding out (the path ``trace`` shows). True: item by item over its valid samples only,
+    then padded back with zeros; the same numbers for valid frames, without computing the
+    padding. None (default): item by item when that saves work, that is when a mask pads
+    items of different lengths and neither a trace nor ``norm_over_padding`` asks for the batch.
     """
     xp = get_xp(input_values)
     x = xp.asarray(input_values, dtype=xp.float32)
@@ -324,6 +330,16 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     else:
         lengths = sample_lengths_from_mask(asnumpy(attention_mask), num_samples)
     check_long_enough(lengths, cfg)
+    if items_alone is None:
+        items_alone = (attention_mask is not None and len(set(lengths.tolist())) > 1
+                       and not norm_over_padding and trace is _untraced)
+    if items_alone:
+        if norm_over_padding or trace is not _untraced:
+            raise ValueError("items_alone=True runs each item on its own: it cannot let group norm see "
+                             "the padding (norm_over_padding) or trace the padded batch")
+        alone = [forward(params, cfg, x[i:i + 1, :n], output_hidden_states=output_hidden_states)
+                 for i, n in enumerate(lengths.tolist())]
+        return _padded_batch(alone, conv_lengths([num_samples], cfg)[-1][0], xp)
     trace("input_values", x, axes="B S", lengths=lengths)
     if attention_mask is not None:
         trace("attention_mask", xp.asarray(attention_mask).astype(bool), axes="B S", lengths=lengths)
@@ -354,6 +370,27 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     )
 
 
+def _padded_batch(outputs: list, frames: int, xp) -> Output:
+    """Single-item outputs as one batch of ``frames`` frames, zeros past each item's length."""
+    def stack(arrays):  # each [1, T_i, ...] -> [B, frames, ...]
+        batch = xp.zeros((len(arrays), frames) + arrays[0].shape[2:], dtype=arrays[0].dtype)
+        for i, a in enumerate(arrays):
+            batch[i, :a.shape[1]] = a[0]
+        return batch
+
+    first = outputs[0]
+    frame_lengths = np.concatenate([o.frame_lengths for o in outputs])
+    return Output(
+        extract_features=stack([o.extract_features for o in outputs]),
+        last_hidden_state=stack([o.last_hidden_state for o in outputs]),
+        frame_lengths=frame_lengths,
+        frame_mask=length_mask(frame_lengths, frames, xp),
+        hidden_states=None if first.hidden_states is None else tuple(
+            stack([o.hidden_states[layer] for o in outputs]) for layer in range(len(first.hidden_states))),
+        logits=None if first.logits is None else stack([o.logits for o in outputs]),
+    )
+
+
 class Wav2Vec2:
     """A loaded model: parameters plus config, called like a transformers model.
 
@@ -368,9 +405,9 @@ class Wav2Vec2:
         self.metadata = metadata or {}
 
     def __call__(self, input_values, attention_mask=None, output_hidden_states=False,
-                 norm_over_padding=False, trace=_untraced) -> Output:
+                 norm_over_padding=False, trace=_untraced, items_alone=None) -> Output:
         return forward(self.params, self.config, input_values, attention_mask,
-                       output_hidden_states, norm_over_padding, trace)
+                       output_hidden_states, norm_over_padding, trace, items_alone)
 
     @property
     def has_ctc_head(self) -> bool:

@@ -34,9 +34,10 @@ def test_frame_mask_matches_transformers(name):
     np.testing.assert_array_equal(out.frame_mask, ref["frame_mask"])
 
 
+@pytest.mark.parametrize("items_alone", [False, None], ids=["as-one-batch", "default"])
 @pytest.mark.parametrize("name", ALL)
-def test_padded_batch_item_equals_the_item_alone(name):
-    errors = batch_vs_alone_errors(name)
+def test_padded_batch_item_equals_the_item_alone(name, items_alone):
+    errors = batch_vs_alone_errors(name, items_alone=items_alone)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance(name), f"item {worst}: error {errors[worst]:.2e}"
 

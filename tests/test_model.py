@@ -43,13 +43,29 @@ def test_padded_batch_gives_each_item_its_lone_result(kind, seed):
     model = tiny_model(kind, seed)
     lengths = list(np.random.RandomState(seed).randint(400, 6000, size=4)) + [400]
     x, mask = padded_batch(lengths, seed)
-    batched = outputs_of(model(x, mask, output_hidden_states=True))
+    batched = outputs_of(model(x, mask, output_hidden_states=True, items_alone=False))
     for i, n in enumerate(lengths):
         alone = outputs_of(model(x[i:i + 1, :n], output_hidden_states=True))
         frames = alone["last_hidden_state"].shape[1]
         for name, ref in alone.items():
             err = golden_error(batched[name][i:i + 1, :frames], ref, np.ones((1, frames), bool))
             assert err < 1e-5, f"item {i} ({n} samples), {name}: {err:.2e}"
+
+
+def test_padded_batch_by_default_runs_items_alone_and_zeroes_padding():
+    """The default computes each item over its valid samples: the batch path's valid frames, zeros after."""
+    model = tiny_model("group-postLN")
+    x, mask = padded_batch([5000, 1200, 3000])
+    default = model(x, mask, output_hidden_states=True)
+    batched = outputs_of(model(x, mask, output_hidden_states=True, items_alone=False))
+    valid = default.frame_mask
+    assert default.frame_lengths.tolist() == [15, 3, 9]
+    for name, array in outputs_of(default).items():
+        assert array.shape == batched[name].shape, name
+        assert (array[~valid] == 0).all(), name
+        np.testing.assert_allclose(array[valid], batched[name][valid], rtol=1e-5, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="items_alone"):
+        model(x, mask, norm_over_padding=True, items_alone=True)
 
 
 def test_norm_over_padding_changes_only_group_norm_models():

@@ -1,0 +1,291 @@
+"""``npw2v2 bench``: how fast, and how much memory, against the machine's own limits and PyTorch.
+
+Models are built from the published base/large architectures with random weights (nothing to
+download). For each case (lengths of the items of one batch, padded with a mask when they
+differ) it prints the forward pass's median/min/max seconds after a warm-up, the real-time
+factor, the effective GFLOP/s (the products each item needs alone: padding excluded), the
+share of this machine's float32 matmul peak (measured here, by the same command) and the
+peak memory growth during a forward pass. With ``--vs-torch`` the same weights go into
+transformers' Wav2Vec2Model and the two are timed alternately, run by run.
+
+Memory is measured in a fresh process per engine, as the growth of its peak resident set
+(VmHWM, reset through /proc/self/clear_refs) over its resident set just before a second
+forward pass. glibc is told to return large blocks to the system at once
+(MALLOC_MMAP_THRESHOLD_), so memory freed by the first pass cannot hide the second's needs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .backend import asnumpy, threads
+from .config import BASE, LARGE, Config
+from .model import conv_lengths, length_mask
+
+ARCHITECTURES = {"base": BASE, "large": LARGE}
+STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
+SAMPLING_RATE = 16000
+WEIGHT_SEED = 0
+
+
+# ---------------------------------------------------------------------------
+# What is measured
+
+
+def make_inputs(seconds, seed: int = 0):
+    """Noise of the given lengths as one batch: ([B, S] float32, [B, S] bool mask or None)."""
+    lengths = [round(s * SAMPLING_RATE) for s in seconds]
+    rng = np.random.RandomState(seed)
+    x = np.zeros((len(lengths), max(lengths)), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.standard_normal(n)
+    mask = None if len(set(lengths)) == 1 else length_mask(lengths, x.shape[1])
+    return x, mask
+
+
+def forward_flops(cfg: Config, sample_lengths) -> float:
+    """Multiply-adds x 2 of the forward pass, each item at its own length (padding not counted)."""
+    total = 0.0
+    for n in sample_lengths:
+        per_layer = [int(t[0]) for t in conv_lengths([n], cfg)]
+        c_in = 1
+        for t, c_out, k in zip(per_layer, cfg.conv_dim, cfg.conv_kernel):
+            total += 2.0 * t * k * c_in * c_out
+            c_in = c_out
+        t, d, f = per_layer[-1], cfg.hidden_size, cfg.intermediate_size
+        total += 2.0 * t * c_in * d  # feature projection
+        total += 2.0 * t * cfg.num_conv_pos_embeddings * d * d / cfg.num_conv_pos_embedding_groups
+        per_block = 4 * 2.0 * t * d * d + 2 * 2.0 * t * t * d + 2 * 2.0 * t * d * f  # q k v out, QK^T, PV, FFN
+        total += cfg.num_hidden_layers * per_block
+    return total
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul speed in GFLOP/s: the best of a few n x n x n products."""
+    rng = np.random.RandomState(0)
+    a, b = rng.standard_normal((2, n, n)).astype(np.float32)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------
+# The engines: npw2v2, and transformers on PyTorch
+
+
+class NumpyEngine:
+    name = "npw2v2"
+
+    def __init__(self, cfg: Config, weights: dict, device: str = "cpu"):
+        from .weights import from_tensors
+
+        self.model = from_tensors(weights, cfg, device=device)
+
+    def __call__(self, x, mask, norm_over_padding=False):
+        xp = self.model.xp
+        out = self.model(xp.asarray(x), None if mask is None else xp.asarray(mask),
+                         norm_over_padding=norm_over_padding)
+        return asnumpy(out.last_hidden_state)  # on a GPU this also waits for the work to finish
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, cfg: Config, weights: dict):
+        try:
+            import torch
+            from transformers import Wav2Vec2Config, Wav2Vec2Model
+        except ImportError as e:
+            raise ImportError(f"--vs-torch needs torch and transformers ({e}): "
+                              "pip install torch transformers") from None
+
+        self.torch = torch
+        self.model = Wav2Vec2Model(Wav2Vec2Config(**cfg.to_dict())).eval()
+        self.model.load_state_dict(torch_state_dict(self.model, weights), strict=True)
+        self.description = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                            f"attention {self.model.config._attn_implementation}")
+
+    def __call__(self, x, mask, norm_over_padding=None):
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x), attention_mask=None if mask is None else torch.from_numpy(mask))
+        return out.last_hidden_state.numpy()
+
+
+def torch_state_dict(model, weights: dict) -> dict:
+    """npw2v2's canonical weights under a transformers model's own state-dict names (torch tensors).
+
+    The positional conv is weight-normed there: original0 is g = ||W|| over dims (0, 1), original1 is v = W.
+    """
+    import torch
+
+    state = {}
+    for key, current in model.state_dict().items():
+        name = key.removeprefix("wav2vec2.")
+        if name == "masked_spec_embed":  # training-only; keep the model's own value
+            value = current.numpy()
+        elif ".parametrizations.weight." in name:
+            w = weights[name.split(".parametrizations.")[0] + ".weight"]
+            value = weight_norm_g(w) if name.endswith("original0") else w
+        else:
+            value = weights[name]
+        state[key] = torch.from_numpy(np.ascontiguousarray(value))
+    return state
+
+
+def weight_norm_g(w: np.ndarray) -> np.ndarray:
+    """The magnitude part of weight norm over dims (0, 1): [D, D / groups, K] -> [1, 1, K]."""
+    return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))
+
+
+def build_engine(name: str, architecture: str, device: str = "cpu"):
+    from .weights import random_weights
+
+    cfg = ARCHITECTURES[architecture]
+    weights = random_weights(cfg, seed=WEIGHT_SEED)
+    return NumpyEngine(cfg, weights, device) if name == "npw2v2" else TorchEngine(cfg, weights)
+
+
+# ---------------------------------------------------------------------------
+# Peak memory growth, in a process of its own
+
+
+def _memory_kib() -> dict:
+    with open("/proc/self/status") as f:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+
+
+def probe_memory(engine: str, architecture: str, seconds) -> int | None:
+    """Bytes of peak resident-set growth during one forward pass, or None where Linux cannot tell."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    command = [sys.executable, "-m", "npw2v2.bench", engine, architecture, *map(str, seconds)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe of {engine} failed:\n{done.stderr.strip()}")
+    growth = json.loads(done.stdout)["growth_bytes"]
+    return None if growth is None else int(growth)
+
+
+def _probe_main(argv) -> None:
+    """``python -m npw2v2.bench ENGINE ARCHITECTURE SECONDS...``: prints {"growth_bytes": ...}."""
+    engine_name, architecture, *seconds = argv
+    engine = build_engine(engine_name, architecture)
+    x, mask = make_inputs([float(s) for s in seconds])
+    engine(x, mask)  # warm-up: one-time allocations (thread pools, BLAS buffers) are not the pass's needs
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+    except OSError:
+        print(json.dumps({"growth_bytes": None}))
+        return
+    before = _memory_kib()["VmRSS"]
+    engine(x, mask)
+    print(json.dumps({"growth_bytes": (_memory_kib()["VmHWM"] - before) * 1024}))
+
+
+# ---------------------------------------------------------------------------
+# The command
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+
+
+def time_alternating(engines, x, mask, runs: int, warmup: int) -> dict:
+    """Seconds per run of each engine, the engines taking turns run by run."""
+    for _ in range(warmup):
+        for engine in engines:
+            engine(x, mask)
+    times = {engine.name: [] for engine in engines}
+    for _ in range(runs):
+        for engine in engines:
+            times[engine.name].append(_seconds(lambda e=engine: e(x, mask)))
+    return times
+
+
+def largest_difference(engines, x, mask) -> float:
+    """Largest |npw2v2 - torch| of last_hidden_state on valid frames, with transformers' padded-batch numbers."""
+    ours, theirs = engines[0](x, mask, norm_over_padding=True), engines[1](x, mask)
+    valid = np.ones(ours.shape[:2], dtype=bool)
+    if mask is not None:
+        valid = length_mask(conv_lengths(mask.sum(axis=1), engines_config(engines))[-1], ours.shape[1])
+    return float(np.abs(ours - theirs)[valid].max())
+
+
+def engines_config(engines) -> Config:
+    return engines[0].model.config
+
+
+def case_label(seconds) -> str:
+    if len(set(seconds)) == 1:
+        return f"{seconds[0]:g} s x {len(seconds)}"
+    return f"{'/'.join(f'{s:g}' for s in seconds)} s, padded, mask"
+
+
+def run_case(engines, architecture: str, seconds, runs: int, warmup: int, memory: bool, peak: float, out=print):
+    cfg = engines_config(engines)
+    x, mask = make_inputs(seconds)
+    flops = forward_flops(cfg, [round(s * SAMPLING_RATE) for s in seconds])
+    times = time_alternating(engines, x, mask, runs, warmup)
+    growth = {e.name: probe_memory(e.name, architecture, seconds) if memory else None for e in engines}
+    out(f"\n{architecture}, {case_label(seconds)}: {flops / 1e9:.1f} GFLOP, {runs} runs after {warmup} warm-up")
+    out(f"  {'engine':8} {'median s':>9} {'min s':>7} {'max s':>7} {'RTF':>6} {'GFLOP/s':>8} {'% peak':>7} "
+        f"{'memory +MB':>11}")
+    for e in engines:
+        t = times[e.name]
+        median = statistics.median(t)
+        mb = "n/a" if growth[e.name] is None else f"{growth[e.name] / 2**20:.0f}"
+        out(f"  {e.name:8} {median:9.3f} {min(t):7.3f} {max(t):7.3f} {median / sum(seconds):6.3f} "
+            f"{flops / median / 1e9:8.1f} {100 * flops / median / 1e9 / peak:6.0f}% {mb:>11}")
+    if len(engines) == 2:
+        ratio = statistics.median(times["npw2v2"]) / statistics.median(times["torch"])
+        mem = ("n/a" if None in growth.values() or not growth["torch"]
+               else f"{growth['npw2v2'] / growth['torch']:.2f}x")
+        out(f"  npw2v2 / torch: time {ratio:.2f}x, memory {mem}, "
+            f"largest |difference| {largest_difference(engines, x, mask):.1e} (last_hidden_state, valid frames)")
+
+
+def run(args, out=print) -> int:
+    """The ``npw2v2 bench`` command (arguments from cli.py)."""
+    if not args.seconds:
+        cases = list(STANDARD_CASES)
+    elif len(args.seconds) == 1:
+        cases = [tuple(args.seconds) * args.batch]  # equal lengths, no mask
+    else:
+        cases = [tuple(args.seconds)]  # one item per length: a padded batch
+    engines = [build_engine("npw2v2", args.model, args.device)]
+    if args.vs_torch:
+        engines.append(build_engine("torch", args.model))
+    memory = args.memory and args.device == "cpu"
+    out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
+    out(f"  npw2v2: {threads()} threads for element-wise work (NPW2V2_THREADS), BLAS as NumPy ships it")
+    if args.vs_torch:
+        out(f"  {engines[1].description}")
+    peak = matmul_peak()
+    out(f"  float32 matmul peak: {peak:.1f} GFLOP/s (NumPy, best of 5 products of 2048 x 2048 matrices)")
+    for seconds in cases:
+        run_case(engines, args.model, seconds, args.runs, args.warmup, memory, peak, out)
+    return 0
+
+
+if __name__ == "__main__":
+    _probe_main(sys.argv[1:])

@@ -1,0 +1,69 @@
+"""npw2v2 bench: the work it counts and the table it prints (timings themselves are not tested)."""
+import importlib.util
+import re
+
+import pytest
+
+from npw2v2 import BASE, bench
+from npw2v2.cli import main
+
+HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+
+
+def test_flops_of_base_on_10_seconds_match_the_published_breakdown():
+    """Issue 6 counts about 150 GFLOP for 10 s in base: ~49 conv encoder, ~5 positional conv, ~94 transformer."""
+    assert bench.forward_flops(BASE, [160000]) == pytest.approx((49 + 5 + 94) * 1e9, rel=0.02)
+
+
+def test_flops_of_a_padded_batch_are_its_items_alone():
+    one = [bench.forward_flops(BASE, [n]) for n in (160000, 64000)]
+    assert bench.forward_flops(BASE, [160000, 64000]) == pytest.approx(sum(one))
+    assert one[0] > 2.5 * one[1]  # attention grows with the square of the length
+
+
+def test_inputs_are_padded_with_a_mask_only_when_lengths_differ():
+    x, mask = bench.make_inputs([1.0, 0.5])
+    assert x.shape == (2, 16000) and mask.sum(axis=1).tolist() == [16000, 8000]
+    assert (x[1, 8000:] == 0).all()
+    assert bench.make_inputs([1.0, 1.0])[1] is None
+
+
+def table_row(out: str, engine: str) -> list[float]:
+    line = next(line for line in out.splitlines() if re.match(rf"\s+{engine}\s+[\d.]+\s", line))
+    return [float(v.rstrip("%")) for v in line.split()[1:] if v != "n/a"]
+
+
+def test_bench_prints_times_speed_and_memory(capsys):
+    assert main(["bench", "--seconds", "0.5", "--batch", "2", "--runs", "2", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    peak = float(re.search(r"matmul peak: ([\d.]+) GFLOP/s", out).group(1))
+    gflop = float(re.search(r"0.5 s x 2: ([\d.]+) GFLOP", out).group(1))
+    median, low, high, rtf, speed, share, memory_mb = table_row(out, "npw2v2")
+    assert 0 < low <= median <= high
+    assert rtf == pytest.approx(median / 1.0, abs=2e-3)  # two items of 0.5 s
+    assert speed == pytest.approx(gflop / median, rel=0.02)
+    assert share == pytest.approx(100 * speed / peak, abs=1)
+    assert memory_mb >= 0
+
+
+def test_bench_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--runs", "0"])
+    assert "--runs" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="torch is installed here: the missing-torch message cannot show")
+def test_vs_torch_without_torch_is_a_clear_error(capsys):
+    assert main(["bench", "--seconds", "0.5", "--runs", "1", "--vs-torch", "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npw2v2: error: --vs-torch needs torch and transformers") and "Traceback" not in err
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers (pip install torch transformers)")
+def test_vs_torch_times_both_and_agrees_with_transformers(capsys):
+    assert main(["bench", "--seconds", "0.5", "0.3", "--runs", "1", "--warmup", "0", "--vs-torch",
+                 "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert len(table_row(out, "torch")) == 6  # no memory column value: n/a
+    difference = float(re.search(r"largest \|difference\| ([\d.e+-]+)", out).group(1))
+    assert difference < 5e-4
