@@ -28,6 +28,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import npw2v2  # noqa: E402  (weights and their names come from the library under test)
+from npw2v2.bench import torch_state_dict, weight_norm_g  # noqa: E402
 from signals import speech_like_batch  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -72,30 +73,6 @@ def build_model(name: str):
     weights = npw2v2.random_weights(cfg, seed=WEIGHT_SEED)
     model.load_state_dict(torch_state_dict(model, weights), strict=True)
     return model
-
-
-def torch_state_dict(model, weights: dict) -> dict:
-    """npw2v2's canonical weights under the model's own state-dict names.
-
-    The positional conv is weight-normed there: original0 is g = ||W|| over dims (0, 1), original1 is v = W.
-    """
-    state = {}
-    for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.")
-        if name == "masked_spec_embed":  # training-only; keep the model's own value
-            value = current.numpy()
-        elif ".parametrizations.weight." in name:
-            w = weights[name.split(".parametrizations.")[0] + ".weight"]
-            value = weight_norm_g(w) if name.endswith("original0") else w
-        else:
-            value = weights[name]
-        state[key] = torch.from_numpy(value)
-    return state
-
-
-def weight_norm_g(w: np.ndarray) -> np.ndarray:
-    """The magnitude part of weight norm over dims (0, 1): [D, D / groups, K] -> [1, 1, K]."""
-    return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))
 
 
 @torch.no_grad()
