@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_xp, rowwise, sliding_window_view
+from .backend import asnumpy, get_xp, rowwise, sliding_window_view
 
 # Elements per im2col block in conv1d (16 MiB of float32): bounds its memory on long inputs.
 CONV_BLOCK_ELEMENTS = 1 << 22
-# Attention scores per query block, [H, rows, T] (8 MiB of float32): memory grows linearly with T.
-ATTENTION_BLOCK_ELEMENTS = 1 << 21
+# Attention scores per query block, [H, rows, T] (32 MiB of float32): memory grows linearly with T.
+ATTENTION_BLOCK_ELEMENTS = 1 << 23
 
 
 def as_rows(x):
@@ -53,11 +53,12 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
     step = max(1, CONV_BLOCK_ELEMENTS // (batch * k * c_in))
     y = xp.empty((batch, frames, c_out * groups), dtype=x.dtype)
     for g in range(groups):
-        channels = slice(g * c_in, (g + 1) * c_in)
+        # The group's channels as an array of their own: its windows are then single runs of memory.
+        x_group = xp.ascontiguousarray(x[..., g * c_in:(g + 1) * c_in]) if groups > 1 else x
         w = taps_last[g * c_out:(g + 1) * c_out].reshape(c_out, k * c_in)  # [C_out, K * C_in]
         for start in range(0, frames, step):
             stop = min(frames, start + step)
-            windows = conv_windows(x[:, start * stride:(stop - 1) * stride + k, channels], k, stride)
+            windows = conv_windows(x_group[:, start * stride:(stop - 1) * stride + k], k, stride)
             y[:, start:stop, g * c_out:(g + 1) * c_out] = windows @ w.T
     if bias is not None:
         y += bias
@@ -68,7 +69,8 @@ def conv_windows(x, k, stride):
     """[B, L, C] -> [B, T, K * C]: the K frames under the kernel at each stride, taps outer, channels inner."""
     windows = sliding_window_view(x, k, axis=1)[:, ::stride]  # [B, T, C, K], a view
     batch, frames, channels, _ = windows.shape
-    return windows.swapaxes(2, 3).reshape(batch, frames, k * channels)
+    # Still a view of x (overlapping rows when K > stride), which BLAS cannot take: copy it.
+    return get_xp(x).ascontiguousarray(windows.swapaxes(2, 3).reshape(batch, frames, k * channels))
 
 
 def layer_norm(x, weight, bias, eps=1e-5):
@@ -174,18 +176,20 @@ def activation(name):
         raise ValueError(f"unsupported activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
 
 
-def _softmax_kernel(rows, out, xp):
-    xp.subtract(rows, rows.max(axis=-1, keepdims=True), out=out)
-    xp.exp(out, out=out)
-    out /= out.sum(axis=-1, keepdims=True)
+def _exp_kernel(subtract_max: bool):
+    """exp of each row, in place; less the row's maximum first when the scores could overflow."""
+    def kernel(rows, out, xp):
+        if subtract_max:
+            xp.subtract(rows, rows.max(axis=-1, keepdims=True), out=out)
+            rows = out
+        xp.exp(rows, out=out)
+
+    return kernel
 
 
-def softmax(x, axis=-1, out=None):
-    """Numerically stable softmax along ``axis``: exp(x - max) / sum. ``out=x`` works in place."""
-    if axis not in (-1, x.ndim - 1):
-        xp = get_xp(x)
-        return xp.moveaxis(softmax(xp.moveaxis(x, axis, -1)), -1, axis)
-    return rowwise(_softmax_kernel, as_rows(x), None if out is None else as_rows(out)).reshape(x.shape)
+# exp(s) is safe without subtracting the row maximum while |s| <= 60: no overflow even summed
+# over millions of keys (e^60 ~ 1e26), and no row of zeros (e^-60 ~ 1e-26 is a normal float).
+_EXP_SAFE = 60.0
 
 
 def attention(x, valid, p, heads):
@@ -196,7 +200,6 @@ def attention(x, valid, p, heads):
     Each item attends over its own valid frames only: exactly what transformers computes
     by giving padded keys the most negative float, without computing the padding.
     Padded query rows come out as the output bias (their context is 0): finite, meaningless.
-    Queries go in blocks, so that the [H, rows, T] scores stay small on long inputs.
     Mirrors Wav2Vec2Attention (eager).
     """
     xp = get_xp(x)
@@ -212,11 +215,35 @@ def attention(x, valid, p, heads):
     context = xp.zeros((batch, frames, heads, head_dim), dtype=x.dtype)
     lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
     for b, n in enumerate(lengths):
-        keys_t, values = k[b, :, :n].transpose(0, 2, 1), v[b, :, :n]  # [H, D/H, n], [H, n, D/H]
-        rows = max(1, ATTENTION_BLOCK_ELEMENTS // (heads * max(n, 1)))
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            scores = q[b, :, start:stop] @ keys_t  # [H, rows, n]
-            weights = softmax(scores, out=scores)
-            context[b, start:stop] = (weights @ values).transpose(1, 0, 2)  # [rows, H, D/H]
+        context[b, :n] = attend(q[b, :, :n], k[b, :, :n], v[b, :, :n])
     return linear(context.reshape(batch, frames, dim), **p["out_proj"])
+
+
+def attend(q, k, v):
+    """softmax(q k^T) v for one item's heads. q (already scaled), k, v: [H, n, D/H] -> [n, H, D/H].
+
+    Queries go in blocks, so that the [H, rows, n] scores stay small on long inputs. The
+    softmax is left unnormalised, exp(s - c), and a column of ones appended to v makes the
+    product with v return each row's sum too: one division per output value then normalises.
+    c is each row's maximum, or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a
+    pass over the scores (any c gives the same softmax; the maximum only guards the range).
+    """
+    xp = get_xp(q)
+    heads, n, head_dim = q.shape
+    keys_t = k.transpose(0, 2, 1)  # [H, D/H, n]
+    values_and_ones = xp.concatenate([v, xp.ones((heads, n, 1), dtype=v.dtype)], axis=2)  # [H, n, D/H + 1]
+    bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
+    exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
+    context = xp.empty((n, heads, head_dim), dtype=q.dtype)
+    rows = max(1, ATTENTION_BLOCK_ELEMENTS // (heads * n))
+    for start in range(0, n, rows):
+        scores = q[:, start:start + rows] @ keys_t  # [H, rows, n]
+        rowwise(exp_rows, as_rows(scores), as_rows(scores))
+        summed = scores @ values_and_ones  # [H, rows, D/H + 1]: weighted values, then the weights' sum
+        context[start:start + rows] = (summed[..., :-1] / summed[..., -1:]).transpose(1, 0, 2)
+    return context
+
+
+def _norms(a):
+    """Euclidean norm of each vector along the last axis. [..., D] -> [...]."""
+    return get_xp(a).sqrt((a * a).sum(axis=-1))

@@ -202,7 +202,7 @@ def test_group_norm_with_mask_uses_valid_frames_only():
 
 
 # ---------------------------------------------------------------------------
-# Activations, softmax
+# Activations
 
 
 def test_gelu_is_exact_erf_form():
@@ -212,28 +212,6 @@ def test_gelu_is_exact_erf_form():
     assert y.dtype == np.float32 and y.shape == x.shape
     close(y, naive_gelu(x))
     assert np.abs(y - layers.gelu_tanh(x)).max() > 1e-4
-
-
-def test_softmax_matches_exp_over_sum():
-    """softmax = exp(x) / sum exp(x) along the axis; rows sum to 1; float32 kept."""
-    rng = np.random.RandomState(5)
-    x = randn(rng, 3, 4, 6)
-    for axis in (-1, 1):
-        y = layers.softmax(x, axis=axis)
-        assert y.dtype == np.float32
-        e = np.exp(x.astype(np.float64))
-        close(y, e / e.sum(axis=axis, keepdims=True))
-        close(y.sum(axis=axis), np.ones(y.sum(axis=axis).shape))
-
-
-def test_softmax_is_stable_for_large_inputs():
-    """Inputs near 1000 (exp overflows) give finite values: the softmax of x - max."""
-    x = np.array([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1000.0]], dtype=np.float32)
-    y = layers.softmax(x)
-    assert np.isfinite(y).all()
-    for row, ref_row in zip(y, ([0.0, -1.0, -2.0], [0.0, -1.0, 0.0])):
-        e = [math.exp(v) for v in ref_row]
-        close(row, [v / sum(e) for v in e])
 
 
 # ---------------------------------------------------------------------------
@@ -273,6 +251,29 @@ def test_attention_gives_padded_keys_no_weight():
     y_changed = layers.attention(changed, valid, p, heads=2)
     assert np.isfinite(y_changed[valid]).all()
     close(y_changed[valid], y[valid], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale, subtracts_max", [(0.1, False), (1.0, False), (10.0, True)])
+def test_attention_softmax_is_right_with_and_without_max_subtraction(scale, subtracts_max, monkeypatch):
+    """Small |q||k| skips the row-maximum subtraction, large takes it; both match the naive softmax."""
+    paths = []
+    exp_kernel = layers._exp_kernel
+    monkeypatch.setattr(layers, "_exp_kernel", lambda subtract_max: paths.append(subtract_max) or exp_kernel(
+        subtract_max))
+    rng = np.random.RandomState(28)
+    x, p = scale * randn(rng, 2, 6, 8), attention_params(rng, 8)
+    valid = lengths_mask([6, 4], 6)
+    y = layers.attention(x, valid, p, heads=2)
+    assert set(paths) == {subtracts_max}
+    reference = naive_attention(x, valid, p, heads=2)[valid]
+    close(y[valid], reference, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(reference).max()))
+
+
+def test_attention_survives_scores_that_overflow_exp():
+    """Scores in the thousands (exp overflows float32) still give finite, normalised attention."""
+    rng = np.random.RandomState(29)
+    x, p = 300 * randn(rng, 1, 5, 8), attention_params(rng, 8)
+    assert np.isfinite(layers.attention(x, None, p, heads=2)).all()
 
 
 def test_attention_query_blocks_and_batch_items_agree(monkeypatch):
