@@ -230,7 +230,8 @@ def attend(q, k, v):
     """
     xp = get_xp(q)
     heads, n, head_dim = q.shape
-    keys_t = k.transpose(0, 2, 1)  # [H, D/H, n]
+    q = xp.ascontiguousarray(q)  # (BLAS runs a little faster on compact copies than on the strided views)
+    keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
     values_and_ones = xp.concatenate([v, xp.ones((heads, n, 1), dtype=v.dtype)], axis=2)  # [H, n, D/H + 1]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
     exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
