@@ -36,11 +36,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
 
     x: [B, L, C_in], weight: [C_out, C_in / groups, K] -> [B, T, C_out] with
     T = floor((L + 2 * padding - K) / stride) + 1. Mirrors nn.Conv1d.
-
-    Each output frame is one matrix product with the K input frames under the kernel.
-    In channels-last memory those K frames are one contiguous run, so gathering the
-    windows ("im2col") is a plain copy of runs; it is done for a block of output frames
-    at a time, which bounds its memory on long inputs.
+    Each group is computed as matrix products (see _conv_products).
     """
     xp = get_xp(x)
     if padding:
@@ -50,27 +46,60 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
     c_out //= groups
     frames = (length - k) // stride + 1
     taps_last = weight.transpose(0, 2, 1)  # [C_out, K, C_in]: the order of a window's values
-    step = max(1, CONV_BLOCK_ELEMENTS // (batch * k * c_in))
     y = xp.empty((batch, frames, c_out * groups), dtype=x.dtype)
     for g in range(groups):
         # The group's channels as an array of their own: its windows are then single runs of memory.
         x_group = xp.ascontiguousarray(x[..., g * c_in:(g + 1) * c_in]) if groups > 1 else x
-        w = taps_last[g * c_out:(g + 1) * c_out].reshape(c_out, k * c_in)  # [C_out, K * C_in]
-        for start in range(0, frames, step):
-            stop = min(frames, start + step)
-            windows = conv_windows(x_group[:, start * stride:(stop - 1) * stride + k], k, stride)
-            y[:, start:stop, g * c_out:(g + 1) * c_out] = windows @ w.T
+        y[..., g * c_out:(g + 1) * c_out] = _conv_products(x_group, taps_last[g * c_out:(g + 1) * c_out], stride,
+                                                           frames)
     if bias is not None:
         y += bias
     return y
 
 
+def _conv_products(x, w, stride, frames):
+    """One group's convolution. x: [B, L, C_in], w: [C_out, K, C_in] -> [B, T, C_out].
+
+    In channels-last memory the K frames under the kernel are one run of K * C_in values,
+    starting every ``stride`` frames. With a stride of 2 or more and enough channels, a run
+    of ``stride`` taps is a matrix row that BLAS reads in place (rows ``stride * C_in`` apart),
+    so the output is a sum of ceil(K / stride) products and nothing is copied. Otherwise the
+    windows are copied out ("im2col"), a block of output frames at a time to bound memory,
+    for one product each.
+    """
+    c_out, k, c_in = w.shape
+    if stride > 1 and stride * c_in >= 256:
+        def product(first):  # taps first ... first + width - 1, for every output frame
+            width = min(stride, k - first)
+            taps = tap_rows(x[:, first:], width, stride, frames)  # [B, T, width * C_in], a view
+            return taps @ w[:, first:first + width].reshape(c_out, width * c_in).T
+
+        y = product(0)
+        for first in range(stride, k, stride):
+            y += product(first)
+        return y
+    y = get_xp(x).empty((x.shape[0], frames, c_out), dtype=x.dtype)
+    step = max(1, CONV_BLOCK_ELEMENTS // (x.shape[0] * k * c_in))
+    w = w.reshape(c_out, k * c_in)
+    for start in range(0, frames, step):
+        stop = min(frames, start + step)
+        windows = conv_windows(x[:, start * stride:(stop - 1) * stride + k], k, stride)
+        y[:, start:stop] = windows @ w.T
+    return y
+
+
+def tap_rows(x, width, stride, frames):
+    """[B, L, C] -> [B, T, width * C]: frames t * stride ... + width - 1 of x, a view when width <= stride."""
+    windows = sliding_window_view(x, width, axis=1)[:, ::stride][:, :frames]  # [B, T, C, width]
+    batch, _, channels, _ = windows.shape
+    return windows.swapaxes(2, 3).reshape(batch, frames, width * channels)
+
+
 def conv_windows(x, k, stride):
     """[B, L, C] -> [B, T, K * C]: the K frames under the kernel at each stride, taps outer, channels inner."""
-    windows = sliding_window_view(x, k, axis=1)[:, ::stride]  # [B, T, C, K], a view
-    batch, frames, channels, _ = windows.shape
-    # Still a view of x (overlapping rows when K > stride), which BLAS cannot take: copy it.
-    return get_xp(x).ascontiguousarray(windows.swapaxes(2, 3).reshape(batch, frames, k * channels))
+    frames = (x.shape[1] - k) // stride + 1
+    # A view of x with overlapping rows when K > stride, which BLAS cannot take: copy it.
+    return get_xp(x).ascontiguousarray(tap_rows(x, k, stride, frames))
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

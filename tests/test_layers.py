@@ -128,6 +128,11 @@ CONV_CASES = [
     pytest.param(13, 8, 8, 5, 1, 2, 4, id="groups4-k5-odd-pad2"),
     pytest.param(16, 6, 4, 3, 3, 1, 2, id="groups2-s3-pad1"),
     pytest.param(9, 2, 3, 1, 1, 0, 1, id="k1"),
+    # stride * C_in >= 256: products over strided views of the input, a run of `stride` taps each
+    pytest.param(23, 128, 5, 3, 2, 0, 1, id="wide-s2-k3"),
+    pytest.param(20, 128, 5, 2, 2, 0, 1, id="wide-s2-k2"),
+    pytest.param(30, 64, 5, 7, 4, 0, 1, id="wide-s4-k7"),
+    pytest.param(24, 256, 6, 3, 2, 1, 2, id="wide-groups2-s2-pad1"),
 ]
 
 
