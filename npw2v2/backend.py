@@ -78,15 +78,18 @@ def threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-_pool = None
+_pool, _pool_owner = None, None
 
 
 def _thread_pool(workers: int):
-    global _pool
-    if _pool is None or _pool._max_workers < workers:
+    """The shared pool of worker threads; a forked child (whose copy has no threads) makes its own."""
+    import os
+
+    global _pool, _pool_owner
+    if _pool is None or _pool_owner != os.getpid() or _pool._max_workers < workers:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npw2v2")
+        _pool, _pool_owner = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npw2v2"), os.getpid()
     return _pool
 
 

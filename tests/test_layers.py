@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import npw2v2
-from npw2v2 import layers, model
+from npw2v2 import backend, layers, model
 from npw2v2.weights import unflatten
 
 RTOL = ATOL = 1e-5
@@ -354,3 +354,36 @@ def test_frame_lengths_match_feature_encoder_output():
         assert features.shape == (1, int(model.frame_lengths([n], cfg)[0]), 4), n
         # one frame every 320 samples after the first 400
         assert features.shape[1] == (n - 400) // 320 + 1
+
+
+# ---------------------------------------------------------------------------
+# Element-wise work in threads
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+def test_rowwise_threads_and_blocks_give_identical_results(threads, monkeypatch):
+    """Blocks of rows in any number of threads give bit-identical results, tail block included."""
+    rng = np.random.RandomState(30)
+    x = randn(rng, 1001, 37)
+    monkeypatch.setenv("NPW2V2_THREADS", "1")
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 1 << 20)  # one block: the whole array at once
+    whole = layers.gelu(x)
+    monkeypatch.setenv("NPW2V2_THREADS", threads)
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 37 * 16)  # 16 rows a block: 63 blocks, the last short
+    assert backend.threads() == int(threads)
+    np.testing.assert_array_equal(layers.gelu(x), whole)
+    inplace = x.copy()
+    assert layers.gelu(inplace, out=inplace) is not None
+    np.testing.assert_array_equal(inplace, whole)
+
+
+def test_rowwise_threads_work_in_a_forked_child(monkeypatch):
+    """A child forked after the pool started (multiprocessing, Ray workers) gets threads of its own."""
+    import multiprocessing
+
+    monkeypatch.setenv("NPW2V2_THREADS", "2")
+    x = randn(np.random.RandomState(31), 4096, 64)
+    expected = layers.gelu(x)  # starts the pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(layers.gelu, (x,)).get(timeout=60)  # would hang on the parent's dead pool
+    np.testing.assert_array_equal(result, expected)
