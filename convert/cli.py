@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     vocab = f", vocabulary of {summary.vocab_size}" if summary.vocab_size else ""
     print(f"{args.src}: {summary.source_format}, {summary.model_kind}, {summary.layers} layers, "
           f"{summary.parameters:,} parameters{vocab}")
-    if summary.dropped:
-        print(f"dropped {len(summary.dropped)} tensors npw2v2 does not use yet: {', '.join(summary.dropped)}")
+    if summary.languages:
+        print(f"bundled the adapters and CTC heads of {len(summary.languages)} languages: {', '.join(summary.languages)}")
     size = summary.output.stat().st_size / 1e6
     print(f"wrote {summary.output} ({args.dtype}, {size:.1f} MB), read back and checked tensor by tensor "
           f"in {time.perf_counter() - start:.1f} s")
