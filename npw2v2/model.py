@@ -30,7 +30,7 @@ import numpy as np
 from .adapters import attention_adapter, downsample
 from .backend import asnumpy, get_xp
 from .config import Config
-from .heads import HEAD_NAMES, apply_head, mask_time, model_kind
+from .heads import HEAD_NAMES, apply_head, contrastive_logits, mask_time, model_kind
 from .layers import activation, attention, conv1d, group_norm, layer_norm, linear
 
 # ---------------------------------------------------------------------------
@@ -415,6 +415,11 @@ class Wav2Vec2:
         from .pipeline import embed
 
         return embed(self, inputs, layers=layers, batch_size=batch_size, **options)
+
+    def contrastive_logits(self, out: Output, negative_indices):
+        """Pretraining's scores of each frame's target against negatives: [1 + N, B, T] (npw2v2.heads)."""
+        return contrastive_logits(out.projected_states, out.projected_quantized_states, negative_indices,
+                                  self.config.contrastive_logits_temperature, out.codevector_ids)
 
     def classify(self, inputs, batch_size: int = 8, **options):
         """Label scores of each file or 1-d array (see npw2v2.pipeline.classify)."""

@@ -16,7 +16,6 @@ from safetensors.numpy import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `python tests/golden.py` from a checkout
 import npw2v2  # noqa: E402
 from npw2v2.backend import asnumpy  # noqa: E402
-from npw2v2.heads import contrastive_logits  # noqa: E402
 from npw2v2.model import conv_lengths, feature_encoder, forward  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
@@ -112,9 +111,7 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
     stages.update({k: getattr(out, k) for k in ("logits", "projected_states", "projected_quantized_states",
                                                 "codevector_perplexity") if getattr(out, k) is not None})
     if sampled_negative_indices is not None:
-        stages["contrastive_logits"] = contrastive_logits(out.projected_states, out.projected_quantized_states,
-                                                          sampled_negative_indices,
-                                                          m.config.contrastive_logits_temperature)
+        stages["contrastive_logits"] = m.contrastive_logits(out, sampled_negative_indices)
     per_layer = None
     if attention_mask is not None and not norm_over_padding:
         per_layer = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)
