@@ -100,6 +100,8 @@ def mask_time(hidden, mask_time_indices, masked_spec_embed):
     hidden: [B, T, D], mask_time_indices: [B, T] bool, masked_spec_embed: [D] -> [B, T, D].
     Mirrors Wav2Vec2Model._mask_hidden_states with given indices (fairseq: mask_emb).
     """
+    if masked_spec_embed is None:
+        raise ValueError("mask_time_indices needs the model's masked_spec_embed, which this checkpoint does not have")
     xp = get_xp(hidden)
     return xp.where(xp.asarray(mask_time_indices, dtype=bool)[:, :, None], masked_spec_embed, hidden)
 
@@ -153,23 +155,32 @@ def pretraining_head(last_hidden_state, extract_features, counted, params, cfg: 
             "codevector_perplexity": codevector_perplexity(ids, counted, cfg)}
 
 
-def contrastive_logits(projected_states, projected_quantized_states, negative_indices, temperature=0.1):
+def contrastive_logits(projected_states, projected_quantized_states, negative_indices, temperature=0.1,
+                       codevector_ids=None):
     """Cosine similarity of each context vector with its own target (row 0) and N negatives, / temperature.
 
     projected_states, projected_quantized_states: [B, T, P]; negative_indices: [B, T, N] ints
     into the batch's B * T frames (transformers' ``sampled_negative_indices``) -> [1 + N, B, T].
     A negative equal to the frame's own target scores -inf, so it cannot count as a wrong answer.
+    With ``codevector_ids`` ([B, T, G]) "equal" means the same codevectors: the projected
+    targets of equal codes can differ in the last bit (a matrix product rounds rows by their
+    position), where PyTorch's compare equal.
     Mirrors Wav2Vec2ForPreTraining.compute_contrastive_logits with its neg_is_pos rule
     (fairseq: Wav2Vec2Model.compute_preds).
     """
     xp = get_xp(projected_states)
     q = projected_quantized_states
     batch, frames, width = q.shape
-    picked = q.reshape(batch * frames, width)[xp.asarray(negative_indices).reshape(-1)]
-    negatives = picked.reshape(batch, frames, -1, width).transpose(2, 0, 1, 3)  # [N, B, T, P]
-    targets = xp.concatenate([q[None], negatives])  # [1 + N, B, T, P]
-    logits = cosine_similarity(projected_states[None], targets) / temperature  # [1 + N, B, T]
-    logits[1:][(negatives == q[None]).all(axis=-1)] = -xp.inf
+    indices = xp.asarray(negative_indices).reshape(-1)
+
+    def negatives_of(x):  # [B, T, W] -> [N, B, T, W]
+        return x.reshape(batch * frames, -1)[indices].reshape(batch, frames, -1, x.shape[-1]).transpose(2, 0, 1, 3)
+
+    negatives = negatives_of(q)
+    logits = cosine_similarity(projected_states[None], xp.concatenate([q[None], negatives]))  # [1 + N, B, T]
+    logits /= temperature
+    same = q if codevector_ids is None else xp.asarray(codevector_ids)
+    logits[1:][(negatives_of(same) == same[None]).all(axis=-1)] = -xp.inf
     return logits
 
 

@@ -289,7 +289,7 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     trace("extract_features", extract_features, axes="B T C")
     trace("projected", hidden, axes="B T D")
     if mask_time_indices is not None:
-        hidden = mask_time(hidden, mask_time_indices, params["masked_spec_embed"])
+        hidden = mask_time(hidden, mask_time_indices, params.get("masked_spec_embed"))
     frame_mask = length_mask(per_layer[-1], features.shape[1], xp)  # [B, T]
     trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
