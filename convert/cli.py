@@ -10,12 +10,14 @@ from .checkpoint import DTYPES, convert
 from .errors import ConversionError
 
 
-def read_source(src: Path, dict_path: Path | None):
+def read_source(src: Path, dict_path: Path | None, languages: list[str] | None = None):
     """The reader for a source: a folder is Hugging Face's layout, a file an original fairseq checkpoint."""
     from . import fairseq, hf
 
     if src.is_dir():
-        return hf.read_folder(src)
+        return hf.read_folder(src, languages)
+    if languages:
+        raise ConversionError(f"{src}: --languages bundles MMS adapter files from a Hugging Face model folder")
     if src.is_file():
         return fairseq.read_file(src, dict_path)
     raise ConversionError(f"{src}: no such file or folder")
@@ -32,11 +34,14 @@ def main(argv=None) -> int:
                         help="fairseq letter dictionary (dict.ltr.txt) of a fine-tuned CTC checkpoint; "
                              "by default the one beside SRC, if any")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="stored dtype (default float32)")
+    parser.add_argument("--languages", type=lambda text: [t for t in text.split(",") if t], metavar="LANG,...",
+                        help="MMS models: bundle these languages' adapters and CTC heads (adapter.LANG.safetensors "
+                             "or .bin in SRC), or 'all'; others load from adapter files beside the output")
     args = parser.parse_args(argv)
     try:
         start = time.perf_counter()
         print(f"reading {args.src}", file=sys.stderr, flush=True)
-        checkpoint = read_source(args.src, args.dict_path)
+        checkpoint = read_source(args.src, args.dict_path, args.languages)
         print(f"writing {args.out}", file=sys.stderr, flush=True)
         summary = convert(checkpoint, str(args.src), args.out, dtype=args.dtype)
     except ConversionError as e:

@@ -116,8 +116,14 @@ class Config:
 
     @property
     def receptive_field(self) -> int:
-        """Samples needed for one output frame (400 for the standard encoder: 25 ms at 16 kHz)."""
+        """Samples needed for one output frame (400 for the standard encoder: 25 ms at 16 kHz).
+
+        A down-sampling adapter's convs (padding 1) make a frame of any input with the
+        default kernel of 3; wider kernels need more frames.
+        """
         samples = 1
+        for _ in range(self.num_adapter_layers if self.add_adapter else 0):
+            samples = max(1, (samples - 1) * self.adapter_stride + self.adapter_kernel_size - 2)
         for k, s in zip(reversed(self.conv_kernel), reversed(self.conv_stride)):
             samples = (samples - 1) * s + k
         return samples

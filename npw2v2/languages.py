@@ -105,7 +105,8 @@ def language_weights(model, language: str) -> tuple[dict, dict | None]:
     elif language in files:
         flat, origin = read_adapter_file(files[language]), str(files[language])
     else:
-        raise CheckpointError(f"no weights for language {language!r}; this model has: "
+        where = f"{source.folder}: " if source.folder is not None else ""
+        raise CheckpointError(f"{where}no weights for language {language!r}; this model has: "
                               f"{', '.join(available(model)) or 'none'}")
     rows = tuple(flat.get("lm_head.weight", np.zeros((0,))).shape)[0]
     problems = shape_problems({n: tuple(v.shape) for n, v in flat.items()}, language_shapes(model.config, rows))
