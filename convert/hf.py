@@ -11,7 +11,13 @@ import json
 from pathlib import Path
 
 from npw2v2.languages import adapter_files
-from npw2v2.weights import LANGUAGES, CheckpointError, canonical_name, read_safetensors, shard_files
+from npw2v2.weights import (
+    LANGUAGES,
+    CheckpointError,
+    canonical_name,
+    read_safetensors,
+    shard_files,
+)
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError

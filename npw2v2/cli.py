@@ -311,9 +311,18 @@ def run_compare(args) -> int:
 # The parser
 
 
+def add_inputs_and_model(command) -> None:
+    """The arguments embed and classify share: files or folders, the model, batch size, device."""
+    command.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    command.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    command.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    command.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe audio, extract features, look inside.",
+        prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe and classify audio, extract features, "
+                                   "look inside.",
         epilog="Models are .safetensors files made by npw2v2-convert, or Hugging Face folders with "
                "model.safetensors. Run 'npw2v2 COMMAND --help' for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -349,14 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the hidden states of audio files: for each file an array [layers, T, D], one "
                     "vector per 20 ms frame. Layer 0 is the first transformer layer's input, the last "
                     "layer number its output.")
-    e.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    e.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    add_inputs_and_model(e)
     e.add_argument("--layers", type=parse_layers, default=None,
                    help="comma-separated layer numbers, e.g. 6,12 (default: last, the encoder's output)")
     e.add_argument("--out", "-o", type=Path, required=True,
                    help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     e.set_defaults(run=run_embed)
 
     k = commands.add_parser(
@@ -365,13 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "speaker, language ...): a line per file with its most likely labels and their "
                     "probabilities. Files are read whole and batched by length; each file's score "
                     "comes from its own frames only, so batching changes nothing.")
-    k.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    k.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    add_inputs_and_model(k)
     k.add_argument("--top-k", "-k", type=int, default=1, help="labels per file, most likely first (default 1)")
     k.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="text: path, then 'label probability' pairs, tab-separated; json: an object per line")
-    k.add_argument("--batch-size", type=int, default=8)
-    k.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     k.set_defaults(run=run_classify)
 
     x = commands.add_parser(

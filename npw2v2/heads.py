@@ -141,6 +141,16 @@ def codevector_perplexity(ids, counted, cfg: Config):
     return xp.exp(entropy).sum()
 
 
+def perplexity_frames(mask_time_indices, valid, norm_over_padding: bool, xp):
+    """The frames the codevector perplexity counts ([B, T] bool, or None for all): the hidden ones
+    if given (as transformers), and of those only valid frames unless transformers' padded
+    numbers are asked for."""
+    counted = None if mask_time_indices is None else xp.asarray(mask_time_indices, dtype=bool)
+    if valid is None or norm_over_padding:
+        return counted
+    return valid if counted is None else counted & valid
+
+
 def pretraining_head(last_hidden_state, extract_features, counted, params, cfg: Config) -> dict:
     """Context vectors and quantized targets in one P-dimensional space, frame by frame.
 
@@ -170,7 +180,7 @@ def contrastive_logits(projected_states, projected_quantized_states, negative_in
     """
     xp = get_xp(projected_states)
     q = projected_quantized_states
-    batch, frames, width = q.shape
+    batch, frames = q.shape[:2]
     indices = xp.asarray(negative_indices).reshape(-1)
 
     def negatives_of(x):  # [B, T, W] -> [N, B, T, W]

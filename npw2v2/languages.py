@@ -21,7 +21,14 @@ import numpy as np
 
 from .adapters import language_shapes
 from .backend import asnumpy, to_device
-from .weights import CheckpointError, canonical_names, is_nested, read_safetensors, shape_problems, unflatten
+from .weights import (
+    CheckpointError,
+    canonical_names,
+    is_nested,
+    read_safetensors,
+    shape_problems,
+    unflatten,
+)
 
 ADAPTER_FILE = "adapter.{}.safetensors"
 ADAPTER_BIN = "adapter.{}.bin"
@@ -108,7 +115,7 @@ def language_weights(model, language: str) -> tuple[dict, dict | None]:
         where = f"{source.folder}: " if source.folder is not None else ""
         raise CheckpointError(f"{where}no weights for language {language!r}; this model has: "
                               f"{', '.join(available(model)) or 'none'}")
-    rows = tuple(flat.get("lm_head.weight", np.zeros((0,))).shape)[0]
+    rows = len(flat.get("lm_head.weight", ()))  # the language's vocabulary size
     problems = shape_problems({n: tuple(v.shape) for n, v in flat.items()}, language_shapes(model.config, rows))
     if problems:
         raise CheckpointError(f"{origin}: the tensors do not match the config:\n  " + "\n  ".join(problems))

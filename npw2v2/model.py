@@ -30,7 +30,7 @@ import numpy as np
 from .adapters import attention_adapter, downsample
 from .backend import asnumpy, get_xp
 from .config import Config
-from .heads import HEAD_NAMES, apply_head, contrastive_logits, mask_time, model_kind
+from .heads import HEAD_NAMES, apply_head, contrastive_logits, mask_time, model_kind, perplexity_frames
 from .layers import activation, attention, conv1d, group_norm, layer_norm, linear
 
 # ---------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
                                    leak=norm_over_padding, trace=trace)
         out_mask = length_mask(lengths, last.shape[1], xp)  # [B, T']
     trace("last_hidden_state", last, axes="B T D")
-    counted = _perplexity_frames(mask_time_indices, valid, norm_over_padding, xp)
+    counted = perplexity_frames(mask_time_indices, valid, norm_over_padding, xp)
     pooled_over = None if valid is None else out_mask
     head = apply_head(params, cfg, last, states, extract_features, pooled_over, counted)
     for name, value in head.items():
@@ -315,15 +315,6 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
         encoder_frame_mask=frame_mask,
         **head,
     )
-
-
-def _perplexity_frames(mask_time_indices, valid, norm_over_padding, xp):
-    """The frames the codevector perplexity counts: the masked ones if given (as transformers),
-    and of those only valid frames unless transformers' padded numbers are asked for."""
-    counted = None if mask_time_indices is None else xp.asarray(mask_time_indices, dtype=bool)
-    if valid is None or norm_over_padding:
-        return counted
-    return valid if counted is None else counted & valid
 
 
 class Wav2Vec2:

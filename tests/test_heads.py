@@ -4,13 +4,20 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_model import padded_batch
 
 import npw2v2
 from golden import golden_error
 from npw2v2.adapters import adapter_length
-from npw2v2.heads import (BASE, CTC, FRAME_CLASSIFICATION, PRETRAINING, SEQUENCE_CLASSIFICATION, codevector_perplexity,
-                          model_kind)
-from test_model import padded_batch
+from npw2v2.heads import (
+    BASE,
+    CTC,
+    FRAME_CLASSIFICATION,
+    PRETRAINING,
+    SEQUENCE_CLASSIFICATION,
+    codevector_perplexity,
+    model_kind,
+)
 
 TINY = npw2v2.Config(conv_dim=(8, 8, 12, 12, 12, 16, 16), hidden_size=16, num_attention_heads=4, intermediate_size=32,
                      num_hidden_layers=2, num_conv_pos_embeddings=6, num_conv_pos_embedding_groups=2,
