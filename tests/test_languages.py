@@ -127,3 +127,18 @@ def test_padded_batch_matches_alone_in_every_language():
         for i, n in enumerate(lengths):
             alone = model(x[i:i + 1, :n]).logits
             assert golden_error(batched[i:i + 1, :alone.shape[1]], alone) < 1e-5
+
+
+def test_converter_refuses_a_wrong_adapter_and_languages_for_fairseq(tmp_path, capsys):
+    folder = tmp_path / "mms"
+    shutil.copytree(MMS_BIN, folder)
+    shutil.copy(GOLDEN / "checkpoints" / "hf_bin" / "pytorch_model.bin", folder / "adapter.deu.bin")  # a whole model
+    out = tmp_path / "out.safetensors"
+    assert convert([str(folder), str(out), "--languages", "deu"]) == 1
+    err = capsys.readouterr().err
+    assert "language deu: missing: encoder.layers.0.adapter_layer.norm.weight" in err and not out.exists()
+    assert convert([str(folder), str(out), "--languages", "xyz"]) == 1
+    assert "no adapter file for xyz (adapter.LANG.safetensors or .bin; found: deu, fra)" in capsys.readouterr().err
+    fairseq = GOLDEN / "fairseq" / "w2v_pretrained_cfg.pt"
+    assert convert([str(fairseq), str(out), "--languages", "fra"]) == 1
+    assert "--languages bundles MMS adapter files from a Hugging Face model folder" in capsys.readouterr().err
