@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 import npw2v2
-from npw2v2.weights import (UNUSED_PREFIXES, CheckpointError, canonical_names, check_shapes, check_tensors,
-                            fold_positional_weight_norm)
+from npw2v2.heads import model_kind
+from npw2v2.weights import (CheckpointError, canonical_names, check_shapes, check_tensors, fold_positional_weight_norm,
+                            split_languages)
 
 from .errors import ConversionError
 
@@ -39,13 +40,8 @@ class Summary:
     layers: int
     parameters: int
     vocab_size: int | None
-    dropped: list
+    languages: list  # MMS languages bundled in the file
     output: Path
-
-
-def dropped_names(tensors: dict) -> list[str]:
-    """Tensors that npw2v2 does not use yet (pretraining heads, the training mask embedding)."""
-    return sorted(n for n in tensors if n.removeprefix("wav2vec2.").startswith(UNUSED_PREFIXES))
 
 
 def prepare(checkpoint: Checkpoint, source: str, dtype: str) -> dict:
@@ -144,13 +140,14 @@ def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") ->
     tensors = prepare(checkpoint, source, dtype)
     write_and_verify(tensors, metadata_of(checkpoint), out)
     cfg = check_loadable(out)  # the file must be all a user needs
+    own, languages = split_languages(tensors)
     ctc = "lm_head.weight" in tensors
     return Summary(
         source_format=checkpoint.source_format,
-        model_kind="Wav2Vec2ForCTC" if ctc else "Wav2Vec2Model",
+        model_kind=model_kind(cfg, own),
         layers=cfg.num_hidden_layers,
-        parameters=sum(int(v.size) for v in tensors.values()),
+        parameters=sum(int(v.size) for v in own.values()),
         vocab_size=cfg.vocab_size if ctc else None,
-        dropped=dropped_names(checkpoint.tensors),
+        languages=sorted(languages),
         output=out,
     )

@@ -10,12 +10,14 @@ from .checkpoint import DTYPES, convert
 from .errors import ConversionError
 
 
-def read_source(src: Path, dict_path: Path | None):
+def read_source(src: Path, dict_path: Path | None, languages: list[str] | None = None):
     """The reader for a source: a folder is Hugging Face's layout, a file an original fairseq checkpoint."""
     from . import fairseq, hf
 
     if src.is_dir():
-        return hf.read_folder(src)
+        return hf.read_folder(src, languages)
+    if languages:
+        raise ConversionError(f"{src}: --languages bundles MMS adapter files from a Hugging Face model folder")
     if src.is_file():
         return fairseq.read_file(src, dict_path)
     raise ConversionError(f"{src}: no such file or folder")
@@ -32,11 +34,14 @@ def main(argv=None) -> int:
                         help="fairseq letter dictionary (dict.ltr.txt) of a fine-tuned CTC checkpoint; "
                              "by default the one beside SRC, if any")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="stored dtype (default float32)")
+    parser.add_argument("--languages", type=lambda text: [t for t in text.split(",") if t], metavar="LANG,...",
+                        help="MMS models: bundle these languages' adapters and CTC heads (adapter.LANG.safetensors "
+                             "or .bin in SRC), or 'all'; others load from adapter files beside the output")
     args = parser.parse_args(argv)
     try:
         start = time.perf_counter()
         print(f"reading {args.src}", file=sys.stderr, flush=True)
-        checkpoint = read_source(args.src, args.dict_path)
+        checkpoint = read_source(args.src, args.dict_path, args.languages)
         print(f"writing {args.out}", file=sys.stderr, flush=True)
         summary = convert(checkpoint, str(args.src), args.out, dtype=args.dtype)
     except ConversionError as e:
@@ -45,8 +50,8 @@ def main(argv=None) -> int:
     vocab = f", vocabulary of {summary.vocab_size}" if summary.vocab_size else ""
     print(f"{args.src}: {summary.source_format}, {summary.model_kind}, {summary.layers} layers, "
           f"{summary.parameters:,} parameters{vocab}")
-    if summary.dropped:
-        print(f"dropped {len(summary.dropped)} tensors npw2v2 does not use yet: {', '.join(summary.dropped)}")
+    if summary.languages:
+        print(f"bundled the adapters and CTC heads of {len(summary.languages)} languages: {', '.join(summary.languages)}")
     size = summary.output.stat().st_size / 1e6
     print(f"wrote {summary.output} ({args.dtype}, {size:.1f} MB), read back and checked tensor by tensor "
           f"in {time.perf_counter() - start:.1f} s")

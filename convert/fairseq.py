@@ -157,7 +157,10 @@ def hf_config(model: dict, vocab_size: int | None) -> dict:
         "layer_norm_eps": 1e-5,
         "num_codevectors_per_group": int(model.get("latent_vars", 320)),
         "num_codevector_groups": int(model.get("latent_groups", 2)),
+        # fairseq's quantizer is latent_dim wide, or final_dim when latent_dim is 0
+        "codevector_dim": int(model.get("latent_dim") or model.get("final_dim", 256)),
         "proj_codevector_dim": int(model.get("final_dim", 256)),
+        "contrastive_logits_temperature": float(model.get("logit_temp", 0.1)),
     }
     if vocab_size:
         # fairseq's blank is <s> at index 0; transformers' CTC blank is pad_token_id.
@@ -254,6 +257,32 @@ def ctc_vocab(state: dict, path: Path, dict_path: Path | None, rows: int) -> dic
     return vocab
 
 
+# Pretraining options that add heads transformers' Wav2Vec2ForPreTraining has no place for.
+UNSUPPORTED_PRETRAINING = {
+    "quantize_input": "a second quantizer on the transformer's input",
+    "target_glu": "a GLU over the targets",
+}
+
+
+def check_pretraining_heads(model: dict, weights: dict, source: str) -> None:
+    """Refuse, by the option's name, pretrained checkpoints whose heads transformers cannot hold.
+
+    ``weights`` under fairseq's names; fine-tuned checkpoints have no pretraining heads left.
+    """
+    if "project_q.weight" not in weights:
+        return
+    if "quantizer.vars" not in weights:
+        raise ConversionError(f"{source}: pretrained without a quantizer (quantize_targets=False), "
+                              "which transformers' Wav2Vec2ForPreTraining does not have")
+    for option, what in UNSUPPORTED_PRETRAINING.items():
+        if model.get(option):
+            raise ConversionError(f"{source}: pretrained with {option}=True ({what}), "
+                                  "which transformers' Wav2Vec2ForPreTraining has no place for")
+    if int(model.get("quantizer_depth") or 1) != 1:
+        raise ConversionError(f"{source}: pretrained with quantizer_depth={model['quantizer_depth']}, "
+                              "but transformers' quantizer has a single linear layer")
+
+
 def add_identity_projection(tensors: dict, config: dict) -> None:
     """fairseq has no post_extract_proj when the conv and model widths are equal: npw2v2 uses an identity."""
     if "feature_projection.projection.weight" in tensors or config["conv_dim"][-1] != config["hidden_size"]:
@@ -273,6 +302,7 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
             "a Hugging Face pytorch_model.bin converts from its folder, with config.json"
         )
     model, task = model_and_task(state, source)
+    check_pretraining_heads(model, state["model"], source)
     tensors = rename(state["model"], source)
     vocab = None
     if "lm_head.weight" in tensors:

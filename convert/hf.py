@@ -1,14 +1,23 @@
 """Hugging Face model folders: config.json plus weights in any of the layouts the hub uses.
 
 Weights: model.safetensors, pytorch_model.bin, or either sharded with its index file.
-Alongside: vocab.json, preprocessor_config.json, tokenizer_config.json when present.
+Alongside: vocab.json, preprocessor_config.json, tokenizer_config.json when present, and
+for MMS models adapter.LANG.safetensors (or .bin) per language, of which the chosen ones
+are bundled as ``languages.LANG.*`` tensors.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from npw2v2.weights import CheckpointError, read_safetensors, shard_files
+from npw2v2.languages import adapter_files
+from npw2v2.weights import (
+    LANGUAGES,
+    CheckpointError,
+    canonical_name,
+    read_safetensors,
+    shard_files,
+)
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError
@@ -48,8 +57,25 @@ def _shard_files(index: Path) -> list[Path]:
         raise ConversionError(str(e)) from None
 
 
-def read_folder(folder: Path) -> Checkpoint:
-    """Read a Hugging Face model folder."""
+def language_tensors(folder: Path, languages: list[str]) -> dict:
+    """The chosen MMS languages' adapter files, as ``languages.LANG.NAME`` tensors; ["all"] takes every one."""
+    files = adapter_files(folder)
+    if languages == ["all"]:
+        languages = sorted(files)
+    missing = [lang for lang in languages if lang not in files]
+    if missing:
+        raise ConversionError(f"{folder}: no adapter file for {', '.join(missing)} "
+                              f"(adapter.LANG.safetensors or .bin; found: {', '.join(sorted(files)) or 'none'})")
+    tensors = {}
+    for language in languages:
+        kind = "torch" if files[language].suffix == ".bin" else "safetensors"
+        weights = _read_weights(files[language], kind)
+        tensors.update({f"{LANGUAGES}{language}.{canonical_name(n)}": v for n, v in weights.items()})
+    return tensors
+
+
+def read_folder(folder: Path, languages: list[str] | None = None) -> Checkpoint:
+    """Read a Hugging Face model folder, bundling the MMS ``languages`` given."""
     if not (folder / "config.json").is_file():
         raise ConversionError(f"{folder}: no config.json in this folder")
     found = [f for f in WEIGHT_FILES if (folder / f).is_file()]
@@ -60,6 +86,8 @@ def read_folder(folder: Path) -> Checkpoint:
     tensors = {}
     for file in files:
         tensors.update(_read_weights(file, kind))
+    if languages:
+        tensors.update(language_tensors(folder, languages))
 
     def optional(name):
         return _json(folder / name) if (folder / name).is_file() else None

@@ -96,6 +96,8 @@ Z 213
 """
 INPUT_SEED = 5678
 LENGTHS = [5000, 3217]  # the batch case, right-padded with zeros; single = the first alone
+MASK_SEED = 91  # the pretrained models' "masked" case: which frames are hidden, which negatives are scored
+NUM_NEGATIVES = 5
 COMMAND = "python golden/fairseq_fixtures.py"
 
 # The model fields of the original wav2vec_small.pt (fairseq's base pretraining config).
@@ -431,15 +433,55 @@ def run_case(model, source: np.ndarray, padding: np.ndarray | None) -> dict:
         out = model(source=x, padding_mask=mask)
         stages["logits"] = out["encoder_out"].transpose(0, 1).numpy()  # [T, B, V] -> [B, T, V]
     hook.remove()
+    if not isinstance(model, Wav2VecCtc):
+        stages.update(pretraining_stages(model, x, mask))
     return stages
 
 
+@torch.no_grad()
+def pretraining_stages(w2v: Wav2Vec2Model, x, padding, mask_indices=None, negatives=None) -> dict:
+    """The pretraining heads on every frame, by fairseq's own modules, under transformers' names.
+
+    quantizer (eval: argmax per group) on the unmasked features, project_q on its codevectors,
+    final_proj on the context vectors; with ``negatives`` ([B, T, N] indices into the B * T
+    frames) also compute_preds' logits [1 + N, B, T] (cosine / logit_temp, -inf where a
+    negative equals its target). ``mask_indices`` hides frames behind mask_emb, as training does.
+    """
+    res = w2v(x, padding_mask=padding, mask=mask_indices is not None, mask_indices=mask_indices, features_only=True)
+    q = w2v.quantizer(res["features"], produce_targets=True)
+    targets = w2v.project_q(q["x"])
+    context = w2v.final_proj(res["x"])
+    stages = {"codevector_ids": q["targets"].numpy(), "projected_quantized_states": targets.numpy(),
+              "projected_states": context.numpy(), "codevector_perplexity": q["code_perplexity"].numpy()}
+    if negatives is not None:
+        batch, frames, width = targets.shape
+        picked = targets.reshape(batch * frames, width)[torch.from_numpy(negatives).reshape(-1)]
+        stages["contrastive_logits"] = w2v.compute_preds(
+            context, targets, picked.view(batch, frames, -1, width).permute(2, 0, 1, 3)).numpy()
+    return stages
+
+
+def masked_case(w2v: Wav2Vec2Model, source: np.ndarray) -> dict:
+    """One input with half its frames hidden and NUM_NEGATIVES negatives per frame (fixed by MASK_SEED)."""
+    frames = int(w2v._get_feat_extract_output_lengths(torch.tensor([source.shape[1]]))[0])
+    rng = np.random.RandomState(MASK_SEED)
+    hidden = np.zeros((1, frames), bool)
+    hidden[0, rng.choice(frames, frames // 2, replace=False)] = True
+    negatives = rng.randint(0, frames, size=(1, frames, NUM_NEGATIVES))
+    stages = pretraining_stages(w2v, torch.from_numpy(source), None, torch.from_numpy(hidden), negatives)
+    return {"input_values": source, "mask_time_indices": hidden, "sampled_negative_indices": negatives, **stages}
+
+
 def record(name: str, model, inputs: tuple[np.ndarray, np.ndarray]) -> dict:
-    """All stages of both cases of one fixture, as NAME.CASE.STAGE arrays."""
+    """All stages of every case of one fixture, as NAME.CASE.STAGE arrays."""
     batch, padding = inputs
     cases = {"single": (batch[:1, :LENGTHS[0]], None), "batch": (batch, padding)}
-    return {f"{name}.{case}.{stage}": np.ascontiguousarray(value)
-            for case, (x, m) in cases.items() for stage, value in run_case(model, x, m).items()}
+    arrays = {f"{name}.{case}.{stage}": np.ascontiguousarray(value)
+              for case, (x, m) in cases.items() for stage, value in run_case(model, x, m).items()}
+    if not isinstance(model, Wav2VecCtc):
+        arrays.update({f"{name}.masked.{stage}": np.ascontiguousarray(value)
+                       for stage, value in masked_case(model, batch[:1, :LENGTHS[0]]).items()})
+    return arrays
 
 
 @contextlib.contextmanager
@@ -617,7 +659,9 @@ def write_manifest(configs: dict) -> None:
         "command": f"{COMMAND}  (in a venv with torch==2.13.0 and fairseq-fixed)",
         "versions": versions(),
         "input_seed": INPUT_SEED, "lengths": LENGTHS,
-        "cases": {"single": "the first input alone", "batch": "both inputs right-padded with zeros"},
+        "cases": {"single": "the first input alone", "batch": "both inputs right-padded with zeros",
+                  "masked": f"pretrained models: the first input, half its frames behind mask_emb, "
+                            f"{NUM_NEGATIVES} negatives per frame (seed {MASK_SEED})"},
         "stages": {
             "input_values": "[B, S] float32",
             "padding_mask": "[B, S] bool, True = padding (batch only)",
@@ -625,6 +669,13 @@ def write_manifest(configs: dict) -> None:
             "last_hidden_state": "[B, T, D]: extract_features(source, padding_mask, mask=False)['x']",
             "frame_padding_mask": "[B, T] bool, True = padding: extract_features' padding_mask (batch only)",
             "logits": "[B, T, V]: Wav2VecEncoder's proj output (CTC only; before get_logits' padding fill)",
+            "codevector_ids": "[B, T, G]: quantizer(features, produce_targets=True)['targets'] (pretrained only)",
+            "projected_quantized_states": "[B, T, P]: project_q(quantizer(features)['x'])",
+            "projected_states": "[B, T, P]: final_proj(x)",
+            "codevector_perplexity": "[]: quantizer's code_perplexity (all B * T frames, log(p + 1e-7))",
+            "mask_time_indices": "[B, T] bool: the frames hidden behind mask_emb (masked only)",
+            "sampled_negative_indices": "[B, T, N]: negatives, indices into the B * T frames (masked only)",
+            "contrastive_logits": "[1 + N, B, T]: compute_preds(final_proj(x), targets, negatives) (masked only)",
         },
         "vocabulary": "fairseq Dictionary over dict.ltr.txt: <s>=0 (CTC blank), <pad>, </s>, <unk>, "
                       "then the file's symbols",

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import transformers
 from safetensors.numpy import save_file
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import (Wav2Vec2Config, Wav2Vec2ForAudioFrameClassification, Wav2Vec2ForCTC,
+                          Wav2Vec2ForPreTraining, Wav2Vec2ForSequenceClassification, Wav2Vec2Model)
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import npw2v2  # noqa: E402  (weights and their names come from the library under test)
@@ -60,14 +62,39 @@ TINY_LENGTHS = [5000, 400, 3217]  # padded batch; 400 samples is exactly one fra
 BASE_LENGTHS = [16000, 9001]
 BASE_STAGES = ("input_values", "attention_mask", "frame_mask", "last_hidden_state", "logits")
 
+# Heads and adapters, on shorter inputs (9, 1 and 6 frames) to keep the data small.
+HEADS = {
+    # the pretraining quantizer and projections; few codevectors, so some negatives equal their target
+    "tiny_pretraining": dict(TINY, architectures=["Wav2Vec2ForPreTraining"], num_codevectors_per_group=4,
+                             num_codevector_groups=2, codevector_dim=16, proj_codevector_dim=12),
+    # keyword spotting style: projector, mean over valid frames, classifier
+    "tiny_classifier": dict(TINY, architectures=["Wav2Vec2ForSequenceClassification"], classifier_proj_size=20,
+                            id2label={0: "yes", 1: "no", 2: "up"}),
+    # a learned mix of every hidden state of a pre-LN model, classified frame by frame
+    "tiny_frame_classifier": dict(TINY, architectures=["Wav2Vec2ForAudioFrameClassification"],
+                                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                                  use_weighted_layer_sum=True, id2label={0: "a", 1: "b", 2: "c", 3: "d"}),
+    # the down-sampling adapter: projection 32 -> 24, two conv + GLU layers of stride 2, then CTC
+    "tiny_adapter": dict(TINY, architectures=["Wav2Vec2ForCTC"], vocab_size=32, add_adapter=True,
+                         output_hidden_size=24, num_adapter_layers=2),
+    # MMS: pre-LN layers with attention adapters, a CTC head and a vocabulary per language
+    "tiny_mms": dict(TINY, architectures=["Wav2Vec2ForCTC"], feat_extract_norm="layer", do_stable_layer_norm=True,
+                     conv_bias=True, adapter_attn_dim=8, vocab_size=12),
+}
+HEAD_LENGTHS = [3200, 400, 2117]
+HEAD_CLASSES = {"Wav2Vec2ForCTC": Wav2Vec2ForCTC, "Wav2Vec2ForPreTraining": Wav2Vec2ForPreTraining,
+                "Wav2Vec2ForSequenceClassification": Wav2Vec2ForSequenceClassification,
+                "Wav2Vec2ForAudioFrameClassification": Wav2Vec2ForAudioFrameClassification}
+HEAD_OUTPUTS = ("logits", "projected_states", "projected_quantized_states", "codevector_perplexity")
+
 # How each tiny model's positional conv weight is stored, to cover every spelling the loader reads.
 WEIGHT_NORM_STORAGE = {"tiny_base": "parametrizations", "tiny_stable": "folded", "tiny_odd_pos": "g_v"}
 
 
 def build_model(name: str):
     """The transformers model of a configuration, holding npw2v2.random_weights."""
-    hf_config = Wav2Vec2Config(**CONFIGS[name])
-    cls = Wav2Vec2ForCTC if "Wav2Vec2ForCTC" in hf_config.architectures else Wav2Vec2Model
+    hf_config = Wav2Vec2Config(**{**CONFIGS, **HEADS}[name])
+    cls = next((HEAD_CLASSES[a] for a in hf_config.architectures if a in HEAD_CLASSES), Wav2Vec2Model)
     model = cls._from_config(hf_config, attn_implementation="eager").eval()
     cfg = npw2v2.Config.from_dict(hf_config.to_dict())
     weights = npw2v2.random_weights(cfg, seed=WEIGHT_SEED)
@@ -96,10 +123,22 @@ def run_case(model, input_values: np.ndarray, attention_mask: np.ndarray | None)
     frames = stages["conv_features"].shape[1]
     if attention_mask is not None:
         stages["attention_mask"] = attention_mask
-        stages["frame_mask"] = base._get_feature_vector_attention_mask(frames, mask).numpy()
-    if isinstance(model, Wav2Vec2ForCTC):
-        stages["logits"] = model(x, attention_mask=mask).logits.numpy()
+        stages["frame_mask"] = base._get_feature_vector_attention_mask(frames, mask, add_adapter=False).numpy()
+        if base.config.add_adapter:  # the adapter's output frames
+            stages["output_frame_mask"] = base._get_feature_vector_attention_mask(
+                out.last_hidden_state.shape[1], mask).numpy()
+    if model is not base:
+        head = model(x, attention_mask=mask)
+        stages.update({k: getattr(head, k).numpy() for k in HEAD_OUTPUTS if getattr(head, k, None) is not None})
     return stages
+
+
+@torch.no_grad()
+def perplexity_of_valid_frames(model, batch: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The codevector perplexity of a padded batch as npw2v2 computes it by default: over every
+    item's valid frames, each with the features it has alone (transformers counts the padding)."""
+    alone = [model.wav2vec2(torch.from_numpy(x[None, :n])).extract_features for x, n in zip(batch, mask.sum(axis=1))]
+    return model.quantizer(torch.cat(alone, dim=1))[1].numpy()
 
 
 def padded_cases(batch: np.ndarray, mask: np.ndarray) -> dict:
@@ -110,14 +149,16 @@ def padded_cases(batch: np.ndarray, mask: np.ndarray) -> dict:
     return cases
 
 
+def record_stages(model, cases: dict, stages=None) -> dict:
+    """Every stage (or the chosen ones) of every case, keyed CASE.STAGE."""
+    return {f"{case}.{stage}": np.ascontiguousarray(value)
+            for case, (x, m) in cases.items() for stage, value in run_case(model, x, m).items()
+            if stages is None or stage in stages}
+
+
 def record_cases(model, cases: dict, folder: Path, stages=None) -> None:
     """Every stage (or the chosen ones) of every case into FOLDER/activations.safetensors."""
-    tensors = {}
-    for case, (x, m) in cases.items():
-        for stage, value in run_case(model, x, m).items():
-            if stages is None or stage in stages:
-                tensors[f"{case}.{stage}"] = np.ascontiguousarray(value)
-    save_file(tensors, str(folder / "activations.safetensors"))
+    save_file(record_stages(model, cases, stages), str(folder / "activations.safetensors"))
 
 
 def record_config(name: str) -> dict:
@@ -227,9 +268,110 @@ def write_checkpoint_fixtures() -> dict:
     return {"model": "tiny_ctc", "layouts": sorted(layouts)}
 
 
+# ---------------------------------------------------------------------------
+# Heads and adapters
+
+
+@torch.no_grad()
+def run_masked_pretraining(model, input_values: np.ndarray, attention_mask: np.ndarray) -> dict:
+    """Wav2Vec2ForPreTraining with hidden frames and sampled negatives, as in training (eval mode).
+
+    The contrastive logits [1 + N, B, T] are taken from the model's own compute_contrastive_logits
+    call; its forward then sets negatives equal to their target to -inf in place.
+    """
+    frames = int(model._get_feat_extract_output_lengths(input_values.shape[1]))
+    mask = torch.from_numpy(attention_mask.astype(np.int64))
+    frame_mask = model._get_feature_vector_attention_mask(frames, mask)
+    mask_time = _compute_mask_indices((len(input_values), frames), mask_prob=0.5, mask_length=2,
+                                      attention_mask=frame_mask, min_masks=1)
+    negatives = _sample_negative_indices((len(input_values), frames), num_negatives=5, mask_time_indices=mask_time)
+    captured = {}
+
+    def capture(*args, **kwargs):
+        captured["logits"] = Wav2Vec2ForPreTraining.compute_contrastive_logits(*args, **kwargs)
+        return captured["logits"]
+
+    model.compute_contrastive_logits = capture
+    try:
+        out = model(torch.from_numpy(input_values), attention_mask=mask, mask_time_indices=torch.from_numpy(mask_time),
+                    sampled_negative_indices=torch.from_numpy(negatives.astype(np.int64)))
+    finally:
+        del model.compute_contrastive_logits
+    return {"input_values": input_values, "attention_mask": attention_mask, "frame_mask": frame_mask.numpy(),
+            "mask_time_indices": mask_time, "sampled_negative_indices": negatives.astype(np.int64),
+            **{k: getattr(out, k).numpy() for k in HEAD_OUTPUTS if getattr(out, k, None) is not None},
+            "contrastive_logits": captured["logits"].numpy()}
+
+
+# MMS vocabularies: the model file holds English's adapters; French and German come as adapter files.
+MMS_VOCABULARIES = {
+    "eng": ["<pad>", "<s>", "</s>", "<unk>", "|", *"etaoinh"],
+    "fra": ["<pad>", "<s>", "</s>", "<unk>", "|", *"esaitnrué"],
+    "deu": ["<pad>", "<s>", "</s>", "<unk>", "|", *"enis", "ß"],
+}
+
+
+def mms_language_weights(language: str) -> dict:
+    """A language's adapters and CTC head under transformers' names, from a seed of its own."""
+    cfg = npw2v2.Config.from_dict({**HEADS["tiny_mms"], "vocab_size": len(MMS_VOCABULARIES[language])})
+    seed = WEIGHT_SEED + list(MMS_VOCABULARIES).index(language)
+    weights = npw2v2.random_weights(cfg, seed=seed)
+    return {("" if n.startswith("lm_head") else "wav2vec2.") + n: torch.from_numpy(w) for n, w in weights.items()
+            if n.startswith("lm_head") or ".adapter_layer." in n}
+
+
+def write_mms_files(folder: Path) -> None:
+    """The MMS layout: the model (English), adapter.LANG.safetensors per other language, a nested vocab.json,
+    and the same model as .bin files under checkpoints/hf_mms_bin for the converter."""
+    from safetensors.torch import save_file as save_torch_file
+
+    vocab = {lang: {t: i for i, t in enumerate(tokens)} for lang, tokens in MMS_VOCABULARIES.items()}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    binary = DATA / "checkpoints" / "hf_mms_bin"
+    binary.mkdir(parents=True)
+    model = Wav2Vec2ForCTC.from_pretrained(str(folder))
+    torch.save(model.state_dict(), binary / "pytorch_model.bin")
+    shutil.copy(folder / "config.json", binary / "config.json")
+    shutil.copy(folder / "vocab.json", binary / "vocab.json")
+    for language in list(MMS_VOCABULARIES)[1:]:
+        weights = mms_language_weights(language)
+        save_torch_file(weights, str(folder / f"adapter.{language}.safetensors"), metadata={"format": "pt"})
+        torch.save(weights, binary / f"adapter.{language}.bin")
+
+
+def record_head(name: str) -> dict:
+    """Record one head or adapter configuration into golden/data/NAME/; returns its manifest entry."""
+    model = build_model(name)
+    folder = DATA / name
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder, "parametrizations")
+    model.config.to_json_file(str(folder / "config.json"))
+    batch, mask = speech_like_batch(HEAD_LENGTHS, INPUT_SEED)
+    cases = padded_cases(batch, mask)
+    tensors = {}
+    if name == "tiny_mms":
+        write_mms_files(folder)
+        model = Wav2Vec2ForCTC.from_pretrained(str(folder), attn_implementation="eager").eval()
+        for language in MMS_VOCABULARIES:
+            if language != "eng":
+                model.load_adapter(language)  # transformers' own switch, from the files written above
+            tensors.update(record_stages(model, {f"{language}.{c}": v for c, v in cases.items() if c != "nomask"}))
+    else:
+        tensors.update(record_stages(model, cases))
+    if name == "tiny_pretraining":
+        tensors["batch.codevector_perplexity_of_valid_frames"] = perplexity_of_valid_frames(model, batch, mask)
+        two = [0, 2]  # the one-frame input cannot have a masked span with negatives
+        masked = run_masked_pretraining(model, batch[two, :max(HEAD_LENGTHS)], mask[two])
+        tensors.update({f"masked.{k}": np.ascontiguousarray(v) for k, v in masked.items()})
+    save_file(tensors, str(folder / "activations.safetensors"))
+    return {"config": HEADS[name], "lengths": HEAD_LENGTHS,
+            "cases": sorted({k.rsplit(".", 1)[0] for k in tensors if k.endswith(".input_values")}),
+            "weights": "model.safetensors"}
+
+
 def main() -> None:
     torch.manual_seed(0)
-    for mine in [*CONFIGS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
+    for mine in [*CONFIGS, *HEADS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
         shutil.rmtree(DATA / mine, ignore_errors=True)
     DATA.mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -249,6 +391,10 @@ def main() -> None:
         manifest["configs"][name] = record_config(name)
     manifest["checkpoints"] = write_checkpoint_fixtures()
     manifest["trained"] = record_trained()
+    manifest["heads"] = {}
+    for name in HEADS:  # after the others, so that their torch random state is as it was
+        print(f"recording {name}", flush=True)
+        manifest["heads"][name] = record_head(name)
     (DATA / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file() and "fairseq" not in f.parts)
     print(f"wrote {DATA} ({total / 1e6:.1f} MB)")

@@ -136,6 +136,10 @@ def run_transcribe(args) -> int:
         raise UsageError("--format srt writes one subtitle file per input: give --output DIR")
     timestamps = args.timestamps or args.format == "srt"
     model, _ = load_model(args.model, device=args.device)
+    if args.language:
+        if model.config.adapter_attn_dim is None:
+            raise UsageError(f"{args.model}: --language needs an MMS model with language adapters (adapter_attn_dim)")
+        model.set_language(args.language)
     results = model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
                                chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
                                errors="keep")
@@ -188,11 +192,40 @@ def run_embed(args) -> int:
             from safetensors.numpy import save_file
 
             layers = "last" if args.layers is None else ",".join(map(str, args.layers))
+            stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride
             metadata = {"model": name, "layers": layers, "shape": "[layers, T, D]",
-                        "frame_seconds": str(model.config.frame_stride / model.sampling_rate)}
+                        "frame_seconds": str(stride / model.sampling_rate)}
             save_file({f: np.ascontiguousarray(r) for f, r in good.items()}, str(args.out), metadata=metadata)
         print(f"npw2v2: wrote the features of {len(good)} files to {args.out}", file=sys.stderr)
     return 1 if len(good) < len(files) else 0
+
+
+# ---------------------------------------------------------------------------
+# classify
+
+
+def render_classification(result, fmt: str) -> str:
+    """One input's label scores: "path<TAB>label score<TAB>..." or a JSON object, ending with a newline."""
+    if fmt == "json":
+        labels = [{"label": label, "score": round(score, 6)} for label, score in result.scores]
+        return json.dumps({"path": result.source, "seconds": round(result.seconds, 3), "labels": labels},
+                          ensure_ascii=False) + "\n"
+    return "\t".join([result.source, *(f"{label} {score:.4f}" for label, score in result.scores)]) + "\n"
+
+
+def run_classify(args) -> int:
+    files = expand(args.inputs)
+    if not files:
+        raise UsageError("no audio files found in " + ", ".join(args.inputs))
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    model, _ = load_model(args.model, device=args.device)
+    results = model.classify(files, batch_size=args.batch_size, top_k=args.top_k, errors="keep")
+    for r in results:
+        if r.error is not None:
+            print(f"npw2v2: error: {r.error}", file=sys.stderr)
+    sys.stdout.write("".join(render_classification(r, args.format) for r in results if r.error is None))
+    return 1 if any(r.error is not None for r in results) else 0
 
 
 # ---------------------------------------------------------------------------
@@ -298,9 +331,18 @@ def run_bench(args) -> int:
 # The parser
 
 
+def add_inputs_and_model(command) -> None:
+    """The arguments embed and classify share: files or folders, the model, batch size, device."""
+    command.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    command.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    command.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    command.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe audio, extract features, look inside.",
+        prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe and classify audio, extract features, "
+                                   "look inside.",
         epilog="Models are .safetensors files made by npw2v2-convert, or Hugging Face folders with "
                "model.safetensors. Run 'npw2v2 COMMAND --help' for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -323,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
     t.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
     t.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    t.add_argument("--language", "-l", metavar="LANG",
+                   help="MMS models: the language whose adapters, CTC head and vocabulary to use (e.g. fra); "
+                        "from the file, or adapter.LANG.safetensors beside it")
     t.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
@@ -333,15 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the hidden states of audio files: for each file an array [layers, T, D], one "
                     "vector per 20 ms frame. Layer 0 is the first transformer layer's input, the last "
                     "layer number its output.")
-    e.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    e.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    add_inputs_and_model(e)
     e.add_argument("--layers", type=parse_layers, default=None,
                    help="comma-separated layer numbers, e.g. 6,12 (default: last, the encoder's output)")
     e.add_argument("--out", "-o", type=Path, required=True,
                    help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     e.set_defaults(run=run_embed)
+
+    k = commands.add_parser(
+        "classify", help="audio files to labels (sequence classifiers)",
+        description="Classify audio files with a sequence classification model (keyword spotting, emotion, "
+                    "speaker, language ...): a line per file with its most likely labels and their "
+                    "probabilities. Files are read whole and batched by length; each file's score "
+                    "comes from its own frames only, so batching changes nothing.")
+    add_inputs_and_model(k)
+    k.add_argument("--top-k", "-k", type=int, default=1, help="labels per file, most likely first (default 1)")
+    k.add_argument("--format", "-f", choices=("text", "json"), default="text",
+                   help="text: path, then 'label probability' pairs, tab-separated; json: an object per line")
+    k.set_defaults(run=run_classify)
 
     x = commands.add_parser(
         "explain", help="trace a forward pass stage by stage: shapes, frame arithmetic, masks",

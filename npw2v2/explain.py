@@ -4,8 +4,9 @@ A ``Trace`` is handed to the forward pass, which calls it at each stage with the
 array and the facts it used (lengths, kernel, stride, norm); nothing here recomputes what
 the model did. Stage names are the ones golden/'s recordings use, so ``compare`` reads
 both: input_values, attention_mask, conv_layers.I, conv_features, extract_features,
-projected, frame_mask, masked, positional_embedding, hidden_states.I, last_hidden_state,
-logits.
+projected, frame_mask, masked, positional_embedding, hidden_states.I, adapter.proj,
+adapter.layers.I, last_hidden_state, then the head's outputs under transformers' names
+(logits, projected_states, projected_quantized_states, codevector_ids, codevector_perplexity).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def describe(trace: Trace, model, rate: int) -> str:
 
     def add(name, text="", shape=None):
         shape_text = "" if shape is None else str(shape)
-        lines.append(f"{name:<22}{shape_text:<18}{text}".rstrip())
+        lines.append(f"{name:<21} {shape_text:<18}{text}".rstrip())
 
     samples = trace["input_values"].facts["lengths"]
     per_layer = trace["conv_lengths"].facts["per_layer"]
@@ -134,12 +135,46 @@ def describe(trace: Trace, model, rate: int) -> str:
             role = "frames + positional embedding" + ("" if cfg.do_stable_layer_norm else ", layer-normed") + \
                    ": the first layer's input"
         add(s.name, f"[B, T, D]  {role}", s.shape)
-    add("last_hidden_state", "[B, T, D]" + ("  after the final layer norm" if cfg.do_stable_layer_norm else ""),
-        trace["last_hidden_state"].shape)
-    if any(s.name == "logits" for s in trace.stages):
-        add("logits", f"[B, T, V]  CTC head: {trace['logits'].shape[-1]} token scores per frame",
-            trace["logits"].shape)
+    adapter = [s for s in trace.stages if s.name.startswith("adapter.")]
+    if adapter:
+        lines.append("")
+        lines.append("Down-sampling adapter: each conv (padding 1) makes floor((L + 2 - K) / stride) + 1 frames"
+                     + ("; padded frames are zeroed before each" if mask.facts["used"] else ""))
+        previous = frames
+        for stage in adapter:
+            if "lengths" not in stage.facts:
+                add(stage.name, f"[B, T, O]  {stage.facts['note']}", stage.shape)
+                continue
+            k, s_ = stage.facts["kernel"], stage.facts["stride"]
+            arithmetic = ", ".join(f"({int(a)} + 2 - {k}) // {s_} + 1 = {int(b)}"
+                                   for a, b in zip(previous, stage.facts["lengths"]))
+            add(stage.name, f"K={k} stride={s_}, then GLU: {arithmetic}", stage.shape)
+            previous = stage.facts["lengths"]
+    add("last_hidden_state", "[B, T, O]  the adapter's output" if adapter else
+        "[B, T, D]" + ("  after the final layer norm" if cfg.do_stable_layer_norm else ""), trace["last_hidden_state"].shape)
+    for stage in trace.stages:
+        if stage.name in HEAD_STAGES:
+            add(stage.name, HEAD_STAGES[stage.name](stage, model), stage.shape)
     return "\n".join(lines)
+
+
+def _logits_text(stage, model) -> str:
+    kind = model.kind
+    if kind.endswith("SequenceClassification"):
+        return f"[B, labels]  {len(model.labels)} label scores per input, from the mean of its valid frames"
+    if kind.endswith("FrameClassification"):
+        return f"[B, T, labels]  {len(model.labels)} label scores per frame"
+    return f"[B, T, V]  CTC head: {stage.shape[-1]} token scores per frame"
+
+
+# What the head outputs are, for the walkthrough.
+HEAD_STAGES = {
+    "logits": _logits_text,
+    "projected_states": lambda stage, model: "[B, T, P]  pretraining: each frame's context vector, projected",
+    "projected_quantized_states": lambda stage, model: "[B, T, P]  pretraining: the quantized conv features, projected",
+    "codevector_ids": lambda stage, model: "[B, T, G]  pretraining: the codevector each group picked (argmax)",
+    "codevector_perplexity": lambda stage, model: "a number  pretraining: codevectors in use over the batch's valid frames",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -147,8 +182,9 @@ def describe(trace: Trace, model, rate: int) -> str:
 
 
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
-               "projected", "frame_mask", "masked", "positional_embedding", "hidden_states", "last_hidden_state",
-               "logits"]
+               "projected", "frame_mask", "masked", "positional_embedding", "hidden_states", "adapter.proj",
+               "adapter.layers", "last_hidden_state", "logits", "projected_states", "projected_quantized_states",
+               "codevector_ids", "codevector_perplexity", "contrastive_logits"]
 
 
 def _stage_key(name: str):

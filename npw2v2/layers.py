@@ -205,6 +205,13 @@ def activation(name):
         raise ValueError(f"unsupported activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
 
 
+def softmax(x, axis=-1):
+    """Numerically stable softmax along ``axis``: exp(x - max) / sum. (Attention has its own, in attend.)"""
+    e = get_xp(x).exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
 def _exp_kernel(subtract_max: bool):
     """exp of each row, in place; less the row's maximum first when the scores could overflow."""
     def kernel(rows, out, xp):
@@ -226,9 +233,10 @@ def attention(x, valid, p, heads):
 
     x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, T, D].
     ``p`` holds q_proj, k_proj, v_proj and out_proj, each {"weight", "bias"}.
-    Each item attends over its own valid frames only: exactly what transformers computes
-    by giving padded keys the most negative float, without computing the padding.
-    Padded query rows come out as the output bias (their context is 0): finite, meaningless.
+    Each item's queries attend over its own valid frames only: exactly what transformers
+    computes by giving padded keys the most negative float, without computing those keys.
+    Padded query rows are computed as in transformers (meaningless, but transformers lets
+    them leak into its down-sampling adapter, and norm_over_padding reproduces that).
     Mirrors Wav2Vec2Attention (eager).
     """
     xp = get_xp(x)
@@ -241,15 +249,15 @@ def attention(x, valid, p, heads):
     q = linear(x, **p["q_proj"])
     q *= head_dim**-0.5  # scaling q rather than the [T, T] scores: fewer multiplications
     q, k, v = split_heads(q), split_heads(linear(x, **p["k_proj"])), split_heads(linear(x, **p["v_proj"]))
-    context = xp.zeros((batch, frames, heads, head_dim), dtype=x.dtype)
+    context = xp.empty((batch, frames, heads, head_dim), dtype=x.dtype)
     lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
     for b, n in enumerate(lengths):
-        context[b, :n] = attend(q[b, :, :n], k[b, :, :n], v[b, :, :n])
+        context[b] = attend(q[b], k[b, :, :n], v[b, :, :n])
     return linear(context.reshape(batch, frames, dim), **p["out_proj"])
 
 
 def attend(q, k, v):
-    """softmax(q k^T) v for one item's heads. q (already scaled), k, v: [H, n, D/H] -> [n, H, D/H].
+    """softmax(q k^T) v for one item's heads. q (already scaled): [H, m, D/H], k, v: [H, n, D/H] -> [m, H, D/H].
 
     Queries go in blocks, so that the [H, rows, n] scores stay small on long inputs. The
     softmax is left unnormalised, exp(s - c), and a column of ones appended to v makes the
@@ -258,15 +266,16 @@ def attend(q, k, v):
     pass over the scores (any c gives the same softmax; the maximum only guards the range).
     """
     xp = get_xp(q)
-    heads, n, head_dim = q.shape
+    heads, m, head_dim = q.shape
+    n = k.shape[1]
     q = xp.ascontiguousarray(q)  # (BLAS runs a little faster on compact copies than on the strided views)
     keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
     values_and_ones = xp.concatenate([v, xp.ones((heads, n, 1), dtype=v.dtype)], axis=2)  # [H, n, D/H + 1]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
     exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
-    context = xp.empty((n, heads, head_dim), dtype=q.dtype)
+    context = xp.empty((m, heads, head_dim), dtype=q.dtype)
     rows = max(1, ATTENTION_BLOCK_ELEMENTS // (heads * n))
-    for start in range(0, n, rows):
+    for start in range(0, m, rows):
         scores = q[:, start:start + rows] @ keys_t  # [H, rows, n]
         rowwise(exp_rows, as_rows(scores), as_rows(scores))
         summed = scores @ values_and_ones  # [H, rows, D/H + 1]: weighted values, then the weights' sum

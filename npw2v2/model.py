@@ -14,7 +14,9 @@ The path of a batch of waveforms, and where its padding mask acts:
       zero the padded frames                                          <- frame mask [B, T]
       positional conv (+ LayerNorm for post-LN), transformer layers   <- padded keys masked
         -> last_hidden_state [B, T, D]
-      lm_head (CTC) -> logits [B, T, V]
+      down-sampling adapter, when the config adds one (npw2v2.adapters)  <- padded frames zeroed
+      the head (npw2v2.heads): CTC logits [B, T, V], pretraining projections,
+        classifier logits [B, labels] (mean over valid frames) or [B, T, labels]
 
 ``params`` mirrors the Hugging Face state dict: ``params["encoder"]["layers"][3]["attention"]``
 holds what ``encoder.layers.3.attention.*`` names.
@@ -25,8 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .adapters import attention_adapter, downsample
 from .backend import asnumpy, get_xp
 from .config import Config
+from .heads import CTC, HEAD_NAMES, apply_head, contrastive_logits, kind_of_names, mask_time, model_kind, \
+    perplexity_frames
 from .layers import activation, attention, conv1d, conv_windows, layer_norm, linear
 
 # ---------------------------------------------------------------------------
@@ -245,7 +250,8 @@ def encoder_layer(x, valid, p, cfg: Config):
 
     if cfg.do_stable_layer_norm:
         x = x + attend(norm(x, "layer_norm"))
-        return x + feed_forward(norm(x, "final_layer_norm"), p["feed_forward"], cfg)
+        x = x + feed_forward(norm(x, "final_layer_norm"), p["feed_forward"], cfg)
+        return x + attention_adapter(x, p["adapter_layer"]) if "adapter_layer" in p else x
     x = norm(x + attend(x), "layer_norm")
     return norm(x + feed_forward(x, p["feed_forward"], cfg), "final_layer_norm")
 
@@ -294,24 +300,38 @@ def encoder(x, valid, p, cfg: Config, trace=_untraced, keep_states=True):
 
 @dataclass
 class Output:
-    """What a forward pass returns; frames past ``frame_lengths`` are padding."""
+    """What a forward pass returns, by transformers' names; frames past ``frame_lengths`` are padding.
+
+    ``frame_lengths`` and ``frame_mask`` describe last_hidden_state and frame logits. Only a
+    down-sampling adapter makes them differ from ``encoder_frame_lengths``/``encoder_frame_mask``,
+    which describe extract_features, hidden_states and the pretraining outputs.
+    """
 
     extract_features: object  # [B, T, C], the LayerNorm'd conv features
-    last_hidden_state: object  # [B, T, D]
+    last_hidden_state: object  # [B, T, D] ([B, T', O] after a down-sampling adapter)
     frame_lengths: np.ndarray  # [B] valid frames per item
     frame_mask: object  # [B, T] bool, True for valid frames
     hidden_states: tuple | None = None  # L + 1 arrays of [B, T, D], when asked
-    logits: object | None = None  # [B, T, V], when the model has a CTC head
+    logits: object | None = None  # CTC [B, T, V], sequence classifier [B, labels], frame classifier [B, T, labels]
+    encoder_frame_lengths: np.ndarray | None = None  # [B], the encoder's frames
+    encoder_frame_mask: object | None = None  # [B, T] bool
+    projected_states: object | None = None  # [B, T, P], pretraining: context vectors in the target space
+    projected_quantized_states: object | None = None  # [B, T, P], pretraining: quantized targets
+    codevector_ids: object | None = None  # [B, T, G], pretraining: the codevector picked in each group
+    codevector_perplexity: object | None = None  # 0-d, pretraining: codevectors in use over the batch
 
 
 def forward(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False,
-            norm_over_padding=False, trace=_untraced, items_alone=None) -> Output:
-    """The full forward pass. Mirrors Wav2Vec2Model, and Wav2Vec2ForCTC when params has ``lm_head``.
+            norm_over_padding=False, trace=_untraced, mask_time_indices=None, items_alone=None) -> Output:
+    """The full forward pass. Mirrors Wav2Vec2Model and the head params holds (npw2v2.heads).
 
     input_values: [B, S] float32; attention_mask: [B, S] bool or 0/1, right-padded, or None.
     With a mask, each utterance gets the result it gets alone (group norm statistics over
-    its valid samples). ``norm_over_padding=True`` lets group norm see the padding, which
-    reproduces transformers' padded-batch numbers exactly. Without a mask every sample counts.
+    its valid samples, adapter convolutions and classifier pooling over its valid frames).
+    ``norm_over_padding=True`` lets the padding in where transformers does (group norm, the
+    down-sampling adapter), which reproduces its padded-batch numbers exactly. Without a
+    mask every sample counts. ``mask_time_indices`` ([B, T] bool) replaces those frames by
+    the learned mask embedding before the encoder, as pretraining does.
     ``trace(name, array, **facts)`` is called at every stage (see npw2v2.explain).
 
     ``items_alone``: how a padded batch is computed. False: as one batch, the masks keeping
@@ -319,6 +339,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     then padded back with zeros; the same numbers for valid frames, without computing the
     padding. None (default): item by item when that saves work, that is when a mask pads
     items of different lengths and neither a trace nor ``norm_over_padding`` asks for the batch.
+    Only models whose every output is per encoder frame (no head, or CTC) run item by item:
+    pooled classifiers, pretraining statistics and adapters keep the batch path.
     """
     xp = get_xp(input_values)
     x = xp.asarray(input_values, dtype=xp.float32)
@@ -330,13 +352,15 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     else:
         lengths = sample_lengths_from_mask(asnumpy(attention_mask), num_samples)
     check_long_enough(lengths, cfg)
+    per_frame = "adapter" not in params and kind_of_names(params) in (None, CTC) and mask_time_indices is None
     if items_alone is None:
         items_alone = (attention_mask is not None and len(set(lengths.tolist())) > 1
-                       and not norm_over_padding and trace is _untraced)
+                       and not norm_over_padding and trace is _untraced and per_frame)
     if items_alone:
-        if norm_over_padding or trace is not _untraced:
+        if norm_over_padding or trace is not _untraced or not per_frame:
             raise ValueError("items_alone=True runs each item on its own: it cannot let group norm see "
-                             "the padding (norm_over_padding) or trace the padded batch")
+                             "the padding (norm_over_padding), trace the padded batch, or run heads, "
+                             "adapters or time masks other than per-frame CTC")
         alone = [forward(params, cfg, x[i:i + 1, :n], output_hidden_states=output_hidden_states)
                  for i, n in enumerate(lengths.tolist())]
         return _padded_batch(alone, conv_lengths([num_samples], cfg)[-1][0], xp)
@@ -352,21 +376,33 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
     hidden, extract_features = feature_projection(features, params["feature_projection"], cfg)
     trace("extract_features", extract_features, axes="B T C")
     trace("projected", hidden, axes="B T D")
+    if mask_time_indices is not None:
+        hidden = mask_time(hidden, mask_time_indices, params.get("masked_spec_embed"))
     frame_mask = length_mask(per_layer[-1], features.shape[1], xp)  # [B, T]
     trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
-    last, states = encoder(hidden, valid, params["encoder"], cfg, trace, keep_states=output_hidden_states)
+    keep_states = output_hidden_states or cfg.use_weighted_layer_sum  # a weighted layer sum needs them all
+    last, states = encoder(hidden, valid, params["encoder"], cfg, trace, keep_states=keep_states)
+    lengths, out_mask = per_layer[-1], frame_mask
+    if "adapter" in params:
+        last, lengths = downsample(last, lengths, params["adapter"], cfg, masked=valid is not None,
+                                   leak=norm_over_padding, trace=trace)
+        out_mask = length_mask(lengths, last.shape[1], xp)  # [B, T']
     trace("last_hidden_state", last, axes="B T D")
-    logits = linear(last, **params["lm_head"]) if "lm_head" in params else None  # [B, T, V]
-    if logits is not None:
-        trace("logits", logits, axes="B T V")
+    counted = perplexity_frames(mask_time_indices, valid, norm_over_padding, xp)
+    pooled_over = None if valid is None else out_mask
+    head = apply_head(params, cfg, last, states, extract_features, pooled_over, counted)
+    for name, value in head.items():
+        trace(name, value)
     return Output(
         extract_features=extract_features,
         last_hidden_state=last,
-        frame_lengths=per_layer[-1],
-        frame_mask=frame_mask,
+        frame_lengths=lengths,
+        frame_mask=out_mask,
         hidden_states=tuple(states) if output_hidden_states else None,
-        logits=logits,
+        encoder_frame_lengths=per_layer[-1],
+        encoder_frame_mask=frame_mask,
+        **head,
     )
 
 
@@ -380,11 +416,14 @@ def _padded_batch(outputs: list, frames: int, xp) -> Output:
 
     first = outputs[0]
     frame_lengths = np.concatenate([o.frame_lengths for o in outputs])
+    frame_mask = length_mask(frame_lengths, frames, xp)
     return Output(
         extract_features=stack([o.extract_features for o in outputs]),
         last_hidden_state=stack([o.last_hidden_state for o in outputs]),
         frame_lengths=frame_lengths,
-        frame_mask=length_mask(frame_lengths, frames, xp),
+        frame_mask=frame_mask,
+        encoder_frame_lengths=frame_lengths,
+        encoder_frame_mask=frame_mask,
         hidden_states=None if first.hidden_states is None else tuple(
             stack([o.hidden_states[layer] for o in outputs]) for layer in range(len(first.hidden_states))),
         logits=None if first.logits is None else stack([o.logits for o in outputs]),
@@ -403,15 +442,40 @@ class Wav2Vec2:
         self.config = config
         self.vocab = vocab
         self.metadata = metadata or {}
+        self.language = None  # MMS models: whose adapters and head are loaded (npw2v2.languages)
+        self.languages_source = None  # MMS models: where other languages' adapters come from
 
     def __call__(self, input_values, attention_mask=None, output_hidden_states=False,
-                 norm_over_padding=False, trace=_untraced, items_alone=None) -> Output:
+                 norm_over_padding=False, trace=_untraced, mask_time_indices=None, items_alone=None) -> Output:
         return forward(self.params, self.config, input_values, attention_mask,
-                       output_hidden_states, norm_over_padding, trace, items_alone)
+                       output_hidden_states, norm_over_padding, trace, mask_time_indices, items_alone)
+
+    @property
+    def kind(self) -> str:
+        """The transformers class this model is: Wav2Vec2Model, Wav2Vec2ForCTC, ...ForPreTraining, ..."""
+        return model_kind(self.config, self.params)
 
     @property
     def has_ctc_head(self) -> bool:
         return "lm_head" in self.params
+
+    @property
+    def labels(self) -> list[str]:
+        """A classifier's label names by label id (config.json's id2label)."""
+        return self.config.labels
+
+    @property
+    def languages(self) -> list[str]:
+        """MMS models: the languages whose adapters can be loaded with set_language."""
+        from .languages import available
+
+        return available(self)
+
+    def set_language(self, language: str) -> None:
+        """MMS models: swap in a language's attention adapters, CTC head and vocabulary."""
+        from .languages import set_language
+
+        set_language(self, language)
 
     @property
     def xp(self):
@@ -456,8 +520,19 @@ class Wav2Vec2:
 
         return embed(self, inputs, layers=layers, batch_size=batch_size, **options)
 
+    def contrastive_logits(self, out: Output, negative_indices):
+        """Pretraining's scores of each frame's target against negatives: [1 + N, B, T] (npw2v2.heads)."""
+        return contrastive_logits(out.projected_states, out.projected_quantized_states, negative_indices,
+                                  self.config.contrastive_logits_temperature, out.codevector_ids)
+
+    def classify(self, inputs, batch_size: int = 8, **options):
+        """Label scores of each file or 1-d array (see npw2v2.pipeline.classify)."""
+        from .pipeline import classify
+
+        return classify(self, inputs, batch_size=batch_size, **options)
+
     def __repr__(self):
         c = self.config
-        head = "CTC head" if self.has_ctc_head else "no head"
+        head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
         return (f"Wav2Vec2({c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
                 f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")

@@ -17,6 +17,8 @@ import numpy as np
 
 from . import audio, ctc
 from .backend import asnumpy
+from .heads import SEQUENCE_CLASSIFICATION
+from .layers import softmax
 
 DEFAULT_CHUNK_SECONDS = 20.0
 
@@ -127,7 +129,7 @@ def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int) ->
     One window at a time: a 20 s window is already a large batch for the matrix products,
     and memory stays that of one window.
     """
-    for start, end, keep_from, keep_to in _windows(item.samples, chunk, stride, model.config.frame_stride):
+    for start, end, keep_from, keep_to in _windows(item.samples, chunk, stride, model.config.output_frame_stride):
         x = _read_window(item, start, end, rate)
         if not np.isfinite(x).all():
             raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
@@ -159,9 +161,12 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
     each side (default: a sixth of the chunk). ``progress(done, total)`` is called as inputs finish.
     A bad input raises AudioError, or with ``errors="keep"`` comes back with its ``error`` set.
     """
+    if model.has_ctc_head and not model.vocab and model.languages:
+        raise ValueError(f"this model speaks {len(model.languages)} languages: choose one with set_language "
+                         f"(--language), from {', '.join(model.languages)}")
     if not model.has_ctc_head or not model.vocab:
         raise ValueError("this model has no CTC head and vocabulary, so it cannot transcribe; use embed")
-    rate, frame = model.sampling_rate, model.config.frame_stride
+    rate, frame = model.sampling_rate, model.config.output_frame_stride
     chunk = round(chunk_seconds * rate / frame) * frame
     # at least a frame of context: a window's last frame needs samples past its 20 ms
     stride = max(frame, round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame)
@@ -197,11 +202,29 @@ def _result(model, item: _Input, timestamps: bool) -> Transcription:
         return Transcription(item.name, "", item.samples / model.sampling_rate, error=item.error)
     tokens = np.concatenate(item.tokens) if item.tokens else np.zeros(0, int)
     decoded = ctc.decode(tokens, model.id_to_token, model.config.pad_token_id,
-                         model.config.frame_stride / model.sampling_rate, model.word_delimiter)
+                         model.config.output_frame_stride / model.sampling_rate, model.word_delimiter)
     result = Transcription(item.name, decoded.text, item.samples / model.sampling_rate, frame_tokens=tokens)
     if timestamps:
         result.words, result.chars = decoded.words, decoded.chars
     return result
+
+
+def _whole_inputs(model, inputs, batch_size: int, errors: str, output_hidden_states: bool = False):
+    """Read every input whole and run them in padded batches sorted by length.
+
+    Yields (index, input, output, row in the output) for each good input, then (index, input,
+    None, None) for each bad one (its ``error`` says why).
+    """
+    items = _prepare_all(model, inputs, model.sampling_rate, np.iinfo(np.int64).max, errors)
+    good = [i for i, item in enumerate(items) if item.error is None]
+    for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
+        group = [good[j] for j in batch]
+        out = _forward(model, [items[i].array for i in group], output_hidden_states=output_hidden_states)
+        for row, i in enumerate(group):
+            yield i, items[i], out, row
+    for i, item in enumerate(items):
+        if item.error is not None:
+            yield i, item, None, None
 
 
 def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise") -> list:
@@ -209,22 +232,51 @@ def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise"
 
     ``layers`` index ``hidden_states`` (0 is the first transformer layer's input, L the last
     layer's output); None gives ``last_hidden_state`` alone (after the final layer norm of
-    pre-LN models). Files are read whole. With ``errors="keep"`` a bad input's entry is
-    the AudioError instead.
+    pre-LN models, and after the down-sampling adapter of models that have one). Files are
+    read whole. With ``errors="keep"`` a bad input's entry is the AudioError instead.
     """
-    rate = model.sampling_rate
     limit = model.config.num_hidden_layers
     if layers is not None and not all(0 <= k <= limit for k in layers):
         raise ValueError(f"layers must be between 0 and {limit}, got {list(layers)}")
-    items = _prepare_all(model, inputs, rate, np.iinfo(np.int64).max, errors)
-    results: list = [audio.AudioError(item.error) if item.error else None for item in items]
-    good = [i for i, item in enumerate(items) if item.error is None]
-    for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
-        group = [good[j] for j in batch]
-        out = _forward(model, [items[i].array for i in group], output_hidden_states=layers is not None)
-        states = [out.last_hidden_state] if layers is None else [out.hidden_states[k] for k in layers]
-        states = [asnumpy(s) for s in states]
-        for row, i in enumerate(group):
-            frames = out.frame_lengths[row]
-            results[i] = np.stack([s[row, :frames] for s in states])  # [len(layers), T_i, D]
+    results: list = [None] * len(inputs)
+    for i, item, out, row in _whole_inputs(model, inputs, batch_size, errors, output_hidden_states=layers is not None):
+        if out is None:
+            results[i] = audio.AudioError(item.error)
+        elif layers is None:
+            results[i] = asnumpy(out.last_hidden_state[row, :out.frame_lengths[row]])[None]  # [1, T_i, D]
+        else:
+            frames = out.encoder_frame_lengths[row]
+            results[i] = np.stack([asnumpy(out.hidden_states[k][row, :frames]) for k in layers])  # [layers, T_i, D]
+    return results
+
+
+@dataclass
+class Classification:
+    """The label scores of one input: (label, probability) pairs, most likely first."""
+
+    source: str
+    seconds: float
+    scores: list[tuple[str, float]]
+    error: str | None = None  # why this input failed, with errors="keep"
+
+
+def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, errors: str = "raise") -> list:
+    """Classify files or 1-d arrays with a sequence classifier (keyword spotting, emotion, speaker, ...).
+
+    Each input gets the softmax of its logits over the config's labels (id2label), the
+    ``top_k`` most likely first (all labels by default). Files are read whole and batched by
+    length; the mean pooling counts each input's own frames only, so batching changes nothing.
+    """
+    if model.kind != SEQUENCE_CLASSIFICATION:
+        raise ValueError(f"this model is a {model.kind}, not an audio classifier "
+                         f"({SEQUENCE_CLASSIFICATION}); frame classifiers give model(x).logits [B, T, labels]")
+    results: list = [None] * len(inputs)
+    for i, item, out, row in _whole_inputs(model, inputs, batch_size, errors):
+        seconds = item.samples / model.sampling_rate
+        if out is None:
+            results[i] = Classification(item.name, seconds, [], error=item.error)
+            continue
+        probabilities = asnumpy(softmax(out.logits[row]))  # [labels]
+        best = np.argsort(-probabilities, kind="stable")[:top_k]
+        results[i] = Classification(item.name, seconds, [(model.labels[k], float(probabilities[k])) for k in best])
     return results

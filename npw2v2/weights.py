@@ -13,13 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapters import attention_adapter_shapes, downsample_shapes, language_shapes
 from .backend import to_device
 from .config import Config
+from .heads import head_shapes, model_kind
 from .model import Wav2Vec2, fold_weight_norm
 
-# Tensors a checkpoint may carry that inference does not use: the training-time mask
-# embedding and the pretraining quantizer and projections.
-UNUSED_PREFIXES = ("masked_spec_embed", "quantizer.", "project_q.", "project_hid.")
+# Tensors a model may have or not: the mask embedding (only for mask_time_indices; checkpoints
+# trained with mask_time_prob = 0 have none).
+OPTIONAL = ("masked_spec_embed",)
+# MMS languages bundled in a converted file: "languages.fra.lm_head.weight", ...
+LANGUAGES = "languages."
 
 WEIGHT_NORM_SPELLINGS = {
     "parametrizations.weight.original0": "weight_g",
@@ -35,8 +39,9 @@ class CheckpointError(ValueError):
 # What a model of a given config holds
 
 
-def expected_shapes(cfg: Config, ctc_head: bool) -> dict[str, tuple[int, ...]]:
-    """Every tensor name a model of this config needs, with its shape."""
+def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor name a model of this config and kind (default: the config's) needs, with its shape."""
+    kind = kind or model_kind(cfg)
     shapes = {}
 
     def add(prefix, **named_shapes):
@@ -67,23 +72,26 @@ def expected_shapes(cfg: Config, ctc_head: bool) -> dict[str, tuple[int, ...]]:
         add(f"{layer}.feed_forward.intermediate_dense", weight=(f, d), bias=(f,))
         add(f"{layer}.feed_forward.output_dense", weight=(d, f), bias=(d,))
         add(f"{layer}.final_layer_norm", weight=(d,), bias=(d,))
-    if ctc_head:
-        add("lm_head", weight=(cfg.vocab_size, d), bias=(cfg.vocab_size,))
-    return shapes
+        shapes.update(attention_adapter_shapes(cfg, i))
+    return {**shapes, **downsample_shapes(cfg), **head_shapes(cfg, kind)}
 
 
-def random_weights(cfg: Config, seed: int = 0, ctc_head: bool | None = None) -> dict[str, np.ndarray]:
+def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    return {"masked_spec_embed": (cfg.hidden_size,)}
+
+
+def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[str, np.ndarray]:
     """Reproducible random float32 weights with Hugging Face names, for tests and benchmarks.
 
     Drawn in sorted name order from ``numpy.random.RandomState(seed)``, whose stream NumPy
     keeps frozen, so the same seed gives the same model on every machine and release.
     Matrices get std 1/sqrt(fan_in), norm scales 1 + N(0, 0.1), biases N(0, 0.1): activations
-    stay of order one through any depth.
+    stay of order one through any depth. ``kind`` (npw2v2.heads.KINDS) picks the head; by
+    default the config's architectures do.
     """
     rng = np.random.RandomState(seed)
-    ctc_head = cfg.has_ctc_head if ctc_head is None else ctc_head
     weights = {}
-    for name, shape in sorted(expected_shapes(cfg, ctc_head).items()):
+    for name, shape in sorted(expected_shapes(cfg, kind).items()):
         noise = rng.standard_normal(shape)
         if len(shape) > 1:
             value = noise / np.sqrt(np.prod(shape[1:]))
@@ -102,19 +110,17 @@ def random_weights(cfg: Config, seed: int = 0, ctc_head: bool | None = None) -> 
 POS_CONV = "encoder.pos_conv_embed.conv."
 
 
-def canonical_names(tensors: dict) -> dict:
-    """Strip the ``wav2vec2.`` prefix, spell weight norm ``weight_g``/``weight_v``, drop unused tensors.
+def canonical_name(name: str) -> str:
+    """Without the ``wav2vec2.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
+    name = name.removeprefix("wav2vec2.")
+    for spelling, short in WEIGHT_NORM_SPELLINGS.items():
+        name = name.replace(spelling, short)
+    return name
 
-    Returns a new dict; unused tensors (see UNUSED_PREFIXES) are left out.
-    """
-    renamed = {}
-    for name, value in tensors.items():
-        name = name.removeprefix("wav2vec2.")
-        for spelling, short in WEIGHT_NORM_SPELLINGS.items():
-            name = name.replace(spelling, short)
-        if not name.startswith(UNUSED_PREFIXES):
-            renamed[name] = value
-    return renamed
+
+def canonical_names(tensors: dict) -> dict:
+    """A new dict under canonical_name's names."""
+    return {canonical_name(name): value for name, value in tensors.items()}
 
 
 def fold_positional_weight_norm(tensors: dict) -> dict:
@@ -132,19 +138,45 @@ def check_tensors(tensors: dict, cfg: Config, source: str) -> None:
 
 
 def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
-    """check_tensors for tensor names and shapes alone."""
-    expected = expected_shapes(cfg, ctc_head=cfg.has_ctc_head or "lm_head.weight" in shapes)
+    """check_tensors for tensor names and shapes alone (bundled MMS languages included)."""
+    shapes, languages = split_languages(shapes)
+    try:
+        expected = expected_shapes(cfg, model_kind(cfg, shapes))
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
     if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
-    problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in shapes]
-    problems += [f"unexpected: {n}" for n in shapes if n not in expected]
-    problems += [
-        f"wrong shape: {n} is {list(shapes[n])}, the config says {list(s)}"
-        for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)
-    ]
+    problems = shape_problems(shapes, expected, optional_shapes(cfg))
+    for language, found in languages.items():
+        rows = found.get("lm_head.weight", (0,))[0]
+        problems += [f"language {language}: {p}" for p in shape_problems(found, language_shapes(cfg, rows))]
     if problems:
         raise CheckpointError(f"{source}: the tensors do not match the config:\n  " + "\n  ".join(problems))
+
+
+def shape_problems(shapes: dict, expected: dict, optional: dict | None = None) -> list[str]:
+    """Missing, unexpected and mis-shaped tensors, a line each."""
+    allowed = {**(optional or {}), **expected}
+    problems = [f"missing: {n} {list(s)}" for n, s in expected.items() if n not in shapes]
+    problems += [f"unexpected: {n}" for n in shapes if n not in allowed]
+    problems += [
+        f"wrong shape: {n} is {list(shapes[n])}, the config says {list(s)}"
+        for n, s in allowed.items() if n in shapes and tuple(shapes[n]) != tuple(s)
+    ]
+    return problems
+
+
+def split_languages(tensors: dict) -> tuple[dict, dict[str, dict]]:
+    """The model's own tensors, and the bundled MMS languages' by language ("languages.fra.lm_head.weight")."""
+    own, languages = {}, {}
+    for name, value in tensors.items():
+        if name.startswith(LANGUAGES):
+            language, _, rest = name.removeprefix(LANGUAGES).partition(".")
+            languages.setdefault(language, {})[rest] = value
+        else:
+            own[name] = value
+    return own, languages
 
 
 def unflatten(flat: dict) -> dict:
@@ -169,12 +201,27 @@ def _numbered_to_lists(node):
 
 
 def from_tensors(tensors: dict, cfg: Config, source: str = "tensors", vocab=None, metadata=None,
-                 dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
-    """A model from a flat dict of Hugging Face-named tensors, checked against the config."""
+                 dtype=np.float32, device: str = "cpu", folder: Path | None = None) -> Wav2Vec2:
+    """A model from a flat dict of Hugging Face-named tensors, checked against the config.
+
+    An MMS model (adapter_attn_dim) finds other languages' adapters among the tensors
+    (``languages.LANG.*``) or as adapter.LANG.safetensors files in ``folder``.
+    """
     flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
     check_tensors(flat, cfg, source)
-    flat = {n: to_device(v, device) for n, v in fold_positional_weight_norm(flat).items()}
-    return Wav2Vec2(unflatten(flat), cfg, vocab=vocab, metadata=metadata)
+    flat, bundled = split_languages(fold_positional_weight_norm(flat))
+    model = Wav2Vec2(unflatten({n: to_device(v, device) for n, v in flat.items()}), cfg, vocab=vocab,
+                     metadata=metadata)
+    if cfg.adapter_attn_dim is not None or bundled or is_nested(vocab):
+        from .languages import attach
+
+        attach(model, bundled, folder, dtype, device)
+    return model
+
+
+def is_nested(vocab) -> bool:
+    """Whether a vocabulary is MMS's, one per language: {"eng": {"<pad>": 0, ...}, ...}."""
+    return isinstance(vocab, dict) and bool(vocab) and all(isinstance(v, dict) for v in vocab.values())
 
 
 # ---------------------------------------------------------------------------
@@ -264,4 +311,5 @@ def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
         tensors, cfg, vocab, metadata = _read_file(path)
     else:
         raise CheckpointError(f"{path}: no such file or folder")
-    return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device)
+    return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
+                        folder=path if path.is_dir() else path.parent)

@@ -20,18 +20,34 @@ from npw2v2.model import conv_lengths, feature_encoder, forward  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
 TINY = ["tiny_base", "tiny_stable", "tiny_odd_pos", "tiny_ctc", "tiny_digits"]
+HEADS = ["tiny_pretraining", "tiny_classifier", "tiny_frame_classifier", "tiny_adapter", "tiny_mms"]
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
-NOT_OUTPUTS = ("input_values", "attention_mask", "frame_mask")
+INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
+NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
+# Stages on the frames after the down-sampling adapter; the others are on the encoder's frames.
+OUTPUT_FRAMES = ("last_hidden_state", "logits")
+# Statistics of a whole batch: compared as they are, never with an item alone.
+BATCH_STATISTICS = ("codevector_perplexity", "codevector_perplexity_of_valid_frames")
 
 
 def tolerance(name: str) -> float:
     return TOLERANCE["base" if name == "base" else "tiny"]
 
 
-def golden_error(ours, ref, valid) -> float:
-    """max|ours - ref| / max(1, max|ref|), over valid frames only. Arrays [B, T, ...], valid [B, T]."""
-    ours, ref = np.asarray(ours, dtype=np.float64)[valid], np.asarray(ref, dtype=np.float64)[valid]
-    return float(np.abs(ours - ref).max() / max(1.0, np.abs(ref).max()))
+def golden_error(ours, ref, valid=None) -> float:
+    """max|ours - ref| / max(1, max|ref|), over valid frames only (everything when valid is None).
+
+    Arrays [B, T, ...], valid [B, T]. Infinite reference values (contrastive logits of negatives
+    equal to their target) must be matched exactly; an infinity in the wrong place is an infinite error.
+    """
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64).reshape(np.shape(ours))
+    if valid is not None:
+        ours, ref = ours[valid], ref[valid]
+    finite = np.isfinite(ref)
+    if not np.array_equal(ours[~finite], ref[~finite]) or not np.isfinite(ours[finite]).all():
+        return float("inf")
+    gap = np.abs(ours[finite] - ref[finite])
+    return float(gap.max(initial=0.0) / max(1.0, np.abs(ref[finite]).max(initial=0.0)))
 
 
 @lru_cache(maxsize=None)
@@ -57,18 +73,31 @@ def recorded_case(name: str, case: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def model(name: str) -> npw2v2.Wav2Vec2:
-    """The tiny models load from their saved folders; the full-size one regenerates its weights."""
+def model(name: str, language: str | None = None) -> npw2v2.Wav2Vec2:
+    """The tiny models load from their saved folders; the full-size one regenerates its weights.
+
+    MMS (tiny_mms) loads in English; another ``language`` is switched in from its adapter file.
+    """
     if name != "base":
-        return npw2v2.load(GOLDEN / name)
+        m = npw2v2.load(GOLDEN / name)
+        if language not in (None, m.language):
+            m.set_language(language)
+        return m
     cfg = npw2v2.Config.from_json(GOLDEN / name / "config.json")
     return npw2v2.from_tensors(npw2v2.random_weights(cfg, seed=manifest()["weight_seed"]), cfg)
 
 
-def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_padding=False, device=None,
-               items_alone=None):
-    """npw2v2's value of every recorded stage, and the frame mask, as NumPy arrays [B, T, ...].
+def case_language(name: str, case: str) -> str | None:
+    """MMS cases are named LANG.CASE: "fra.batch"."""
+    return case.split(".")[0] if name == "tiny_mms" else None
 
+
+def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_padding=False, device=None,
+               mask_time_indices=None, sampled_negative_indices=None, items_alone=None):
+    """npw2v2's value of every recorded stage, and the frames each is valid on, as NumPy arrays.
+
+    Returns (stages, masks): masks["encoder"] [B, T] for the encoder's frames, masks["output"]
+    for the frames after the down-sampling adapter (the same without one).
     ``device`` (tests/stand_in_device.py) runs the model on that device instead: parameters
     and inputs are moved there, and the results copied back.
     """
@@ -76,16 +105,29 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
     if device is not None:
         params, x = device_params(m, device), device.device.asarray(input_values)
     out = forward(params, m.config, x, attention_mask, output_hidden_states=True,
-                  norm_over_padding=norm_over_padding, items_alone=items_alone)
+                  norm_over_padding=norm_over_padding, mask_time_indices=mask_time_indices, items_alone=items_alone)
     stages = {"extract_features": out.extract_features, "last_hidden_state": out.last_hidden_state}
     stages.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
-    if out.logits is not None:
-        stages["logits"] = out.logits
+    stages.update({k: getattr(out, k) for k in ("logits", "projected_states", "projected_quantized_states",
+                                                "codevector_perplexity") if getattr(out, k) is not None})
+    if sampled_negative_indices is not None:
+        stages["contrastive_logits"] = m.contrastive_logits(out, sampled_negative_indices)
     per_layer = None
     if attention_mask is not None and not norm_over_padding:
         per_layer = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)
     stages["conv_features"] = feature_encoder(x, params["feature_extractor"], m.config, per_layer)
-    return {k: asnumpy(v) for k, v in stages.items()}, asnumpy(out.frame_mask)
+    masks = {"encoder": asnumpy(out.encoder_frame_mask), "output": asnumpy(out.frame_mask)}
+    return {k: asnumpy(v) for k, v in stages.items()}, masks
+
+
+def stage_error(stage: str, ours, ref, masks: dict) -> float:
+    """golden_error on the frames the stage is valid on: the encoder's, the adapter's output's, or all
+    (per-input logits [B, labels] and batch statistics)."""
+    if stage in BATCH_STATISTICS or np.ndim(ref) < 3 and stage == "logits":
+        return golden_error(ours, ref)
+    if stage == "contrastive_logits":  # [1 + N, B, T]: to [B, T, 1 + N]
+        ours, ref = np.moveaxis(ours, 0, -1), np.moveaxis(ref, 0, -1)
+    return golden_error(ours, ref, masks["output" if stage in OUTPUT_FRAMES else "encoder"])
 
 
 _on_device: dict = {}
@@ -100,43 +142,63 @@ def device_params(m: npw2v2.Wav2Vec2, device):
 
 
 def case_errors(name: str, case: str, device=None) -> dict[str, float]:
-    """Error of every recorded stage of one case, npw2v2 run as transformers runs it."""
+    """Error of every recorded stage of one case, npw2v2 run as transformers runs it.
+
+    ``codevector_perplexity_of_valid_frames`` is npw2v2's default perplexity of a padded batch,
+    checked against transformers' quantizer given the frame mask.
+    """
     ref = recorded_case(name, case)
-    ours, valid = run_stages(model(name), ref["input_values"], ref.get("attention_mask"), norm_over_padding=True,
-                             device=device)
-    return {stage: golden_error(ours[stage], value, valid) for stage, value in ref.items() if stage not in NOT_OUTPUTS}
+    m = model(name, case_language(name, case))
+    inputs = {k: ref[k] for k in INPUTS[2:] if k in ref}
+    ours, masks = run_stages(m, ref["input_values"], ref.get("attention_mask"), norm_over_padding=True, device=device,
+                             **inputs)
+    if "codevector_perplexity_of_valid_frames" in ref:
+        ours["codevector_perplexity_of_valid_frames"] = run_stages(
+            m, ref["input_values"], ref["attention_mask"], device=device)[0]["codevector_perplexity"]
+    return {stage: stage_error(stage, ours[stage], value, masks) for stage, value in ref.items()
+            if stage not in NOT_OUTPUTS}
 
 
-def batch_vs_alone_errors(name: str, device=None, items_alone=None) -> dict[str, float]:
+def batch_vs_alone_errors(name: str, device=None, language: str | None = None, items_alone=None) -> dict[str, float]:
     """npw2v2's padded batch (default, mask-aware) against each item run alone in transformers.
 
-    Keyed "ITEM:STAGE"; item 0 is the "single" case (the longest input, no padding).
+    Keyed "ITEM:STAGE"; item 0 is the "single" case (the longest input, no padding). Every
+    per-item output counts: frame-wise ones on the item's frames, per-input logits whole.
     ``items_alone=False`` computes the batch as one, its masks keeping the padding out.
     """
-    ref = recorded_case(name, "batch")
-    ours, valid = run_stages(model(name), ref["input_values"], ref["attention_mask"], device=device,
+    prefix = f"{language}." if language else ""
+    ref = recorded_case(name, prefix + "batch")
+    ours, masks = run_stages(model(name, language), ref["input_values"], ref["attention_mask"], device=device,
                              items_alone=items_alone)
     errors = {}
     for item in range(ref["input_values"].shape[0]):
-        alone = recorded_case(name, "single" if item == 0 else f"alone.{item}")
-        frames = int(valid[item].sum())
+        alone = recorded_case(name, prefix + ("single" if item == 0 else f"alone.{item}"))
         for stage, value in alone.items():
-            if stage not in NOT_OUTPUTS:
-                mine = ours[stage][item:item + 1, :frames]
-                errors[f"{item}:{stage}"] = golden_error(mine, value, np.ones(value.shape[:2], bool))
+            if stage in NOT_OUTPUTS or stage in BATCH_STATISTICS:
+                continue
+            mine = ours[stage][item:item + 1]
+            if mine.ndim == 3:  # frame-wise: the item's own frames
+                mine = mine[:, :int(masks["output" if stage in OUTPUT_FRAMES else "encoder"][item].sum())]
+            errors[f"{item}:{stage}"] = golden_error(mine, value)
     return errors
+
+
+def languages(name: str) -> list:
+    """The languages a configuration's cases are recorded in ([None] for all but MMS)."""
+    return sorted({case_language(name, c) for c in cases(name)}) if name == "tiny_mms" else [None]
 
 
 def report() -> None:
     """Print the largest error per configuration and case, as the README quotes it."""
     versions = manifest()["versions"]
     print(f"golden data: transformers {versions['transformers']}, torch {versions['torch']}")
-    print(f"{'config':<14}{'case':<28}{'stages':>7}{'max error':>12}{'tolerance':>11}")
-    for name in TINY + ["base"]:
+    print(f"{'config':<22}{'case':<28}{'stages':>7}{'max error':>12}{'tolerance':>11}")
+    for name in TINY + ["base"] + HEADS:
         rows = [(case, case_errors(name, case)) for case in cases(name)]
-        rows.append(("batch with mask vs alone", batch_vs_alone_errors(name, items_alone=False)))
+        rows += [(f"{language + ' ' if language else ''}batch with mask vs alone",
+                  batch_vs_alone_errors(name, language=language, items_alone=False)) for language in languages(name)]
         for case, errors in rows:
-            print(f"{name:<14}{case:<28}{len(errors):>7}{max(errors.values()):>12.1e}{tolerance(name):>11.0e}")
+            print(f"{name:<22}{case:<28}{len(errors):>7}{max(errors.values()):>12.1e}{tolerance(name):>11.0e}")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,14 @@ def test_explain_json_and_save(tmp_path, capsys):
     arrays = load_file(str(saved))
     assert {"input_values", "attention_mask", "frame_mask", "hidden_states.3", "last_hidden_state"} <= set(arrays)
     assert arrays["input_values"].shape == (2, 1000)
+
+
+def test_explain_walks_through_the_adapter_and_the_head(capsys):
+    assert main(["explain", "--model", str(GOLDEN / "tiny_adapter"), "--seconds", "1", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "adapter.layers.0      [2, 25, 24]" in out and "(24 + 2 - 3) // 2 + 1 = 12" in out
+    assert "last_hidden_state     [2, 13, 24]" in out and "logits                [2, 13, 32]" in out
+    assert main(["explain", "--model", str(GOLDEN / "tiny_classifier"), "--seconds", "1", "0.5"]) == 0
+    assert "3 label scores per input, from the mean of its valid frames" in capsys.readouterr().out
+    assert main(["explain", "--model", str(GOLDEN / "tiny_pretraining"), "--seconds", "1"]) == 0
+    assert "projected_quantized_states [1, 49, 12]" in capsys.readouterr().out

@@ -207,7 +207,7 @@ def test_group_norm_with_mask_uses_valid_frames_only():
 
 
 # ---------------------------------------------------------------------------
-# Activations
+# Activations, softmax
 
 
 def test_gelu_is_exact_erf_form():
@@ -217,6 +217,28 @@ def test_gelu_is_exact_erf_form():
     assert y.dtype == np.float32 and y.shape == x.shape
     close(y, naive_gelu(x))
     assert np.abs(y - layers.gelu_tanh(x)).max() > 1e-4
+
+
+def test_softmax_matches_exp_over_sum():
+    """softmax = exp(x) / sum exp(x) along the axis; rows sum to 1; float32 kept."""
+    rng = np.random.RandomState(5)
+    x = randn(rng, 3, 4, 6)
+    for axis in (-1, 1):
+        y = layers.softmax(x, axis=axis)
+        assert y.dtype == np.float32
+        e = np.exp(x.astype(np.float64))
+        close(y, e / e.sum(axis=axis, keepdims=True))
+        close(y.sum(axis=axis), np.ones(y.sum(axis=axis).shape))
+
+
+def test_softmax_is_stable_for_large_inputs():
+    """Inputs near 1000 (exp overflows) give finite values: the softmax of x - max."""
+    x = np.array([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1000.0]], dtype=np.float32)
+    y = layers.softmax(x)
+    assert np.isfinite(y).all()
+    for row, ref_row in zip(y, ([0.0, -1.0, -2.0], [0.0, -1.0, 0.0])):
+        e = [math.exp(v) for v in ref_row]
+        close(row, [v / sum(e) for v in e])
 
 
 # ---------------------------------------------------------------------------

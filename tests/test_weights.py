@@ -72,9 +72,12 @@ def save_single(path, tensors, cfg, **metadata):
     return path
 
 
+HEADS = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "projector.", "classifier.", "layer_weights")
+
+
 def prefixed(tensors):
-    """Names as Wav2Vec2ForCTC saves them: ``wav2vec2.`` on everything but the head."""
-    return {n if n.startswith("lm_head") else "wav2vec2." + n: v for n, v in tensors.items()}
+    """Names as the task models save them: ``wav2vec2.`` on everything but the head."""
+    return {n if n.startswith(HEADS) else "wav2vec2." + n: v for n, v in tensors.items()}
 
 
 def flat_params(tree, prefix=""):
@@ -152,8 +155,8 @@ def test_large_lv60_config_matches_LARGE():
 
 def test_expected_shapes_follow_conv_bias_and_norm():
     """Group norm: a norm on conv layer 0 only; layer norm: on every layer, with conv biases."""
-    base = expected_shapes(npw2v2.Config.from_dict(BASE_960H), ctc_head=True)
-    large = expected_shapes(npw2v2.Config.from_dict(LARGE_960H_LV60_SELF), ctc_head=True)
+    base = expected_shapes(npw2v2.Config.from_dict(BASE_960H))
+    large = expected_shapes(npw2v2.Config.from_dict(LARGE_960H_LV60_SELF))
     layer = "feature_extractor.conv_layers."
     assert f"{layer}0.layer_norm.weight" in base and f"{layer}1.layer_norm.weight" not in base
     assert not any(n.startswith(layer) and n.endswith("conv.bias") for n in base)
@@ -195,7 +198,7 @@ def test_ctc_head_gives_logits(tmp_path):
 
 def test_lm_head_in_the_file_gives_logits_without_ctc_architecture(tmp_path):
     """A head in the file is used even when config.json does not name a ForCTC architecture."""
-    weights = npw2v2.random_weights(TINY, ctc_head=True)
+    weights = npw2v2.random_weights(TINY, kind="Wav2Vec2ForCTC")
     model = npw2v2.load(save_folder(tmp_path / "m", weights, TINY))
     assert model.has_ctc_head
     assert model(audio()).logits.shape == (2, 6, 10)
@@ -289,22 +292,17 @@ def test_float16_weight_norm_folds_like_float32():
     np.testing.assert_allclose(folded, expected, rtol=2e-3, atol=1e-6)
 
 
-def test_pretraining_tensors_are_ignored(tmp_path):
-    """quantizer.*, project_q.*, project_hid.* and masked_spec_embed load, and are dropped."""
-    weights = npw2v2.random_weights(TINY, seed=4)
-    extra = {
-        "wav2vec2.masked_spec_embed": np.zeros(16, np.float32),
-        "quantizer.codevectors": np.zeros((1, 640, 8), np.float32),
-        "quantizer.weight_proj.weight": np.zeros((640, 8), np.float32),
-        "quantizer.weight_proj.bias": np.zeros(640, np.float32),
-        "project_q.weight": np.zeros((4, 8), np.float32),
-        "project_q.bias": np.zeros(4, np.float32),
-        "project_hid.weight": np.zeros((4, 16), np.float32),
-        "project_hid.bias": np.zeros(4, np.float32),
-    }
-    model = npw2v2.load(save_single(tmp_path / "m.safetensors", {**prefixed(weights), **extra}, TINY))
+def test_pretraining_tensors_in_the_file_make_a_pretraining_model(tmp_path):
+    """quantizer.*, project_q.* and project_hid.* are used even when config.json names no head
+    (wav2vec2-xls-r-300m's says Wav2Vec2Model), and leave the encoder's outputs as they were."""
+    weights = npw2v2.random_weights(TINY, seed=4, kind="Wav2Vec2ForPreTraining")
+    encoder_only = {n: w for n, w in weights.items() if not n.startswith(("quantizer.", "project_"))}
+    model = npw2v2.load(save_single(tmp_path / "m.safetensors", prefixed(weights), TINY))
+    assert model.kind == "Wav2Vec2ForPreTraining"
     assert flat_params(model.params).keys() == weights.keys()
-    assert_same_outputs(model(audio()), npw2v2.from_tensors(weights, TINY)(audio()))
+    out = model(audio())
+    assert out.projected_states.shape == out.projected_quantized_states.shape == (2, 6, TINY.proj_codevector_dim)
+    assert_same_outputs(out, npw2v2.from_tensors(encoder_only, TINY)(audio()))
 
 
 # ---------------------------------------------------------------------------
@@ -418,12 +416,12 @@ def test_random_weights_are_reproducible():
         assert not np.array_equal(a[name], c[name]), name
 
 
-@pytest.mark.parametrize("cfg, ctc_head, has_head", [
-    (TINY, None, False), (TINY_CTC, None, True), (TINY, True, True), (TINY_CTC, False, False),
+@pytest.mark.parametrize("cfg, kind, has_head", [
+    (TINY, None, False), (TINY_CTC, None, True), (TINY, "Wav2Vec2ForCTC", True), (TINY_CTC, "Wav2Vec2Model", False),
 ])
-def test_random_weights_match_expected_shapes(cfg, ctc_head, has_head):
-    weights = npw2v2.random_weights(cfg, ctc_head=ctc_head)
-    shapes = expected_shapes(cfg, ctc_head=has_head)
+def test_random_weights_match_expected_shapes(cfg, kind, has_head):
+    weights = npw2v2.random_weights(cfg, kind=kind)
+    shapes = expected_shapes(cfg, kind)
     assert ("lm_head.weight" in shapes) == has_head
     assert {n: w.shape for n, w in weights.items()} == shapes
     assert all(w.dtype == np.float32 for w in weights.values())
