@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .backend import asnumpy, threads
+from .backend import asnumpy
 from .config import BASE, LARGE, Config
 from .model import conv_lengths, length_mask
 
@@ -210,6 +210,14 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
 
 
+def _blas_name() -> str:
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{config['name']} {config['version']}"
+    except Exception:  # the build description's layout is NumPy's to change
+        return "unknown"
+
+
 def time_alternating(engines, x, mask, runs: int, warmup: int) -> dict:
     """Seconds per run of each engine, the engines taking turns run by run."""
     for _ in range(warmup):
@@ -277,7 +285,7 @@ def run(args, out=print) -> int:
         engines.append(build_engine("torch", args.model))
     memory = args.memory and args.device == "cpu"
     out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
-    out(f"  npw2v2: {threads()} threads for element-wise work (NPW2V2_THREADS), BLAS as NumPy ships it")
+    out(f"  npw2v2: matrix products by NumPy's BLAS ({_blas_name()}), element-wise work on one thread")
     if args.vs_torch:
         out(f"  {engines[1].description}")
     peak = matmul_peak()

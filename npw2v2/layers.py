@@ -4,7 +4,7 @@ Time-series arrays are channels-last, ``[B, T, C]``: one row per frame, so that
 a linear layer or a convolution is a plain matrix product with the weight.
 Weights keep PyTorch's layout (``[out, in]`` for linear, ``[out, in, K]`` for conv).
 
-Element-wise work goes through ``backend.rowwise``: blocks of rows, on every core.
+Element-wise work goes through ``backend.rowwise``: blocks of rows small enough to stay in cache.
 """
 from __future__ import annotations
 
