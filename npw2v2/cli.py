@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BASE, LARGE, CheckpointError, from_tensors, load, random_weights
+from . import CheckpointError
 from .audio import AudioError, AudioWarning
 from .backend import DeviceError, asnumpy
+from .weights import load_model
 
-BUILT_IN = {"base": BASE, "large": LARGE}
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
@@ -36,15 +36,6 @@ class UsageError(Exception):
 
 def _warn_on_stderr(message, category, filename, lineno, file=None, line=None):
     print(f"npw2v2: warning: {message}", file=sys.stderr)
-
-
-def load_model(name: str, seed: int = 0, device: str = "cpu"):
-    """A model file or folder, or a built-in architecture name with random weights, on the device."""
-    if name in BUILT_IN:
-        cfg = BUILT_IN[name]
-        model = from_tensors(random_weights(cfg, seed=seed), cfg, device=device)
-        return model, f"{name} architecture, random weights (seed {seed})"
-    return load(name, device=device), name
 
 
 def expand(paths: list[str]) -> list[str]:
