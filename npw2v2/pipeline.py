@@ -53,7 +53,7 @@ def _prepare(item, rate: int, min_samples: int, chunk_samples: int) -> _Input:
     """Read (or plan to read) one input, refusing what cannot be transcribed."""
     if isinstance(item, (str, Path)):
         found = audio.info(item)
-        samples = math.ceil(found.frames * rate / found.rate)
+        samples = found.samples_at(rate)
         if samples > chunk_samples:
             audio.warn_if_truncated(item)
             return _Input(str(item), samples, long=True, path=Path(item), rate=found.rate)
