@@ -538,6 +538,9 @@ def main(argv=None) -> int:
         except (CheckpointError, AudioError, DeviceError, RayUnavailable, ValueError, OSError) as e:
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C on a long run: what is written stays, and --engine ray resumes from it
+            print("npw2v2: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
