@@ -133,9 +133,10 @@ def check_engine(args) -> None:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.engine == "ray":
-        from .distributed import import_ray
+        from .distributed import check_address, import_ray
 
-        import_ray()  # now, before any output is written, if Ray is missing
+        check_address(args.address)  # now, before any output is written
+        import_ray()
 
 
 def finished_batches(batches, total: int):

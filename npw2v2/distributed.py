@@ -68,13 +68,22 @@ def import_ray():
     return ray
 
 
+def check_address(address: str | None) -> None:
+    """Refuse a Ray Client address: Ray Data's executor needs a driver inside the cluster (Ray 2.60)."""
+    if address and address.startswith("ray://"):
+        raise ValueError(f"Ray Data does not run through Ray Client ({address}): run npw2v2 on a machine of "
+                         "the cluster, with --address auto")
+
+
 @contextmanager
 def runtime(address: str | None = None):
-    """Connect to a Ray cluster at ``address`` (``auto``, ``ray://host:port``), or start a local one.
+    """Join the Ray cluster at ``address`` (``auto``: the one this machine belongs to, or HOST:PORT of
+    its head), or start a local runtime.
 
     A runtime that is already running in this process (a notebook's, a test's) is used and
     left running; one started or joined here is shut down on the way out.
     """
+    check_address(address)
     ray = import_ray()
     if ray.is_initialized():
         yield ray

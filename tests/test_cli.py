@@ -69,3 +69,11 @@ def test_the_local_engine_never_imports_ray():
                          check=False)
     assert run.returncode == 0, run.stderr
     assert "EIGHT" in run.stdout
+
+
+def test_ray_client_address_is_refused_with_the_reason(capsys, tmp_path):
+    status = main(["transcribe", "--examples", "--engine", "ray", "--address", "ray://head:10001",
+                   "-o", str(tmp_path / "out")])
+    assert status == 2
+    assert "Ray Data does not run through Ray Client (ray://head:10001)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
