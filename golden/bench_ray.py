@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import corpus  # noqa: E402  (tests/corpus.py)
+import corpus  # tests/corpus.py
 
 OPTIONS = ["-f", "json", "--timestamps", "--chunk-seconds", "2"]
 
@@ -86,11 +86,11 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"local": [], "ray": []}
     for k in range(args.rounds):
-        for engine in times:
+        for engine, runs in times.items():
             out = args.work / f"{engine}-{k}"
             seconds, _ = timed(folder, out, "--engine", engine)
             assert outputs(out) == expected, f"{engine} round {k} differs from the local engine's output"
-            times[engine].append(seconds)
+            runs.append(seconds)
     for engine, runs in times.items():
         median = statistics.median(runs)
         print(f"{engine:>5}: {', '.join(f'{s:.1f}' for s in runs)} s, median {median:.1f} s = "

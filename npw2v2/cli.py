@@ -437,8 +437,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process (default); ray: Ray workers, on a Ray runtime started for the run "
                         "or on a cluster (pip install 'npw2v2[ray]'); with --output a rerun skips the files done")
-    p.add_argument("--address", help="with --engine ray, the cluster to use: auto (the one 'ray start' runs on "
-                                     "this machine) or ray://HOST:10001 (Ray Client); default: a local runtime")
+    p.add_argument("--address", help="with --engine ray, the cluster to join: auto (the one this machine joined "
+                                     "with 'ray start') or HEAD:6379; default: a Ray runtime started for the run")
     p.add_argument("--workers", type=int,
                    help="with --engine ray, how many workers hold the model (default: one per CPU of the cluster)")
 
