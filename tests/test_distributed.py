@@ -143,6 +143,7 @@ class DiesOnce(distributed.Transcriber):
         return distributed.Transcriber.run(model, items, options)
 
 
+@pytest.mark.filterwarnings("ignore::npw2v2.audio.AudioWarning")  # the loud file, in the local reference run
 def test_a_dead_workers_batch_is_retried(runtime, mixed, tmp_path):
     files = [str(p) for p in mixed[1][:6]]
     DiesOnce.marker = tmp_path / "died"
