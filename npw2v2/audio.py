@@ -39,6 +39,10 @@ class AudioInfo:
     def seconds(self) -> float:
         return self.frames / self.rate
 
+    def samples_at(self, rate: int) -> int:
+        """Its length once resampled to ``rate``: ceil(frames * rate / own rate), as resample_poly makes it."""
+        return -(-self.frames * rate // self.rate)
+
 
 def _soundfile():
     import soundfile

@@ -26,10 +26,10 @@ import time
 import numpy as np
 
 from .backend import asnumpy
-from .config import BASE, LARGE, Config
+from .config import Config
 from .model import conv_lengths, length_mask
+from .weights import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
 
-ARCHITECTURES = {"base": BASE, "large": LARGE}
 STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
 SAMPLING_RATE = 16000
 WEIGHT_SEED = 0

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BASE, LARGE, CheckpointError, from_tensors, load, random_weights
+from . import CheckpointError
 from .audio import AudioError, AudioWarning
 from .backend import DeviceError, asnumpy
+from .distributed import RayUnavailable
+from .weights import load_model
 
-BUILT_IN = {"base": BASE, "large": LARGE}
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
@@ -36,15 +37,6 @@ class UsageError(Exception):
 
 def _warn_on_stderr(message, category, filename, lineno, file=None, line=None):
     print(f"npw2v2: warning: {message}", file=sys.stderr)
-
-
-def load_model(name: str, seed: int = 0, device: str = "cpu"):
-    """A model file or folder, or a built-in architecture name with random weights, on the device."""
-    if name in BUILT_IN:
-        cfg = BUILT_IN[name]
-        model = from_tensors(random_weights(cfg, seed=seed), cfg, device=device)
-        return model, f"{name} architecture, random weights (seed {seed})"
-    return load(name, device=device), name
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -104,10 +96,15 @@ def render(result, fmt: str, timestamps: bool) -> str:
         return f"{result.source}\t{result.seconds:.2f}\t{result.text}\n"
     if fmt == "srt":
         return srt(result.words)
-    record = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3)}
+    return json.dumps(record(result, timestamps), ensure_ascii=False) + "\n"
+
+
+def record(result, timestamps: bool) -> dict:
+    """One transcription as the json format writes it: path, text, seconds, and words with times."""
+    out = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3)}
     if timestamps:
-        record["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in result.words]
-    return json.dumps(record, ensure_ascii=False) + "\n"
+        out["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in result.words]
+    return out
 
 
 def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
@@ -124,6 +121,77 @@ def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
     return paths
 
 
+# ---------------------------------------------------------------------------
+# Engines: this process, or a Ray cluster
+
+
+def check_engine(args) -> None:
+    if args.engine != "ray" and (args.address or args.workers):
+        raise UsageError("--address and --workers go with --engine ray")
+    if args.engine == "ray" and args.device != "cpu":
+        raise UsageError("--engine ray runs the model on CPUs: leave out --device")
+    if args.engine == "ray" and getattr(args, "language", None):
+        raise UsageError("--engine ray loads the model's default language: --language is for the local engine")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.engine == "ray":
+        from .distributed import check_address, import_ray
+
+        check_address(args.address)  # now, before any output is written
+        import_ray()
+
+
+def finished_batches(batches, total: int):
+    """The ray engine's finished batches as lists of (index, result), reported as the local path reports."""
+    report, done = progress_printer(total), 0
+    for batch in batches:
+        for message in batch.warnings:  # said in a Ray task; printed here, as main prints the local path's
+            warnings.warn(message, AudioWarning)
+        done += len(batch.results)
+        if report:
+            report(done, total)
+        yield batch.results
+
+
+def model_identity(name: str) -> str:
+    """The model as a resumed run must find it again: a path made absolute, or a built-in name."""
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+def open_journal(folder: Path, settings: dict, files: list[str]):
+    """The ray engine's record in FOLDER, and which of ``files`` it says are done (path -> output name)."""
+    from .distributed import Journal
+
+    journal = Journal(folder, settings)
+    done = journal.done()
+    finished = sum(f in done for f in files)
+    if finished:
+        print(f"npw2v2: resuming: {finished} of {len(files)} files are already done in {folder}", file=sys.stderr)
+    return journal, done
+
+
+# ---------------------------------------------------------------------------
+# transcribe
+
+
+def transcriptions(args, files: list[str], timestamps: bool):
+    """(index into files, Transcription) pairs from the chosen engine, as they finish."""
+    if args.engine == "ray":
+        from . import distributed
+
+        batches = distributed.transcribe(args.model, files, args.batch_size, timestamps, args.chunk_seconds,
+                                         args.workers, args.address)
+        return (pair for results in finished_batches(batches, len(files)) for pair in results)
+    model, _ = load_model(args.model, device=args.device)
+    if args.language:
+        if model.config.adapter_attn_dim is None:
+            raise UsageError(f"{args.model}: --language needs an MMS model with language adapters (adapter_attn_dim)")
+        model.set_language(args.language)
+    return enumerate(model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
+                                      chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
+                                      errors="keep"))
+
+
 def run_transcribe(args) -> int:
     if args.examples:
         args.inputs = [*args.inputs, str(EXAMPLES)]
@@ -134,27 +202,53 @@ def run_transcribe(args) -> int:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
     if args.format == "srt" and args.output is None and len(files) > 1:
         raise UsageError("--format srt writes one subtitle file per input: give --output DIR")
+    check_engine(args)
     timestamps = args.timestamps or args.format == "srt"
-    model, _ = load_model(args.model, device=args.device)
-    if args.language:
-        if model.config.adapter_attn_dim is None:
-            raise UsageError(f"{args.model}: --language needs an MMS model with language adapters (adapter_attn_dim)")
-        model.set_language(args.language)
-    results = model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
-                               chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
-                               errors="keep")
+    if args.output is None:
+        return print_transcripts(args, files, timestamps)
+    return write_transcripts(args, files, timestamps)
+
+
+def print_transcripts(args, files: list[str], timestamps: bool) -> int:
+    """Every transcript on stdout, in the order of the inputs; errors on stderr."""
+    results = [r for _, r in sorted(transcriptions(args, files, timestamps), key=lambda pair: pair[0])]
     good = [r for r in results if r.error is None]
     for r in results:
         if r.error is not None:
             print(f"npw2v2: error: {r.error}", file=sys.stderr)
-    if args.output is None:
-        sys.stdout.write("".join(render(r, args.format, timestamps) for r in good))
-    else:
-        args.output.mkdir(parents=True, exist_ok=True)
-        for r, path in zip(good, output_paths([r.source for r in good], args.output, FORMATS[args.format])):
-            path.write_text(render(r, args.format, timestamps), encoding="utf-8")
-        print(f"npw2v2: wrote {len(good)} files to {args.output}", file=sys.stderr)
+    sys.stdout.write("".join(render(r, args.format, timestamps) for r in good))
     return 1 if len(good) < len(results) else 0
+
+
+def write_transcripts(args, files: list[str], timestamps: bool) -> int:
+    """A file per input in --output, each written whole as it finishes; errors on stderr.
+
+    With --engine ray the folder also holds the run's Journal, and a rerun skips the files done.
+    """
+    paths = output_paths(files, args.output, FORMATS[args.format])
+    args.output.mkdir(parents=True, exist_ok=True)
+    journal, todo = None, list(range(len(files)))
+    if args.engine == "ray":
+        settings = {"command": "transcribe", "model": model_identity(args.model), "format": args.format,
+                    "timestamps": timestamps, "chunk_seconds": args.chunk_seconds}
+        journal, done = open_journal(args.output, settings, files)
+        todo = [i for i in todo if done.get(files[i]) != paths[i].name]
+    from .distributed import write_atomically
+
+    failed = 0
+    for k, r in transcriptions(args, [files[i] for i in todo], timestamps):
+        i = todo[k]
+        if r.error is not None:
+            print(f"npw2v2: error: {r.error}", file=sys.stderr)
+            failed += 1
+            row = {"path": files[i], "error": r.error}
+        else:
+            write_atomically(paths[i], render(r, args.format, timestamps))
+            row = {**record(r, timestamps), "output": paths[i].name}
+        if journal:
+            journal.record(row)
+    print(f"npw2v2: wrote {len(todo) - failed} files to {args.output}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------
@@ -171,33 +265,96 @@ def parse_layers(text: str):
 
 
 def run_embed(args) -> int:
-    files = expand(args.inputs)
+    files = list(dict.fromkeys(expand(args.inputs)))  # one tensor per path
     if not files:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
+    check_engine(args)
     suffix = args.out.suffix.lower()
-    if suffix not in (".safetensors", ".npy"):
-        raise UsageError(f"-o must end in .safetensors or .npy, got {args.out}")
+    shards = args.engine == "ray" and suffix == ""  # -o FOLDER: the shards are the output
+    if suffix not in (".safetensors", ".npy") and not shards:
+        raise UsageError(f"-o must end in .safetensors or .npy (or, with --engine ray, name a folder), got {args.out}")
     if suffix == ".npy" and len(files) != 1:
         raise UsageError("a .npy file holds one input's features; use .safetensors for several files")
     model, name = load_model(args.model, device=args.device)
+    layers = "last" if args.layers is None else ",".join(map(str, args.layers))
+    stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride
+    metadata = {"model": name, "layers": layers, "shape": "[layers, T, D]",
+                "frame_seconds": str(stride / model.sampling_rate)}
+    if args.engine == "ray":
+        return embed_with_ray(args, files, metadata, shards)
     results = model.embed(files, layers=args.layers, batch_size=args.batch_size, errors="keep")
     good = {f: r for f, r in zip(files, results) if not isinstance(r, AudioError)}
     for r in results:
         if isinstance(r, AudioError):
             print(f"npw2v2: error: {r}", file=sys.stderr)
     if good:
-        if suffix == ".npy":
-            np.save(args.out, next(iter(good.values())))
-        else:
-            from safetensors.numpy import save_file
-
-            layers = "last" if args.layers is None else ",".join(map(str, args.layers))
-            stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride
-            metadata = {"model": name, "layers": layers, "shape": "[layers, T, D]",
-                        "frame_seconds": str(stride / model.sampling_rate)}
-            save_file({f: np.ascontiguousarray(r) for f, r in good.items()}, str(args.out), metadata=metadata)
-        print(f"npw2v2: wrote the features of {len(good)} files to {args.out}", file=sys.stderr)
+        write_features(args.out, good, metadata)
     return 1 if len(good) < len(files) else 0
+
+
+def write_features(out: Path, features: dict, metadata: dict) -> None:
+    """Features ({path: [layers, T, D]}) to OUT.npy (one input) or OUT.safetensors (a tensor per path)."""
+    if out.suffix.lower() == ".npy":
+        np.save(out, next(iter(features.values())))
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({f: np.ascontiguousarray(r) for f, r in features.items()}, str(out), metadata=metadata)
+    print(f"npw2v2: wrote the features of {len(features)} files to {out}", file=sys.stderr)
+
+
+def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
+    """Features from Ray workers: a .safetensors shard per finished batch, so a rerun skips the files done.
+
+    The shards go into -o when it names a folder, and stay there; else into OUT.parts/,
+    which is merged into -o as the local engine writes it, then removed.
+    """
+    from safetensors.numpy import save_file
+
+    from . import distributed
+
+    folder = args.out if shards else args.out.with_name(args.out.name + ".parts")
+    journal, done = open_journal(folder, {"command": "embed", "model": model_identity(args.model),
+                                          "layers": metadata["layers"]}, files)
+    todo = [f for f in files if f not in done]
+    numbers = (int(p.stem.split("-")[1]) for p in folder.glob("part-*.safetensors"))
+    next_shard = max(numbers, default=-1) + 1
+    failed = 0
+    batches = distributed.embed(args.model, todo, args.layers, args.batch_size, args.workers, args.address)
+    for results in finished_batches(batches, len(todo)):
+        good = {todo[k]: r for k, r in results if not isinstance(r, AudioError)}
+        for k, r in results:
+            if isinstance(r, AudioError):
+                print(f"npw2v2: error: {r}", file=sys.stderr)
+                journal.record({"path": todo[k], "error": str(r)})
+                failed += 1
+        if good:
+            shard = folder / f"part-{next_shard:05d}.safetensors"
+            distributed.write_atomically(shard, write=lambda tmp, good=good: save_file(good, str(tmp), metadata=metadata))
+            next_shard += 1
+            for path in good:
+                journal.record({"path": path, "output": shard.name})
+    if not shards:
+        merge_shards(folder, journal.done(), files, args.out, metadata)
+    else:
+        print(f"npw2v2: features of {len(todo) - failed} files written to {folder}, a shard per batch "
+              f"({distributed.Journal.RESULTS} says which holds each file)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def merge_shards(folder: Path, done: dict[str, str], files: list[str], out: Path, metadata: dict) -> None:
+    """The done files' features (``done``: path -> shard) into OUT, in the order of ``files``; FOLDER removed."""
+    import shutil
+
+    from safetensors import safe_open
+
+    features = {}
+    for path in (f for f in files if f in done):
+        with safe_open(str(folder / done[path]), "np") as shard:
+            features[path] = shard.get_tensor(path)
+    if features:
+        write_features(out, features, metadata)
+    shutil.rmtree(folder)
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +473,7 @@ def run_bench(args) -> int:
 
     if args.runs < 1 or args.warmup < 0 or args.batch < 1:
         raise UsageError("--runs and --batch must be at least 1, --warmup at least 0")
-    if args.seconds and min(args.seconds) * bench.SAMPLING_RATE < BASE.receptive_field:
+    if args.seconds and min(args.seconds) * bench.SAMPLING_RATE < bench.ARCHITECTURES[args.model].receptive_field:
         raise UsageError("--seconds: each length must be at least 0.025 s (one frame)")
     if args.vs_torch and args.device != "cpu":
         raise UsageError("--vs-torch compares on the CPU: leave out --device")
@@ -337,6 +494,16 @@ def add_inputs_and_model(command) -> None:
     command.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
     command.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
     command.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: Ray workers, on a Ray runtime started for the run "
+                        "or on a cluster (pip install 'npw2v2[ray]'); with --output a rerun skips the files done")
+    p.add_argument("--address", help="with --engine ray, the cluster to join: auto (the one this machine joined "
+                                     "with 'ray start') or HEAD:6379; default: a Ray runtime started for the run")
+    p.add_argument("--workers", type=int,
+                   help="with --engine ray, how many workers hold the model (default: one per CPU of the cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
+    add_engine_options(t)
     t.set_defaults(run=run_transcribe)
 
     e = commands.add_parser(
@@ -382,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--layers", type=parse_layers, default=None,
                    help="comma-separated layer numbers, e.g. 6,12 (default: last, the encoder's output)")
     e.add_argument("--out", "-o", type=Path, required=True,
-                   help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file)")
+                   help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file); with "
+                        "--engine ray also a FOLDER, to keep a .safetensors shard per batch there")
+    add_engine_options(e)
     e.set_defaults(run=run_embed)
 
     k = commands.add_parser(
@@ -463,9 +633,12 @@ def main(argv=None) -> int:
             return args.run(args)
         except UsageError as e:
             parser.error(str(e))
-        except (CheckpointError, AudioError, DeviceError, ValueError, OSError) as e:
+        except (CheckpointError, AudioError, DeviceError, RayUnavailable, ValueError, OSError) as e:
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C on a long run: what is written stays, and --engine ray resumes from it
+            print("npw2v2: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

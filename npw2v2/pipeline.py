@@ -21,6 +21,7 @@ from .heads import SEQUENCE_CLASSIFICATION
 from .layers import softmax
 
 DEFAULT_CHUNK_SECONDS = 20.0
+WHOLE = np.iinfo(np.int64).max  # a chunk no input exceeds: embed and classify read every file whole
 
 
 @dataclass
@@ -50,12 +51,11 @@ class _Input:
     error: str | None = None
 
 
-def _prepare(model, item, rate: int, chunk_samples: int) -> _Input:
+def _prepare(item, rate: int, min_samples: int, chunk_samples: int) -> _Input:
     """Read (or plan to read) one input, refusing what cannot be transcribed."""
-    min_samples = model.config.receptive_field
     if isinstance(item, (str, Path)):
         found = audio.info(item)
-        samples = math.ceil(found.frames * rate / found.rate)
+        samples = found.samples_at(rate)
         if samples > chunk_samples:
             audio.warn_if_truncated(item)
             return _Input(str(item), samples, long=True, path=Path(item), rate=found.rate)
@@ -137,19 +137,48 @@ def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int) ->
         item.tokens.append(tokens[keep_from:keep_to])
 
 
-def _prepare_all(model, inputs, rate: int, chunk: int, errors: str) -> list[_Input]:
-    """Every input prepared; with errors="keep" a bad one becomes an _Input holding its error."""
+def prepare(inputs, rate: int, min_samples: int, chunk: int, errors: str = "raise") -> list[_Input]:
+    """Every input read at ``rate`` (files over ``chunk`` samples only planned, to run in windows).
+
+    With errors="keep" a bad one becomes an _Input holding its error. This is the reading
+    half of transcribe, embed and classify; it needs no model, so it can run apart from one
+    (npw2v2.distributed runs it in Ray tasks).
+    """
     if errors not in ("raise", "keep"):
         raise ValueError(f'errors must be "raise" or "keep", got {errors!r}')
     items = []
     for item in inputs:
         try:
-            items.append(_prepare(model, item, rate, chunk))
+            items.append(_prepare(item, rate, min_samples, chunk))
         except audio.AudioError as e:
             if errors == "raise":
                 raise
             items.append(_Input(str(item) if isinstance(item, (str, Path)) else "<array>", 0, error=str(e)))
     return items
+
+
+def chunking(model, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+             stride_seconds: float | None = None) -> tuple[int, int]:
+    """Window length and context on each side, in samples at the model's rate, whole output frames.
+
+    The context defaults to a sixth of the window.
+    """
+    rate, frame = model.sampling_rate, model.config.output_frame_stride
+    chunk = round(chunk_seconds * rate / frame) * frame
+    # at least a frame of context: a window's last frame needs samples past its 20 ms
+    stride = max(frame, round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame)
+    if chunk - 2 * stride < frame:
+        raise ValueError(f"a {chunk_seconds} s chunk leaves no frames between its {stride / rate:.2f} s of "
+                         "context on each side")
+    return chunk, stride
+
+
+def check_can_transcribe(model) -> None:
+    if model.has_ctc_head and not model.vocab and model.languages:
+        raise ValueError(f"this model speaks {len(model.languages)} languages: choose one with set_language "
+                         f"(--language), from {', '.join(model.languages)}")
+    if not model.has_ctc_head or not model.vocab:
+        raise ValueError("this model has no CTC head and vocabulary, so it cannot transcribe; use embed")
 
 
 def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
@@ -161,19 +190,20 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
     each side (default: a sixth of the chunk). ``progress(done, total)`` is called as inputs finish.
     A bad input raises AudioError, or with ``errors="keep"`` comes back with its ``error`` set.
     """
-    if model.has_ctc_head and not model.vocab and model.languages:
-        raise ValueError(f"this model speaks {len(model.languages)} languages: choose one with set_language "
-                         f"(--language), from {', '.join(model.languages)}")
-    if not model.has_ctc_head or not model.vocab:
-        raise ValueError("this model has no CTC head and vocabulary, so it cannot transcribe; use embed")
-    rate, frame = model.sampling_rate, model.config.output_frame_stride
-    chunk = round(chunk_seconds * rate / frame) * frame
-    # at least a frame of context: a window's last frame needs samples past its 20 ms
-    stride = max(frame, round((chunk_seconds / 6 if stride_seconds is None else stride_seconds) * rate / frame) * frame)
-    if chunk - 2 * stride < frame:
-        raise ValueError(f"a {chunk_seconds} s chunk leaves no frames between its {stride / rate:.2f} s of "
-                         "context on each side")
-    items = _prepare_all(model, inputs, rate, chunk, errors)
+    check_can_transcribe(model)
+    chunk, stride = chunking(model, chunk_seconds, stride_seconds)
+    items = prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk, errors)
+    return transcribe_prepared(model, items, batch_size, timestamps, chunk, stride, progress, errors)
+
+
+def transcribe_prepared(model, items: list[_Input], batch_size: int = 8, timestamps: bool = False,
+                        chunk: int = 0, stride: int = 0, progress=None, errors: str = "raise") -> list[Transcription]:
+    """The model half of transcribe: inputs from ``prepare``, one Transcription each, in their order.
+
+    Short inputs run in padded batches of similar length; long ones window by window
+    (``chunk`` and ``stride`` in samples, from ``chunking``).
+    """
+    rate = model.sampling_rate
     done = sum(item.error is not None for item in items)
     short = [i for i, item in enumerate(items) if item.error is None and not item.long]
     for group in audio.batches_by_length([items[i].samples for i in short], batch_size):
@@ -209,13 +239,12 @@ def _result(model, item: _Input, timestamps: bool) -> Transcription:
     return result
 
 
-def _whole_inputs(model, inputs, batch_size: int, errors: str, output_hidden_states: bool = False):
-    """Read every input whole and run them in padded batches sorted by length.
+def _whole_inputs(model, items: list[_Input], batch_size: int, output_hidden_states: bool = False):
+    """Run inputs read whole (``prepare`` with ``chunk=WHOLE``) in padded batches sorted by length.
 
     Yields (index, input, output, row in the output) for each good input, then (index, input,
     None, None) for each bad one (its ``error`` says why).
     """
-    items = _prepare_all(model, inputs, model.sampling_rate, np.iinfo(np.int64).max, errors)
     good = [i for i, item in enumerate(items) if item.error is None]
     for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
         group = [good[j] for j in batch]
@@ -235,11 +264,25 @@ def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise"
     pre-LN models, and after the down-sampling adapter of models that have one). Files are
     read whole. With ``errors="keep"`` a bad input's entry is the AudioError instead.
     """
+    check_layers(model, layers)
+    return embed_prepared(model, _read_whole(model, inputs, errors), layers, batch_size)
+
+
+def check_layers(model, layers) -> None:
+    """Refuse layer numbers the model does not have (0 .. num_hidden_layers)."""
     limit = model.config.num_hidden_layers
     if layers is not None and not all(0 <= k <= limit for k in layers):
         raise ValueError(f"layers must be between 0 and {limit}, got {list(layers)}")
-    results: list = [None] * len(inputs)
-    for i, item, out, row in _whole_inputs(model, inputs, batch_size, errors, output_hidden_states=layers is not None):
+
+
+def _read_whole(model, inputs, errors: str) -> list[_Input]:
+    return prepare(inputs, model.sampling_rate, model.config.receptive_field, WHOLE, errors)
+
+
+def embed_prepared(model, items: list[_Input], layers=None, batch_size: int = 8) -> list:
+    """The model half of embed: inputs from ``prepare`` (with ``chunk=WHOLE``), one array or AudioError each."""
+    results: list = [None] * len(items)
+    for i, item, out, row in _whole_inputs(model, items, batch_size, output_hidden_states=layers is not None):
         if out is None:
             results[i] = audio.AudioError(item.error)
         elif layers is None:
@@ -271,7 +314,7 @@ def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, error
         raise ValueError(f"this model is a {model.kind}, not an audio classifier "
                          f"({SEQUENCE_CLASSIFICATION}); frame classifiers give model(x).logits [B, T, labels]")
     results: list = [None] * len(inputs)
-    for i, item, out, row in _whole_inputs(model, inputs, batch_size, errors):
+    for i, item, out, row in _whole_inputs(model, _read_whole(model, inputs, errors), batch_size):
         seconds = item.samples / model.sampling_rate
         if out is None:
             results[i] = Classification(item.name, seconds, [], error=item.error)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .adapters import attention_adapter_shapes, downsample_shapes, language_shapes
 from .backend import to_device
-from .config import Config
+from .config import BASE, LARGE, Config
 from .heads import head_shapes, model_kind
 from .model import Wav2Vec2, fold_weight_norm
 
@@ -313,3 +313,18 @@ def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
         raise CheckpointError(f"{path}: no such file or folder")
     return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
                         folder=path if path.is_dir() else path.parent)
+
+
+BUILT_IN = {"base": BASE, "large": LARGE}  # architectures the command line knows by name
+
+
+def load_model(name: str, seed: int = 0, device: str = "cpu") -> tuple[Wav2Vec2, str]:
+    """A model file or folder, or a built-in architecture name with random weights, on the device.
+
+    Returns the model and a description of it for messages and metadata.
+    """
+    if name in BUILT_IN:
+        cfg = BUILT_IN[name]
+        return from_tensors(random_weights(cfg, seed=seed), cfg, device=device), \
+            f"{name} architecture, random weights (seed {seed})"
+    return load(name, device=device), name
