@@ -115,29 +115,6 @@ def layer_norm(x, weight, bias, eps=1e-5):
     return rowwise(kernel, as_rows(x)).reshape(x.shape)
 
 
-def group_norm(x, weight, bias, valid=None, eps=1e-5):
-    """GroupNorm with one group per channel: each channel normalised over time.
-
-    x: [B, T, C], valid: [B, T] bool or None -> [B, T, C]. With ``valid``, the mean
-    and (population) variance are taken over the valid frames only, so padding
-    cannot change the result for real frames. Mirrors nn.GroupNorm(C, C) (which,
-    given a padded batch, sees the padding: pass ``valid=None`` for that).
-    (The model itself folds this norm into the first convolution: see model.py.)
-    """
-    xp = get_xp(x)
-    if valid is None:
-        mean = x.mean(axis=1, keepdims=True)  # [B, 1, C]
-        centred = x - mean
-        var = (centred * centred).mean(axis=1, keepdims=True)
-    else:
-        w = valid[:, :, None].astype(x.dtype)  # [B, T, 1]
-        count = w.sum(axis=1, keepdims=True)  # [B, 1, 1]
-        mean = (x * w).sum(axis=1, keepdims=True) / count
-        centred = x - mean
-        var = (centred * centred * w).sum(axis=1, keepdims=True) / count
-    return centred / xp.sqrt(var + eps) * weight + bias
-
-
 # Abramowitz & Stegun 7.1.26, for z >= 0: erfc(z) ~= t * A(t) * exp(-z^2), t = 1 / (1 + P z),
 # A a quartic; |error| < 1.5e-7. PyTorch's vectorised CPU GELU evaluates the same formula.
 _ERFC_P = 0.3275911

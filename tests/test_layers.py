@@ -179,31 +179,40 @@ def naive_group_norm(x, w, b, lengths, eps):
     return out
 
 
+def first_layer_group_norm(x, w, g, b, stride, lengths, over_padding):
+    """The model's layer 0 of a "group" model (conv with group norm folded in), before its activation."""
+    cfg = npw2v2.Config(conv_dim=(w.shape[0],), conv_kernel=(w.shape[-1],), conv_stride=(stride,))
+    p = {"conv": {"weight": w}, "layer_norm": {"weight": g, "bias": b}}
+    y, _ = model._conv_group_norm(x, p, cfg, lengths, over_padding)(x[:, :, None])
+    return y
+
+
 def test_group_norm_without_mask_uses_all_frames():
-    """valid=None: each channel of each item is normalised over the whole time axis."""
+    """No mask: each channel of each item is normalised over the whole time axis."""
     rng = np.random.RandomState(3)
-    x = 2.0 * randn(rng, 2, 7, 3) - 1.0
-    w, b = randn(rng, 3), randn(rng, 3)
-    y = layers.group_norm(x, w, b, eps=1e-5)
+    x = 2.0 * randn(rng, 2, 17) - 1.0
+    w, g, b = randn(rng, 3, 1, 4), randn(rng, 3), randn(rng, 3)
+    y = first_layer_group_norm(x, w, g, b, 2, [7, 7], over_padding=True)
     assert y.dtype == np.float32
-    close(y, naive_group_norm(x, w, b, [7, 7], 1e-5))
+    close(y, naive_group_norm(naive_conv1d(x[:, :, None], w, None, 2, 0, 1), g, b, [7, 7], 1e-5))
 
 
 def test_group_norm_with_mask_uses_valid_frames_only():
-    """With valid, the statistics come from the valid frames; padding never matters."""
+    """With lengths, the statistics come from the valid frames; padding never matters."""
     rng = np.random.RandomState(4)
-    lengths = [9, 4]
-    x = 2.0 * randn(rng, 2, 9, 3) + 0.5
-    w, b = randn(rng, 3), randn(rng, 3)
+    lengths = [9, 4]  # frames; 9 frames of kernel 4, stride 2 need 20 samples, 4 need 10
+    x = 2.0 * randn(rng, 2, 20) + 0.5
+    w, g, b = randn(rng, 3, 1, 4), randn(rng, 3), randn(rng, 3)
     valid = lengths_mask(lengths, 9)
-    y = layers.group_norm(x, w, b, valid=valid, eps=1e-5)
+    y = first_layer_group_norm(x, w, g, b, 2, lengths, over_padding=False)
     assert y.dtype == np.float32
-    ref = naive_group_norm(x, w, b, lengths, 1e-5)
+    ref = naive_group_norm(naive_conv1d(x[:, :, None], w, None, 2, 0, 1), g, b, lengths, 1e-5)
     close(y[valid], ref[valid])
 
     changed = x.copy()
-    changed[~valid] = 100.0 * randn(rng, int((~valid).sum()), 3)
-    close(layers.group_norm(changed, w, b, valid=valid, eps=1e-5)[valid], y[valid], rtol=0, atol=1e-6)
+    changed[1, 10:] = 100.0 * randn(rng, 10)
+    close(first_layer_group_norm(changed, w, g, b, 2, lengths, over_padding=False)[valid], y[valid],
+          rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
