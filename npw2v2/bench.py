@@ -29,6 +29,7 @@ from .backend import asnumpy
 from .config import Config
 from .model import conv_lengths, length_mask
 from .weights import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
+from .weights import from_tensors, random_weights
 
 STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
 SAMPLING_RATE = 16000
@@ -90,8 +91,6 @@ class NumpyEngine:
     name = "npw2v2"
 
     def __init__(self, cfg: Config, weights: dict, device: str = "cpu"):
-        from .weights import from_tensors
-
         self.model = from_tensors(weights, cfg, device=device)
 
     def __call__(self, x, mask, norm_over_padding=False):
@@ -152,8 +151,6 @@ def weight_norm_g(w: np.ndarray) -> np.ndarray:
 
 
 def build_engine(name: str, architecture: str, device: str = "cpu"):
-    from .weights import random_weights
-
     cfg = ARCHITECTURES[architecture]
     weights = random_weights(cfg, seed=WEIGHT_SEED)
     return NumpyEngine(cfg, weights, device) if name == "npw2v2" else TorchEngine(cfg, weights)

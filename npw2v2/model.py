@@ -110,11 +110,12 @@ def feature_encoder(input_values, p, cfg: Config, layer_lengths=None, trace=_unt
     """
     xp = get_xp(input_values)
     batch, samples = input_values.shape
+    whole = conv_lengths([samples], cfg)  # each layer's length for the whole, padded input
     layers = [_conv_layer(layer, i, cfg) for i, layer in enumerate(p["conv_layers"])]
     if cfg.feat_extract_norm == "group":
-        first_lengths = layer_lengths[0] if layer_lengths is not None else conv_lengths([samples] * batch, cfg)[0]
+        first_lengths = layer_lengths[0] if layer_lengths is not None else np.repeat(whole[0], batch)
         layers[0] = _conv_group_norm(input_values, p["conv_layers"][0], cfg, first_lengths, layer_lengths is None)
-    frames = int(frame_lengths([samples], cfg)[0])
+    frames = int(whole[-1][0])
     hop = cfg.frame_stride
     step = frames if trace is not _untraced else _segment_frames(cfg, batch)
     pieces = []
@@ -363,7 +364,7 @@ def forward(params, cfg: Config, input_values, attention_mask=None, output_hidde
                              "adapters or time masks other than per-frame CTC")
         alone = [forward(params, cfg, x[i:i + 1, :n], output_hidden_states=output_hidden_states)
                  for i, n in enumerate(lengths.tolist())]
-        return _padded_batch(alone, conv_lengths([num_samples], cfg)[-1][0], xp)
+        return _padded_batch(alone, int(frame_lengths([num_samples], cfg)[0]), xp)
     trace("input_values", x, axes="B S", lengths=lengths)
     if attention_mask is not None:
         trace("attention_mask", xp.asarray(attention_mask).astype(bool), axes="B S", lengths=lengths)
