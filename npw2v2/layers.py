@@ -14,8 +14,8 @@ from .backend import asnumpy, get_xp, rowwise, sliding_window_view
 
 # Elements per im2col block in conv1d (16 MiB of float32): bounds its memory on long inputs.
 CONV_BLOCK_ELEMENTS = 1 << 22
-# Attention scores per query block, [H, rows, T] (32 MiB of float32): memory grows linearly with T.
-ATTENTION_BLOCK_ELEMENTS = 1 << 23
+# Attention scores per query block of one head, [rows, T] (16 MiB of float32): memory grows linearly with T.
+ATTENTION_BLOCK_ELEMENTS = 1 << 22
 
 
 def as_rows(x):
@@ -236,27 +236,32 @@ def attention(x, valid, p, heads):
 def attend(q, k, v):
     """softmax(q k^T) v for one item's heads. q (already scaled): [H, m, D/H], k, v: [H, n, D/H] -> [m, H, D/H].
 
-    Queries go in blocks, so that the [H, rows, n] scores stay small on long inputs. The
-    softmax is left unnormalised, exp(s - c), and a column of ones appended to v makes the
-    product with v return each row's sum too: one division per output value then normalises.
-    c is each row's maximum, or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a
-    pass over the scores (any c gives the same softmax; the maximum only guards the range).
+    One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
+    small on long inputs); one buffer serves every block. The softmax is left unnormalised,
+    exp(s - c), and a column of ones appended to v makes the product with v return each
+    row's sum too: one division per output value then normalises. c is each row's maximum,
+    or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a pass over the scores (any
+    c gives the same softmax; the maximum only guards the range).
     """
     xp = get_xp(q)
     heads, m, head_dim = q.shape
     n = k.shape[1]
-    q = xp.ascontiguousarray(q)  # (BLAS runs a little faster on compact copies than on the strided views)
     keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
     values_and_ones = xp.concatenate([v, xp.ones((heads, n, 1), dtype=v.dtype)], axis=2)  # [H, n, D/H + 1]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
     exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
     context = xp.empty((m, heads, head_dim), dtype=q.dtype)
-    rows = max(1, ATTENTION_BLOCK_ELEMENTS // (heads * n))
-    for start in range(0, m, rows):
-        scores = q[:, start:start + rows] @ keys_t  # [H, rows, n]
-        rowwise(exp_rows, as_rows(scores), as_rows(scores))
-        summed = scores @ values_and_ones  # [H, rows, D/H + 1]: weighted values, then the weights' sum
-        context[start:start + rows] = (summed[..., :-1] / summed[..., -1:]).transpose(1, 0, 2)
+    rows = max(1, min(m, ATTENTION_BLOCK_ELEMENTS // n))
+    scores = xp.empty((rows, n), dtype=q.dtype)
+    summed = xp.empty((rows, head_dim + 1), dtype=q.dtype)  # weighted values, then the weights' sum
+    for h in range(heads):
+        for start in range(0, m, rows):
+            stop = min(m, start + rows)
+            block, block_sums = scores[:stop - start], summed[:stop - start]
+            xp.matmul(q[h, start:stop], keys_t[h], out=block)
+            rowwise(exp_rows, block, block)
+            xp.matmul(block, values_and_ones[h], out=block_sums)
+            xp.divide(block_sums[:, :-1], block_sums[:, -1:], out=context[start:stop, h])
     return context
 
 

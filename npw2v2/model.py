@@ -233,7 +233,8 @@ def feed_forward(x, p, cfg: Config):
 
     Mirrors Wav2Vec2FeedForward.
     """
-    h = activation(cfg.hidden_act)(linear(x, **p["intermediate_dense"]))  # [B, T, F]
+    h = linear(x, **p["intermediate_dense"])  # [B, T, F]
+    h = activation(cfg.hidden_act)(h, out=h)
     return linear(h, **p["output_dense"])
 
 
