@@ -238,30 +238,32 @@ def attend(q, k, v):
 
     One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
     small on long inputs); one buffer serves every block. The softmax is left unnormalised,
-    exp(s - c), and a column of ones appended to v makes the product with v return each
-    row's sum too: one division per output value then normalises. c is each row's maximum,
-    or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a pass over the scores (any
-    c gives the same softmax; the maximum only guards the range).
+    exp(s - c): the weighted values and the weights' row sums (a product with a vector of
+    ones) come from the same scores, and one division per output value normalises. c is
+    each row's maximum, or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a pass
+    over the scores (any c gives the same softmax; the maximum only guards the range).
     """
     xp = get_xp(q)
     heads, m, head_dim = q.shape
     n = k.shape[1]
     keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
-    values_and_ones = xp.concatenate([v, xp.ones((heads, n, 1), dtype=v.dtype)], axis=2)  # [H, n, D/H + 1]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
     exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
     context = xp.empty((m, heads, head_dim), dtype=q.dtype)
     rows = max(1, min(m, ATTENTION_BLOCK_ELEMENTS // n))
     scores = xp.empty((rows, n), dtype=q.dtype)
-    summed = xp.empty((rows, head_dim + 1), dtype=q.dtype)  # weighted values, then the weights' sum
+    weighted = xp.empty((rows, head_dim), dtype=q.dtype)
+    sums = xp.empty((rows, 1), dtype=q.dtype)
+    ones = xp.ones((n, 1), dtype=q.dtype)
     for h in range(heads):
         for start in range(0, m, rows):
             stop = min(m, start + rows)
-            block, block_sums = scores[:stop - start], summed[:stop - start]
+            block, block_weighted, block_sums = scores[:stop - start], weighted[:stop - start], sums[:stop - start]
             xp.matmul(q[h, start:stop], keys_t[h], out=block)
             rowwise(exp_rows, block, block)
-            xp.matmul(block, values_and_ones[h], out=block_sums)
-            xp.divide(block_sums[:, :-1], block_sums[:, -1:], out=context[start:stop, h])
+            xp.matmul(block, v[h], out=block_weighted)
+            xp.matmul(block, ones, out=block_sums)
+            xp.divide(block_weighted, block_sums, out=context[start:stop, h])
     return context
 
 
