@@ -238,9 +238,11 @@ def attention(x, valid, p, heads):
 
 
 def attend(q, k, v):
-    """softmax(q k^T / log2 e) v for one item's heads. q: [H, m, D/H], k, v: [H, n, D/H] -> [m, H, D/H].
+    """Softmax attention of one item's heads in base 2: 2^(q k^T), normalised by rows, times v.
 
-    q comes scaled by log2(e) (and by 1 / sqrt(D/H)): the weights are base-2 exponentials.
+    q: [H, m, D/H], scaled by log2(e) / sqrt(D/H); k, v: [H, n, D/H] -> [m, H, D/H].
+    With that scaling 2^(q k^T) = e^(q' k^T) for the usual q' = q_proj / sqrt(D/H): the
+    weights are the usual softmax.
 
     One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
     small on long inputs); one buffer serves every block. The softmax is left unnormalised,
