@@ -260,7 +260,8 @@ def run_case(engines, architecture: str, seconds, runs: int, warmup: int, memory
     flops = forward_flops(cfg, [round(s * SAMPLING_RATE) for s in seconds])
     times = time_alternating(engines, x, mask, runs, warmup)
     growth = {e.name: probe_memory(e.name, architecture, seconds) if memory else None for e in engines}
-    out(f"\n{architecture}, {case_label(seconds)}: {flops / 1e9:.1f} GFLOP, {runs} runs after {warmup} warm-up")
+    out(f"\n{architecture}, {case_label(seconds)}: {flops / 1e9:.1f} GFLOP, {runs} runs after {warmup} warm-up, "
+        f"each after a {SETTLE_SECONDS:g} s pause")
     out(f"  {'engine':8} {'median s':>9} {'min s':>7} {'max s':>7} {'RTF':>6} {'GFLOP/s':>8} {'% peak':>7} "
         f"{'memory +MB':>11}")
     for e in engines:
