@@ -4,6 +4,7 @@
 >>> model = npw2v2.load("model.safetensors")            # doctest: +SKIP
 >>> out = model(input_values, attention_mask=mask)      # doctest: +SKIP
 """
+from . import _openblas  # noqa: F401  (first: it must act before NumPy is loaded)
 from .config import BASE, LARGE, Config
 from .model import Output, Wav2Vec2, forward
 from .weights import CheckpointError, from_tensors, load, random_weights
