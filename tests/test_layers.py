@@ -4,12 +4,16 @@ The references never call the function under test (nor a vectorised copy of it);
 accumulate in float64 Python floats, so a float32 result within ~1e-5 is a match.
 """
 import math
+import os
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 
 import npw2v2
-from npw2v2 import backend, layers, model
+from npw2v2 import _openblas, backend, layers, model
 from npw2v2.weights import unflatten
 
 RTOL = ATOL = 1e-5
@@ -403,3 +407,81 @@ def test_rowwise_blocks_give_identical_results(monkeypatch):
     inplace = x.copy()
     layers.gelu(inplace, out=inplace)
     np.testing.assert_array_equal(inplace, whole)
+
+
+def test_rowwise_threads_give_identical_results(monkeypatch):
+    """Rows shared among threads give bit-identical results, and helper threads do part of the work."""
+    rng = np.random.RandomState(31)
+    x = randn(rng, 1001, 37)
+    weight, bias = randn(rng, 37), randn(rng, 37)
+    one_thread = layers.gelu(x), layers.layer_norm(x, weight, bias)
+    monkeypatch.setattr(backend, "ELEMENT_THREADS", 3)
+    monkeypatch.setattr(backend, "THREAD_PART_ELEMENTS", 37 * 300)  # 3 parts of 333-334 rows
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 37 * 16)
+    parts = []  # the thread of each part
+
+    def in_blocks(kernel, rows, out, blocks=backend._in_blocks):
+        parts.append(threading.current_thread())
+        blocks(kernel, rows, out)
+
+    monkeypatch.setattr(backend, "_in_blocks", in_blocks)
+    np.testing.assert_array_equal(layers.gelu(x), one_thread[0])
+    np.testing.assert_array_equal(layers.layer_norm(x, weight, bias), one_thread[1])
+    inplace = x.copy()
+    layers.gelu(inplace, out=inplace)
+    np.testing.assert_array_equal(inplace, one_thread[0])
+    assert len(parts) == 3 * 3  # three calls, three parts each
+    assert threading.main_thread() in parts and len(set(parts)) >= 2  # (a helper may take two parts)
+    parts.clear()
+    np.testing.assert_array_equal(backend.rowwise(layers._gelu_kernel, x, threaded=False), one_thread[0])
+    assert parts == [threading.main_thread()]
+
+
+def test_rowwise_threads_pass_on_errors(monkeypatch):
+    """An error in a helper thread's part reaches the caller."""
+    monkeypatch.setattr(backend, "ELEMENT_THREADS", 2)
+    monkeypatch.setattr(backend, "THREAD_PART_ELEMENTS", 8)
+
+    def kernel(rows, out, xp):
+        if threading.current_thread() is not threading.main_thread():
+            raise FloatingPointError("from a helper")
+        out[...] = rows
+
+    with pytest.raises(FloatingPointError, match="from a helper"):
+        backend.rowwise(kernel, np.zeros((4, 4), np.float32))
+
+
+@pytest.mark.parametrize("rows, parts", [(10, 3), (2, 3), (0, 2), (7, 1), (1001, 4)])
+def test_row_ranges_cover_every_row_once(rows, parts):
+    ranges = backend._row_ranges(rows, parts)
+    assert len(ranges) == parts
+    assert [i for r in ranges for i in range(rows)[r]] == list(range(rows))
+    sizes = [len(range(rows)[r]) for r in ranges]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("value, numpy_first, sleep", [
+    (None, False, True),  # npw2v2 sets the variable before OpenBLAS is loaded
+    (None, True, False),  # too late: OpenBLAS already read it
+    ("4", True, True),  # the user's value, set before Python started
+    ("19", False, True),
+    ("28", False, False),  # the user asked for OpenBLAS's long spin
+    ("soon", False, False),
+])
+def test_openblas_idle_threads_sleep(value, numpy_first, sleep):
+    assert _openblas.idle_threads_sleep(value, numpy_first) is sleep
+
+
+@pytest.mark.parametrize("first, value, expected", [
+    ("import npw2v2", None, "19 True"),
+    ("import numpy, npw2v2", None, "19 False"),
+    ("import npw2v2", "28", "28 False"),
+])
+def test_openblas_variable_set_on_import(first, value, expected):
+    """In a fresh interpreter: npw2v2 sets OPENBLAS_THREAD_TIMEOUT, and knows whether it took effect."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if value is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = value
+    code = f"{first}; import os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], npw2v2._openblas.IDLE_THREADS_SLEEP)"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == expected
