@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from . import backend
 from .backend import asnumpy
 from .config import Config
 from .model import conv_lengths, length_mask
@@ -291,7 +292,9 @@ def run(args, out=print) -> int:
         engines.append(build_engine("torch", args.model))
     memory = args.memory and args.device == "cpu"
     out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
-    out(f"  npw2v2: matrix products by NumPy's BLAS ({_blas_name()}), element-wise work on one thread")
+    threads = backend.ELEMENT_THREADS
+    out(f"  npw2v2: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on {threads} "
+        f"thread{'s' if threads > 1 else ''}")
     if args.vs_torch:
         out(f"  {engines[1].description}")
     peak = matmul_peak()
