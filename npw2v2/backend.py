@@ -77,9 +77,10 @@ def sliding_window_view(x, window: int, axis: int):
 # large array's rows are split over threads, one per core (NumPy lets go of the GIL inside
 # its loops). That pays only when the other cores are idle, that is when OpenBLAS's threads
 # sleep soon after a product (see _openblas), and only for large arrays: handing a part to
-# a thread and back costs about 60 us. Measured here, GELU right after a product on two
-# threads: 1.0x on 128K values, 1.3x on 512K, 1.4x on 1M, 1.7x on 4M. So each thread is
-# handed at least 256K values.
+# a thread and back costs 60-90 us. Measured here, GELU right after a product on two
+# threads: 1.0x on 128K values, 1.3x on 512K, 1.4x on 1M, 1.7x on 4M (at normal priority,
+# where a thread wakes more slowly: 1.0x on 512K, 1.1-1.3x on 1M, 1.3-1.6x on 4M). So each
+# thread is handed at least 256K values.
 
 BLOCK_ELEMENTS = 1 << 17  # elements per block: 512 KiB of float32; a kernel's few temporaries fit in L3
 THREAD_PART_ELEMENTS = 1 << 18  # the fewest elements worth handing to a thread of their own
