@@ -88,7 +88,8 @@ THREAD_PART_ELEMENTS = 1 << 18  # the fewest elements worth handing to a thread 
 
 def _element_threads() -> int:
     """Threads for element-wise work: one per core BLAS may use, or 1 where its idle threads spin."""
-    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    build = getattr(np.__config__, "CONFIG", {})  # NumPy >= 1.26 describes its build; older ones: one thread
+    blas = build.get("Build Dependencies", {}).get("blas", {}).get("name", "")
     if not (_openblas.IDLE_THREADS_SLEEP and "openblas" in blas):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
