@@ -485,3 +485,18 @@ def test_openblas_variable_set_on_import(first, value, expected):
     code = f"{first}; import os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], npw2v2._openblas.IDLE_THREADS_SLEEP)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == expected
+
+
+def test_element_threads_follow_cores_and_blas_limits(monkeypatch):
+    blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    if "openblas" not in blas:
+        pytest.skip(f"NumPy's BLAS here is {blas or 'unknown'}, not OpenBLAS")
+    monkeypatch.setattr(_openblas, "IDLE_THREADS_SLEEP", True)
+    for limit in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(limit, raising=False)
+    assert backend._element_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Ray sets it for a one-CPU worker
+    assert backend._element_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(_openblas, "IDLE_THREADS_SLEEP", False)  # OpenBLAS's threads would spin
+    assert backend._element_threads() == 1
