@@ -1,9 +1,9 @@
 """How long OpenBLAS's idle threads spin: set before NumPy loads OpenBLAS.
 
 After each matrix product, OpenBLAS's worker threads keep spinning, waiting for the next
-one, for 2^28 CPU cycles (about 0.1 s) by default. Element-wise work that follows (GELU,
-the exponentials of attention), which ``backend.rowwise`` splits over threads, then finds
-the other cores busy and gains nothing. Spinning 2^19 cycles (about 0.2 ms) still bridges
+one, for 2^28 CPU cycles (about 0.1 s) by default. Element-wise work that follows (GELU),
+which ``backend.rowwise`` splits over threads, then finds the other cores busy and gains
+nothing. Spinning 2^19 cycles (about 0.2 ms) still bridges
 a run of back-to-back products, and frees the cores for the element-wise work between them.
 
 OpenBLAS reads OPENBLAS_THREAD_TIMEOUT (log2 of the cycles) once, when it is loaded. So the
