@@ -86,11 +86,15 @@ BLOCK_ELEMENTS = 1 << 17  # elements per block: 512 KiB of float32; a kernel's f
 THREAD_PART_ELEMENTS = 1 << 18  # the fewest elements worth handing to a thread of their own
 
 
+def blas_build() -> dict:
+    """NumPy's description of its BLAS ("name", "version", ...); empty where NumPy (< 1.26) has none."""
+    build = getattr(np.__config__, "CONFIG", {})
+    return build.get("Build Dependencies", {}).get("blas", {})
+
+
 def _element_threads() -> int:
     """Threads for element-wise work: one per core BLAS may use, or 1 where its idle threads spin."""
-    build = getattr(np.__config__, "CONFIG", {})  # NumPy >= 1.26 describes its build; older ones: one thread
-    blas = build.get("Build Dependencies", {}).get("blas", {}).get("name", "")
-    if not (_openblas.IDLE_THREADS_SLEEP and "openblas" in blas):
+    if not (_openblas.IDLE_THREADS_SLEEP and "openblas" in blas_build().get("name", "")):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for limit in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):  # BLAS's own limits, ours too

@@ -209,11 +209,8 @@ def machine_description() -> str:
 
 
 def _blas_name() -> str:
-    try:
-        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{config['name']} {config['version']}"
-    except Exception:  # the build description's layout is NumPy's to change
-        return "unknown"
+    blas = backend.blas_build()
+    return f"{blas['name']} {blas.get('version', '')}".strip() if "name" in blas else "unknown"
 
 
 # Pause before each timed run. After a product, OpenBLAS's threads (and PyTorch's OpenMP

@@ -488,7 +488,7 @@ def test_openblas_variable_set_on_import(first, value, expected):
 
 
 def test_element_threads_follow_cores_and_blas_limits(monkeypatch):
-    blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    blas = backend.blas_build().get("name", "")
     if "openblas" not in blas:
         pytest.skip(f"NumPy's BLAS here is {blas or 'unknown'}, not OpenBLAS")
     monkeypatch.setattr(_openblas, "IDLE_THREADS_SLEEP", True)
