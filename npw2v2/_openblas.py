@@ -3,8 +3,8 @@
 After each matrix product, OpenBLAS's worker threads keep spinning, waiting for the next
 one, for 2^28 CPU cycles (about 0.1 s) by default. Element-wise work that follows (GELU),
 which ``backend.rowwise`` splits over threads, then finds the other cores busy and gains
-nothing. Spinning 2^19 cycles (about 0.2 ms) still bridges
-a run of back-to-back products, and frees the cores for the element-wise work between them.
+nothing. Spinning 2^19 cycles (about 0.2 ms) still bridges a run of back-to-back products,
+and frees the cores for the element-wise work between them.
 
 OpenBLAS reads OPENBLAS_THREAD_TIMEOUT (log2 of the cycles) once, when it is loaded. So the
 setting below takes effect only when NumPy is imported after npw2v2 (as in the ``npw2v2``
