@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 import npw2v2
-from npw2v2.heads import model_kind
-from npw2v2.weights import (CheckpointError, canonical_names, check_shapes, check_tensors, fold_positional_weight_norm,
+from npw2v2.core.config import Config
+from npw2v2.core.heads import model_kind
+from npw2v2.io.weights import (CheckpointError, canonical_names, check_shapes, check_tensors, fold_positional_weight_norm,
                             split_languages)
 
 from .errors import ConversionError
@@ -47,7 +48,7 @@ class Summary:
 def prepare(checkpoint: Checkpoint, source: str, dtype: str) -> dict:
     """Checked tensors with npw2v2's names, weight norm folded, in the chosen dtype."""
     try:
-        cfg = npw2v2.Config.from_dict(checkpoint.config)
+        cfg = Config.from_dict(checkpoint.config)
         tensors = canonical_names({n: np.asarray(v, dtype=np.float32) for n, v in checkpoint.tensors.items()})
         check_tensors(tensors, cfg, source)
     except (CheckpointError, ValueError, TypeError) as e:
@@ -110,12 +111,12 @@ def verify_safetensors(tensors: dict, metadata: dict, path: Path) -> None:
                 raise ConversionError(f"{path}: tensor {name} reads back differently")
 
 
-def check_loadable(path: Path) -> npw2v2.Config:
+def check_loadable(path: Path) -> Config:
     """What npw2v2.load will check, from the file's header alone: config, names and shapes."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as f:
-        cfg = npw2v2.Config.from_dict(json.loads(f.metadata()["config"]))
+        cfg = Config.from_dict(json.loads(f.metadata()["config"]))
         shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     check_shapes(shapes, cfg, str(path))
     return cfg

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from npw2v2.languages import adapter_files
-from npw2v2.weights import (
+from npw2v2.io.languages import adapter_files
+from npw2v2.io.weights import (
     LANGUAGES,
     CheckpointError,
     canonical_name,

@@ -24,7 +24,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from npw2v2.metrics import char_error_rate  # noqa: E402
+from npw2v2.app.metrics import char_error_rate  # noqa: E402
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 
 RUN = """
@@ -32,7 +32,7 @@ import sys, json, time
 sys.argv = ["npw2v2"]
 import numpy as np
 import npw2v2
-from npw2v2.cli import load_model
+from npw2v2.app.cli import load_model
 model_name, path, chunk = {model!r}, {path!r}, {chunk!r}
 if model_name == "base":
     cfg = npw2v2.Config(architectures=("Wav2Vec2ForCTC",))

@@ -30,7 +30,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import npw2v2  # noqa: E402  (weights and their names come from the library under test)
-from npw2v2.bench import torch_state_dict, weight_norm_g  # noqa: E402
+from npw2v2.app.torch_bridge import torch_state_dict, weight_norm_g  # noqa: E402
 from signals import speech_like_batch  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"

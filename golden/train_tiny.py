@@ -34,7 +34,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from npw2v2.metrics import word_error_rate  # noqa: E402
+from npw2v2.app.metrics import word_error_rate  # noqa: E402
 OUT = ROOT / "golden" / "data" / "tiny_digits"
 BUNDLED = ROOT / "npw2v2" / "models" / "digits.safetensors"
 DIGITS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]

@@ -15,8 +15,10 @@ from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `python tests/golden.py` from a checkout
 import npw2v2  # noqa: E402
-from npw2v2.backend import asnumpy  # noqa: E402
-from npw2v2.model import conv_lengths, feature_encoder, forward  # noqa: E402
+from npw2v2.core.backend import asnumpy  # noqa: E402
+from npw2v2.app.model import Wav2Vec2  # noqa: E402
+from npw2v2.core.lengths import conv_lengths  # noqa: E402
+from npw2v2.core.ops import FAST, REFERENCE  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "data"
 TINY = ["tiny_base", "tiny_stable", "tiny_odd_pos", "tiny_ctc", "tiny_digits"]
@@ -93,29 +95,32 @@ def case_language(name: str, case: str) -> str | None:
 
 
 def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_padding=False, device=None,
-               mask_time_indices=None, sampled_negative_indices=None, items_alone=None):
+               mask_time_indices=None, sampled_negative_indices=None, items_alone=None, reference=False):
     """npw2v2's value of every recorded stage, and the frames each is valid on, as NumPy arrays.
 
     Returns (stages, masks): masks["encoder"] [B, T] for the encoder's frames, masks["output"]
     for the frames after the down-sampling adapter (the same without one).
     ``device`` (tests/stand_in_device.py) runs the model on that device instead: parameters
-    and inputs are moved there, and the results copied back.
+    and inputs are moved there, and the results copied back. ``reference`` takes the
+    reference path (npw2v2.core.ops).
     """
     params, x = m.params, input_values
     if device is not None:
         params, x = device_params(m, device), device.device.asarray(input_values)
-    out = forward(params, m.config, x, attention_mask, output_hidden_states=True,
-                  norm_over_padding=norm_over_padding, mask_time_indices=mask_time_indices, items_alone=items_alone)
+    on_device = Wav2Vec2(params, m.config, m.vocab, m.metadata)
+    out = on_device(x, attention_mask, output_hidden_states=True, norm_over_padding=norm_over_padding,
+                    mask_time_indices=mask_time_indices, items_alone=items_alone, reference=reference)
     stages = {"extract_features": out.extract_features, "last_hidden_state": out.last_hidden_state}
     stages.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
     stages.update({k: getattr(out, k) for k in ("logits", "projected_states", "projected_quantized_states",
                                                 "codevector_perplexity") if getattr(out, k) is not None})
     if sampled_negative_indices is not None:
         stages["contrastive_logits"] = m.contrastive_logits(out, sampled_negative_indices)
-    per_layer = None
+    norm_lengths = None
     if attention_mask is not None and not norm_over_padding:
-        per_layer = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)
-    stages["conv_features"] = feature_encoder(x, params["feature_extractor"], m.config, per_layer)
+        norm_lengths = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)[0]
+    ops = REFERENCE if reference else FAST
+    stages["conv_features"] = ops.feature_encoder(x, params["feature_extractor"], m.config, norm_lengths)
     masks = {"encoder": asnumpy(out.encoder_frame_mask), "output": asnumpy(out.frame_mask)}
     return {k: asnumpy(v) for k, v in stages.items()}, masks
 
@@ -141,7 +146,7 @@ def device_params(m: npw2v2.Wav2Vec2, device):
     return _on_device[key]
 
 
-def case_errors(name: str, case: str, device=None) -> dict[str, float]:
+def case_errors(name: str, case: str, device=None, reference=False) -> dict[str, float]:
     """Error of every recorded stage of one case, npw2v2 run as transformers runs it.
 
     ``codevector_perplexity_of_valid_frames`` is npw2v2's default perplexity of a padded batch,
@@ -151,15 +156,16 @@ def case_errors(name: str, case: str, device=None) -> dict[str, float]:
     m = model(name, case_language(name, case))
     inputs = {k: ref[k] for k in INPUTS[2:] if k in ref}
     ours, masks = run_stages(m, ref["input_values"], ref.get("attention_mask"), norm_over_padding=True, device=device,
-                             **inputs)
+                             reference=reference, **inputs)
     if "codevector_perplexity_of_valid_frames" in ref:
         ours["codevector_perplexity_of_valid_frames"] = run_stages(
-            m, ref["input_values"], ref["attention_mask"], device=device)[0]["codevector_perplexity"]
+            m, ref["input_values"], ref["attention_mask"], device=device, reference=reference)[0]["codevector_perplexity"]
     return {stage: stage_error(stage, ours[stage], value, masks) for stage, value in ref.items()
             if stage not in NOT_OUTPUTS}
 
 
-def batch_vs_alone_errors(name: str, device=None, language: str | None = None, items_alone=None) -> dict[str, float]:
+def batch_vs_alone_errors(name: str, device=None, language: str | None = None, items_alone=None,
+                          reference=False) -> dict[str, float]:
     """npw2v2's padded batch (default, mask-aware) against each item run alone in transformers.
 
     Keyed "ITEM:STAGE"; item 0 is the "single" case (the longest input, no padding). Every
@@ -169,7 +175,7 @@ def batch_vs_alone_errors(name: str, device=None, language: str | None = None, i
     prefix = f"{language}." if language else ""
     ref = recorded_case(name, prefix + "batch")
     ours, masks = run_stages(model(name, language), ref["input_values"], ref["attention_mask"], device=device,
-                             items_alone=items_alone)
+                             items_alone=items_alone, reference=reference)
     errors = {}
     for item in range(ref["input_values"].shape[0]):
         alone = recorded_case(name, prefix + ("single" if item == 0 else f"alone.{item}"))

@@ -3,7 +3,7 @@
 ``DeviceArray`` wraps a NumPy array the way a CuPy array holds device memory: NumPy's own
 functions refuse it (no ``__array__``, and ``__array_function__``/``__array_ufunc__`` raise),
 arithmetic with a host NumPy array is refused, and only its namespace ``device`` (reached
-through ``__array_namespace__``, as npw2v2.backend.get_xp does) computes with it. Moving
+through ``__array_namespace__``, as npw2v2.core.backend.get_xp does) computes with it. Moving
 data back takes ``.get()``, as with CuPy. So a NumPy-only call left on the device path,
 such as ``np.sqrt(x)`` or ``np.asarray(x)``, fails loudly.
 """

@@ -1,4 +1,4 @@
-"""npw2v2.audio: real files of many formats, rates, sample types and channel counts, read to
+"""npw2v2.io.audio: real files of many formats, rates, sample types and channel counts, read to
 mono float32 at 16 kHz and compared with an independent reference; bad inputs; batching helpers.
 
 Every file is written by the test itself with soundfile into tmp_path.
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from npw2v2 import audio
+from npw2v2.io import audio
 
 TARGET = 16000  # the model's rate
 MIN_SAMPLES = 400  # one frame of wav2vec 2.0 (its receptive field)

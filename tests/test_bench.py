@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from npw2v2 import BASE, bench
-from npw2v2.cli import main
+from npw2v2 import BASE
+from npw2v2.app import bench
+from npw2v2.app.cli import main
 
 HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
 

@@ -6,8 +6,8 @@ import pytest
 
 import npw2v2
 from golden import GOLDEN
-from npw2v2.cli import DEFAULT_MODEL, EXAMPLES, main
-from npw2v2.metrics import word_error_rate
+from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES, main
+from npw2v2.app.metrics import word_error_rate
 
 HELD_OUT = GOLDEN / "tiny_digits"
 

@@ -9,8 +9,8 @@ import soundfile as sf
 import npw2v2
 from convert.cli import main as convert
 from golden import GOLDEN, golden_error, recorded_case
-from npw2v2.audio import normalize
-from npw2v2.cli import main
+from npw2v2.io.audio import normalize
+from npw2v2.app.cli import main
 
 CLASSIFIER = GOLDEN / "tiny_classifier"  # labels yes, no, up
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from npw2v2.cli import main
+from npw2v2.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CTC = str(ROOT / "golden" / "data" / "tiny_ctc")
@@ -63,7 +63,7 @@ def test_ray_options_need_the_ray_engine(capsys):
 
 
 def test_the_local_engine_never_imports_ray():
-    code = ("import sys; from npw2v2.cli import main; main(['transcribe', '--examples']); "
+    code = ("import sys; from npw2v2.app.cli import main; main(['transcribe', '--examples']); "
             "sys.exit('ray' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                          check=False)

@@ -1,9 +1,9 @@
-"""npw2v2.ctc: greedy CTC decoding of hand-made frame tokens and logits, checked against expected
+"""npw2v2.app.ctc: greedy CTC decoding of hand-made frame tokens and logits, checked against expected
 text and times and against a naive frame-by-frame decoder written here."""
 import numpy as np
 import pytest
 
-from npw2v2 import ctc
+from npw2v2.app import ctc
 
 SPF = 0.02  # seconds per frame (320 samples at 16 kHz)
 # Hugging Face order: <pad> (the blank) is 0, "|" the word delimiter.

@@ -10,7 +10,7 @@ import pytest
 import npw2v2
 import stand_in_device
 from golden import HEADS, TINY, batch_vs_alone_errors, case_errors, cases, languages, tolerance
-from npw2v2.backend import get_xp
+from npw2v2.core.backend import get_xp
 from stand_in_device import DeviceArray, HostCallError
 
 ALL = TINY + ["base"] + HEADS

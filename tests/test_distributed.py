@@ -18,8 +18,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'npw2
 import corpus  # beside the tests
 
 import npw2v2
-from npw2v2 import distributed
-from npw2v2.cli import DEFAULT_MODEL, main
+from npw2v2.app import distributed, journal
+from npw2v2.app.cli import DEFAULT_MODEL, main
 
 # Workers unpickle the test's dying worker class: send it by value, as its module is not installed.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -84,7 +84,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(runs, mixed):
 def test_journal_has_a_row_per_input_errors_included(runs, mixed):
     folder, good, bad = mixed
     out = runs["ray"][1]
-    rows = distributed.journal_rows(out)
+    rows = journal.journal_rows(out)
     assert len(rows) == len(good) + len(bad)
     errors = {row["path"]: row["error"] for row in rows if "error" in row}
     assert sorted(errors) == sorted(map(str, bad))
@@ -96,7 +96,7 @@ def test_journal_has_a_row_per_input_errors_included(runs, mixed):
 
 
 def settings_of(folder: Path) -> dict:
-    return json.loads((folder / distributed.Journal.SETTINGS).read_text())
+    return json.loads((folder / journal.Journal.SETTINGS).read_text())
 
 
 def test_rerun_skips_the_files_done(runs, mixed, tmp_path, capsys):
@@ -105,10 +105,10 @@ def test_rerun_skips_the_files_done(runs, mixed, tmp_path, capsys):
     shutil.copytree(runs["ray"][1], out)
     complete = files_of(out)
     # As if the run had been killed: two outputs never written, the journal's last line cut short
-    journal = (out / distributed.Journal.RESULTS).read_text().splitlines(keepends=True)
-    done = [line for line in journal if "output" in json.loads(line)]
+    lines = (out / journal.Journal.RESULTS).read_text().splitlines(keepends=True)
+    done = [line for line in lines if "output" in json.loads(line)]
     kept, lost = done[:-2], done[-2:]
-    (out / distributed.Journal.RESULTS).write_text("".join(kept) + journal[-1][:20])
+    (out / journal.Journal.RESULTS).write_text("".join(kept) + lines[-1][:20])
     for line in lost:
         (out / json.loads(line)["output"]).unlink()
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -124,7 +124,7 @@ def test_rerun_skips_the_files_done(runs, mixed, tmp_path, capsys):
 
 def test_rerun_with_other_settings_is_refused(runtime, mixed, tmp_path, capsys):
     folder = mixed[0]
-    (tmp_path / distributed.Journal.SETTINGS).write_text('{"command": "transcribe", "format": "tsv"}')
+    (tmp_path / journal.Journal.SETTINGS).write_text('{"command": "transcribe", "format": "tsv"}')
     status, err = run_cli(["transcribe", str(folder), "-o", str(tmp_path), "--engine", "ray"], capsys)
     assert status == 2 and "holds the results of a run with another" in err and "format" in err
     assert "Traceback" not in err
@@ -143,7 +143,7 @@ class DiesOnce(distributed.Transcriber):
         return distributed.Transcriber.run(model, items, options)
 
 
-@pytest.mark.filterwarnings("ignore::npw2v2.audio.AudioWarning")  # the loud file, in the local reference run
+@pytest.mark.filterwarnings("ignore::npw2v2.io.audio.AudioWarning")  # the loud file, in the local reference run
 def test_a_dead_workers_batch_is_retried(runtime, mixed, tmp_path):
     files = [str(p) for p in mixed[1][:6]]
     DiesOnce.marker = tmp_path / "died"
@@ -172,7 +172,7 @@ def test_embed_gives_the_local_features(runtime, mixed, tmp_path, capsys):
 
     shards = tmp_path / "shards"
     assert run_cli([*args, "-o", str(shards), "--engine", "ray"], capsys)[0] == 1
-    rows = distributed.journal_rows(shards)
+    rows = journal.journal_rows(shards)
     for row in rows:
         if "output" in row:
             np.testing.assert_allclose(load_file(shards / row["output"])[row["path"]], local[row["path"]],

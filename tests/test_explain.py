@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from npw2v2.cli import main
-from npw2v2.explain import Trace, compare
+from npw2v2.app.cli import main
+from npw2v2.app.explain import Trace, compare
 from golden import GOLDEN, model, recorded_case
 
 

@@ -8,8 +8,9 @@ from test_model import padded_batch
 
 import npw2v2
 from golden import golden_error
-from npw2v2.adapters import adapter_length
-from npw2v2.heads import (
+from npw2v2.core.adapters import adapter_length
+from npw2v2.core.lengths import frame_lengths
+from npw2v2.core.heads import (
     BASE,
     CTC,
     FRAME_CLASSIFICATION,
@@ -79,7 +80,7 @@ def test_adapter_lengths_are_the_convolutions_own(name):
     shortest = model.config.receptive_field  # 400 with the default kernel of 3, more with 5
     for n in (shortest, shortest + 319, shortest + 320, shortest + 640, 9000):
         out = model(np.ones((1, n), np.float32))
-        frames = npw2v2.model.frame_lengths([n], model.config)
+        frames = frame_lengths([n], model.config)
         for _ in range(model.config.num_adapter_layers):
             frames = adapter_length(frames, model.config)
         assert out.last_hidden_state.shape[1] == out.frame_lengths[0] == frames[0], n

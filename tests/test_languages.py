@@ -100,7 +100,7 @@ def test_language_switch_changes_the_transcript_vocabulary():
 def test_cli_language_option(tmp_path, capsys):
     import soundfile as sf
 
-    from npw2v2.cli import main
+    from npw2v2.app.cli import main
 
     wav = tmp_path / "a.wav"
     sf.write(wav, 0.3 * recorded_case("tiny_mms", "eng.single")["input_values"][0], 16000)

@@ -1,20 +1,19 @@
-"""Each layer against a naive reference written out here: plain loops or a closed form.
+"""Each operation, on both paths, against a naive version written out here: plain loops or a closed form.
 
-The references never call the function under test (nor a vectorised copy of it); they
-accumulate in float64 Python floats, so a float32 result within ~1e-5 is a match.
+The naive versions never call the function under test (nor a vectorised copy of it); they
+accumulate in float64 Python floats, so a float32 result within ~1e-5 is a match. Every
+test runs the reference operation (npw2v2.core.layers) and its fast version (npw2v2.core.fast).
 """
 import math
-import os
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
 
 import npw2v2
-from npw2v2 import _openblas, backend, layers, model
-from npw2v2.weights import unflatten
+from npw2v2.core import conv_encoder, fast, layers, transformer
+from npw2v2.core.lengths import conv_lengths, frame_lengths
+from npw2v2.core.ops import FAST, REFERENCE
+from npw2v2.core.params import fold_weight_norm, unflatten
 
 RTOL = ATOL = 1e-5
 
@@ -109,6 +108,9 @@ def lengths_mask(lengths, frames):
     return np.array([[t < n for t in range(frames)] for n in lengths])
 
 
+PATHS = pytest.mark.parametrize("ops", [REFERENCE, FAST], ids=lambda ops: ops.name)
+
+
 # ---------------------------------------------------------------------------
 # linear, conv1d
 
@@ -132,7 +134,7 @@ CONV_CASES = [
     pytest.param(13, 8, 8, 5, 1, 2, 4, id="groups4-k5-odd-pad2"),
     pytest.param(16, 6, 4, 3, 3, 1, 2, id="groups2-s3-pad1"),
     pytest.param(9, 2, 3, 1, 1, 0, 1, id="k1"),
-    # stride * C_in >= 256: products over strided views of the input, a run of `stride` taps each
+    # stride * C_in >= 256: the fast path's products over strided views of the input, a run of `stride` taps each
     pytest.param(23, 128, 5, 3, 2, 0, 1, id="wide-s2-k3"),
     pytest.param(20, 128, 5, 2, 2, 0, 1, id="wide-s2-k2"),
     pytest.param(30, 64, 5, 7, 4, 0, 1, id="wide-s4-k7"),
@@ -140,17 +142,18 @@ CONV_CASES = [
 ]
 
 
+@PATHS
 @pytest.mark.parametrize("length, c_in, c_out, k, stride, padding, groups", CONV_CASES)
-def test_conv1d_matches_loop(length, c_in, c_out, k, stride, padding, groups):
+def test_conv1d_matches_loop(ops, length, c_in, c_out, k, stride, padding, groups):
     """conv1d equals a naive quadruple loop; T = floor((L + 2p - K) / s) + 1."""
     rng = np.random.RandomState(1)
     x = randn(rng, 2, length, c_in)
     w, b = randn(rng, c_out, c_in // groups, k), randn(rng, c_out)
-    y = layers.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
+    y = ops.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
     frames = (length + 2 * padding - k) // stride + 1
     assert y.shape == (2, frames, c_out) and y.dtype == np.float32
     close(y, naive_conv1d(x, w, b, stride, padding, groups))
-    close(layers.conv1d(x, w, None, stride=stride, padding=padding, groups=groups),
+    close(ops.conv1d(x, w, None, stride=stride, padding=padding, groups=groups),
           naive_conv1d(x, w, None, stride, padding, groups))
 
 
@@ -158,13 +161,14 @@ def test_conv1d_matches_loop(length, c_in, c_out, k, stride, padding, groups):
 # Normalisation
 
 
-def test_layer_norm_matches_closed_form():
+@PATHS
+def test_layer_norm_matches_closed_form(ops):
     """Each last-axis vector is (v - mean) / sqrt(var + eps) * weight + bias."""
     rng = np.random.RandomState(2)
     x = 3.0 * randn(rng, 2, 3, 6) + 1.5
     w, b = randn(rng, 6), randn(rng, 6)
     for eps in (1e-5, 0.5):
-        y = layers.layer_norm(x, w, b, eps=eps)
+        y = ops.layer_norm(x, w, b, eps=eps)
         assert y.dtype == np.float32
         for i in np.ndindex(2, 3):
             ref = [n * float(w[c]) + float(b[c]) for c, n in enumerate(naive_normalise(x[i], eps))]
@@ -183,53 +187,64 @@ def naive_group_norm(x, w, b, lengths, eps):
     return out
 
 
-def first_layer_group_norm(x, w, g, b, stride, lengths, over_padding):
-    """The model's layer 0 of a "group" model (conv with group norm folded in), before its activation."""
+def first_layer(ops, x, w, g, b, stride, lengths):
+    """Layer 0 of a "group" model before its activation: conv, then group norm over each item's
+    first ``lengths`` frames (None: every frame). The fast path folds the norm into the conv."""
+    if ops is REFERENCE:
+        return layers.group_norm(layers.conv1d(x[:, :, None], w, stride=stride), g, b, lengths=lengths)
     cfg = npw2v2.Config(conv_dim=(w.shape[0],), conv_kernel=(w.shape[-1],), conv_stride=(stride,))
     p = {"conv": {"weight": w}, "layer_norm": {"weight": g, "bias": b}}
-    y, _ = model._conv_group_norm(x, p, cfg, lengths, over_padding)(x[:, :, None])
-    return y
+    if lengths is None:
+        lengths = [(x.shape[1] - w.shape[-1]) // stride + 1] * x.shape[0]
+    return fast.fold_group_norm(x, p, cfg, lengths)(x[:, :, None])
 
 
-def test_group_norm_without_mask_uses_all_frames():
-    """No mask: each channel of each item is normalised over the whole time axis."""
+@PATHS
+def test_group_norm_without_mask_uses_all_frames(ops):
+    """No lengths: each channel of each item is normalised over the whole time axis."""
     rng = np.random.RandomState(3)
     x = 2.0 * randn(rng, 2, 17) - 1.0
     w, g, b = randn(rng, 3, 1, 4), randn(rng, 3), randn(rng, 3)
-    y = first_layer_group_norm(x, w, g, b, 2, [7, 7], over_padding=True)
+    y = first_layer(ops, x, w, g, b, 2, None)
     assert y.dtype == np.float32
     close(y, naive_group_norm(naive_conv1d(x[:, :, None], w, None, 2, 0, 1), g, b, [7, 7], 1e-5))
 
 
-def test_group_norm_with_mask_uses_valid_frames_only():
+@PATHS
+def test_group_norm_with_lengths_uses_valid_frames_only(ops):
     """With lengths, the statistics come from the valid frames; padding never matters."""
     rng = np.random.RandomState(4)
     lengths = [9, 4]  # frames; 9 frames of kernel 4, stride 2 need 20 samples, 4 need 10
     x = 2.0 * randn(rng, 2, 20) + 0.5
     w, g, b = randn(rng, 3, 1, 4), randn(rng, 3), randn(rng, 3)
     valid = lengths_mask(lengths, 9)
-    y = first_layer_group_norm(x, w, g, b, 2, lengths, over_padding=False)
+    y = first_layer(ops, x, w, g, b, 2, lengths)
     assert y.dtype == np.float32
     ref = naive_group_norm(naive_conv1d(x[:, :, None], w, None, 2, 0, 1), g, b, lengths, 1e-5)
     close(y[valid], ref[valid])
 
     changed = x.copy()
     changed[1, 10:] = 100.0 * randn(rng, 10)
-    close(first_layer_group_norm(changed, w, g, b, 2, lengths, over_padding=False)[valid], y[valid],
-          rtol=0, atol=1e-6)
+    close(first_layer(ops, changed, w, g, b, 2, lengths)[valid], y[valid], rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
 # Activations, softmax
 
 
-def test_gelu_is_exact_erf_form():
+@PATHS
+def test_gelu_is_exact_erf_form(ops):
     """gelu = 0.5 x (1 + erf(x / sqrt 2)) elementwise, float32, and not the tanh approximation."""
     x = np.linspace(-6, 6, 241, dtype=np.float32).reshape(1, 241)
-    y = layers.gelu(x)
+    y = ops.activation("gelu")(x)
     assert y.dtype == np.float32 and y.shape == x.shape
     close(y, naive_gelu(x))
     assert np.abs(y - layers.gelu_tanh(x)).max() > 1e-4
+
+
+def test_unknown_activation_is_refused_by_name():
+    with pytest.raises(ValueError, match="unsupported activation 'mish'"):
+        layers.activation("mish")
 
 
 def test_softmax_matches_exp_over_sum():
@@ -258,74 +273,52 @@ def test_softmax_is_stable_for_large_inputs():
 # Attention
 
 
-def test_attention_matches_loop_without_mask():
+@PATHS
+def test_attention_matches_loop_without_mask(ops):
     """valid=None: every key counts; equals the per-batch per-head loop."""
     rng = np.random.RandomState(6)
     x, p = randn(rng, 2, 5, 8), attention_params(rng, 8)
-    y = layers.attention(x, None, p, heads=2)
+    y = ops.attention(x, None, p, heads=2)
     assert y.dtype == np.float32 and y.shape == x.shape
     close(y, naive_attention(x, None, p, heads=2))
 
 
-def test_attention_with_padding_mask():
+@PATHS
+def test_attention_with_padding_mask(ops):
     """Valid query rows equal the loop over valid keys, and attention on the truncated item alone."""
     rng = np.random.RandomState(7)
     lengths = [6, 3]
     x, p = randn(rng, 2, 6, 8), attention_params(rng, 8)
     valid = lengths_mask(lengths, 6)
-    y = layers.attention(x, valid, p, heads=2)
+    y = ops.attention(x, valid, p, heads=2)
     close(y[valid], naive_attention(x, valid, p, heads=2)[valid])
     for b, n in enumerate(lengths):
-        alone = layers.attention(x[b:b + 1, :n], None, p, heads=2)[0]
+        alone = ops.attention(x[b:b + 1, :n], None, p, heads=2)[0]
         close(y[b, :n], alone)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")  # |q| of the 1e30 rows: the careful path is taken
-def test_attention_gives_padded_keys_no_weight():
+@PATHS
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")  # padded rows
+def test_attention_gives_padded_keys_no_weight(ops):
     """Padded keys get exactly no weight: padded frames of 1e30 change no valid output at all."""
     rng = np.random.RandomState(8)
     x, p = randn(rng, 2, 5, 4), attention_params(rng, 4)
     valid = lengths_mask([5, 2], 5)
-    y = layers.attention(x, valid, p, heads=2)
+    y = ops.attention(x, valid, p, heads=2)
     changed = x.copy()
     changed[1, 2:] = 1e30  # any weight above 0 on these keys would swamp the output
-    y_changed = layers.attention(changed, valid, p, heads=2)
+    y_changed = ops.attention(changed, valid, p, heads=2)
     assert np.isfinite(y_changed[valid]).all()
     close(y_changed[valid], y[valid], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("scale, subtracts_max", [(0.1, False), (1.0, False), (10.0, True)])
-def test_attention_softmax_is_right_with_and_without_max_subtraction(scale, subtracts_max, monkeypatch):
-    """Small |q||k| skips the row-maximum subtraction, large takes it; both match the naive softmax."""
-    paths = []
-    exp_kernel = layers._exp2_kernel
-    monkeypatch.setattr(layers, "_exp2_kernel", lambda subtract_max: paths.append(subtract_max) or exp_kernel(
-        subtract_max))
-    rng = np.random.RandomState(28)
-    x, p = scale * randn(rng, 2, 6, 8), attention_params(rng, 8)
-    valid = lengths_mask([6, 4], 6)
-    y = layers.attention(x, valid, p, heads=2)
-    assert set(paths) == {subtracts_max}
-    reference = naive_attention(x, valid, p, heads=2)[valid]
-    close(y[valid], reference, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(reference).max()))
-
-
-def test_attention_survives_scores_that_overflow_exp():
+@PATHS
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_attention_survives_scores_that_overflow_exp(ops):
     """Scores in the thousands (exp overflows float32) still give finite, normalised attention."""
     rng = np.random.RandomState(29)
     x, p = 300 * randn(rng, 1, 5, 8), attention_params(rng, 8)
-    assert np.isfinite(layers.attention(x, None, p, heads=2)).all()
-
-
-def test_attention_query_blocks_and_batch_items_agree(monkeypatch):
-    """Queries in blocks of 3 rows give what one block gives (the blocks bound memory on long inputs)."""
-    rng = np.random.RandomState(18)
-    x, p = randn(rng, 2, 7, 8), attention_params(rng, 8)
-    valid = lengths_mask([7, 5], 7)
-    whole = layers.attention(x, valid, p, heads=2)
-    monkeypatch.setattr(layers, "ATTENTION_BLOCK_ELEMENTS", 3 * 7)  # rows * T: 3 query rows, the last block short
-    close(layers.attention(x, valid, p, heads=2)[valid], whole[valid], rtol=0, atol=1e-6)
-    close(whole[valid], naive_attention(x, valid, p, heads=2)[valid])
+    assert np.isfinite(ops.attention(x, None, p, heads=2)).all()
 
 
 # ---------------------------------------------------------------------------
@@ -336,23 +329,24 @@ def test_fold_weight_norm_matches_loop():
     """W[:, :, k] = g[k] * v[:, :, k] / ||v[:, :, k]||_F, one norm per kernel tap."""
     rng = np.random.RandomState(9)
     g, v = randn(rng, 1, 1, 3), randn(rng, 6, 3, 3)
-    w = model.fold_weight_norm(g, v)
+    w = fold_weight_norm(g, v)
     assert w.shape == v.shape and w.dtype == np.float32
     for k in range(3):
         norm = math.sqrt(sum(float(a) ** 2 for a in v[:, :, k].ravel()))
         close(w[:, :, k], float(g[0, 0, k]) * v[:, :, k].astype(np.float64) / norm)
 
 
+@PATHS
 @pytest.mark.parametrize("k", [4, 5])
-def test_positional_embedding(k):
+def test_positional_embedding(ops, k):
     """Pad K//2 both sides, grouped conv, drop the last frame for even K, exact GELU; T kept."""
     rng = np.random.RandomState(10 + k)
     cfg = npw2v2.Config(hidden_size=8, num_attention_heads=2, num_conv_pos_embeddings=k,
                         num_conv_pos_embedding_groups=2)
     x = randn(rng, 2, 7, 8)
     g, v, bias = randn(rng, 1, 1, k), randn(rng, 8, 4, k), 0.1 * randn(rng, 8)
-    weight = model.fold_weight_norm(g, v)
-    y = model.positional_embedding(x, {"weight": weight, "bias": bias}, cfg)
+    weight = fold_weight_norm(g, v)
+    y = transformer.positional_embedding(x, {"weight": weight, "bias": bias}, cfg, ops)
     assert y.shape == x.shape and y.dtype == np.float32
 
     ref = naive_conv1d(x, weight, bias, stride=1, padding=k // 2, groups=2)
@@ -361,7 +355,7 @@ def test_positional_embedding(k):
         ref = ref[:, :-1]
     close(y, naive_gelu(ref))
 
-    split = model.positional_embedding(x, {"weight_g": g, "weight_v": v, "bias": bias}, cfg)
+    split = transformer.positional_embedding(x, {"weight_g": g, "weight_v": v, "bias": bias}, cfg, ops)
     close(split, y, rtol=0, atol=1e-6)
 
 
@@ -372,13 +366,14 @@ def test_positional_embedding(k):
 def test_conv_lengths_of_one_second():
     """16000 samples -> 3199, 1599, 799, 399, 199, 99, 49 frames with the standard encoder."""
     cfg = npw2v2.Config()
-    per_layer = model.conv_lengths([16000], cfg)
+    per_layer = conv_lengths([16000], cfg)
     assert [int(n[0]) for n in per_layer] == [3199, 1599, 799, 399, 199, 99, 49]
-    assert model.frame_lengths([16000, 400, 399], cfg).tolist() == [49, 1, 0]
+    assert frame_lengths([16000, 400, 399], cfg).tolist() == [49, 1, 0]
     assert cfg.receptive_field == 400
 
 
-def test_frame_lengths_match_feature_encoder_output():
+@PATHS
+def test_frame_lengths_match_feature_encoder_output(ops):
     """For random lengths, frame_lengths equals the time length feature_encoder produces."""
     cfg = npw2v2.Config(conv_dim=(4,) * 7, hidden_size=8, num_attention_heads=2, intermediate_size=16,
                         num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, num_hidden_layers=1)
@@ -386,117 +381,13 @@ def test_frame_lengths_match_feature_encoder_output():
     rng = np.random.RandomState(11)
     lengths = [400, 719, 720] + rng.randint(400, 4000, size=5).tolist()
     for n in lengths:
-        features = model.feature_encoder(randn(rng, 1, n), params["feature_extractor"], cfg)
-        assert features.shape == (1, int(model.frame_lengths([n], cfg)[0]), 4), n
+        features = ops.feature_encoder(randn(rng, 1, n), params["feature_extractor"], cfg)
+        assert features.shape == (1, int(frame_lengths([n], cfg)[0]), 4), n
         # one frame every 320 samples after the first 400
         assert features.shape[1] == (n - 400) // 320 + 1
 
 
-# ---------------------------------------------------------------------------
-# Element-wise work in blocks
-
-
-def test_rowwise_blocks_give_identical_results(monkeypatch):
-    """Blocks of rows give bit-identical results to one block, the short tail block included."""
-    rng = np.random.RandomState(30)
-    x = randn(rng, 1001, 37)
-    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 1 << 20)  # one block: the whole array at once
-    whole = layers.gelu(x)
-    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 37 * 16)  # 16 rows a block: 63 blocks, the last short
-    np.testing.assert_array_equal(layers.gelu(x), whole)
-    inplace = x.copy()
-    layers.gelu(inplace, out=inplace)
-    np.testing.assert_array_equal(inplace, whole)
-
-
-def test_rowwise_threads_give_identical_results(monkeypatch):
-    """Rows shared among threads give bit-identical results, and helper threads do part of the work."""
-    rng = np.random.RandomState(31)
-    x = randn(rng, 1001, 37)
-    weight, bias = randn(rng, 37), randn(rng, 37)
-    one_thread = layers.gelu(x), layers.layer_norm(x, weight, bias)
-    monkeypatch.setattr(backend, "ELEMENT_THREADS", 3)
-    monkeypatch.setattr(backend, "THREAD_PART_ELEMENTS", 37 * 300)  # 3 parts of 333-334 rows
-    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 37 * 16)
-    parts = []  # the thread of each part
-
-    def in_blocks(kernel, rows, out, blocks=backend._in_blocks):
-        parts.append(threading.current_thread())
-        blocks(kernel, rows, out)
-
-    monkeypatch.setattr(backend, "_in_blocks", in_blocks)
-    np.testing.assert_array_equal(layers.gelu(x), one_thread[0])
-    np.testing.assert_array_equal(layers.layer_norm(x, weight, bias), one_thread[1])
-    inplace = x.copy()
-    layers.gelu(inplace, out=inplace)
-    np.testing.assert_array_equal(inplace, one_thread[0])
-    assert len(parts) == 3 * 3  # three calls, three parts each
-    assert threading.main_thread() in parts and len(set(parts)) >= 2  # (a helper may take two parts)
-    parts.clear()
-    np.testing.assert_array_equal(backend.rowwise(layers._gelu_kernel, x, threaded=False), one_thread[0])
-    assert parts == [threading.main_thread()]
-
-
-def test_rowwise_threads_pass_on_errors(monkeypatch):
-    """An error in a helper thread's part reaches the caller."""
-    monkeypatch.setattr(backend, "ELEMENT_THREADS", 2)
-    monkeypatch.setattr(backend, "THREAD_PART_ELEMENTS", 8)
-
-    def kernel(rows, out, xp):
-        if threading.current_thread() is not threading.main_thread():
-            raise FloatingPointError("from a helper")
-        out[...] = rows
-
-    with pytest.raises(FloatingPointError, match="from a helper"):
-        backend.rowwise(kernel, np.zeros((4, 4), np.float32))
-
-
-@pytest.mark.parametrize("rows, parts", [(10, 3), (2, 3), (0, 2), (7, 1), (1001, 4)])
-def test_row_ranges_cover_every_row_once(rows, parts):
-    ranges = backend._row_ranges(rows, parts)
-    assert len(ranges) == parts
-    assert [i for r in ranges for i in range(rows)[r]] == list(range(rows))
-    sizes = [len(range(rows)[r]) for r in ranges]
-    assert max(sizes) - min(sizes) <= 1
-
-
-@pytest.mark.parametrize("value, numpy_first, sleep", [
-    (None, False, True),  # npw2v2 sets the variable before OpenBLAS is loaded
-    (None, True, False),  # too late: OpenBLAS already read it
-    ("4", True, True),  # the user's value, set before Python started
-    ("19", False, True),
-    ("28", False, False),  # the user asked for OpenBLAS's long spin
-    ("soon", False, False),
-])
-def test_openblas_idle_threads_sleep(value, numpy_first, sleep):
-    assert _openblas.idle_threads_sleep(value, numpy_first) is sleep
-
-
-@pytest.mark.parametrize("first, value, expected", [
-    ("import npw2v2", None, "19 True"),
-    ("import numpy, npw2v2", None, "19 False"),
-    ("import npw2v2", "28", "28 False"),
-])
-def test_openblas_variable_set_on_import(first, value, expected):
-    """In a fresh interpreter: npw2v2 sets OPENBLAS_THREAD_TIMEOUT, and knows whether it took effect."""
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if value is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = value
-    code = f"{first}; import os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], npw2v2._openblas.IDLE_THREADS_SLEEP)"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == expected
-
-
-def test_element_threads_follow_cores_and_blas_limits(monkeypatch):
-    blas = backend.blas_build().get("name", "")
-    if "openblas" not in blas:
-        pytest.skip(f"NumPy's BLAS here is {blas or 'unknown'}, not OpenBLAS")
-    monkeypatch.setattr(_openblas, "IDLE_THREADS_SLEEP", True)
-    for limit in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        monkeypatch.delenv(limit, raising=False)
-    assert backend._element_threads() == len(os.sched_getaffinity(0))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Ray sets it for a one-CPU worker
-    assert backend._element_threads() == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(_openblas, "IDLE_THREADS_SLEEP", False)  # OpenBLAS's threads would spin
-    assert backend._element_threads() == 1
+def test_reference_feature_encoder_is_the_plain_one():
+    """REFERENCE takes conv_encoder's loop (conv, norm, activation per layer), FAST its own."""
+    assert REFERENCE.feature_encoder is conv_encoder.feature_encoder
+    assert FAST.feature_encoder is not conv_encoder.feature_encoder

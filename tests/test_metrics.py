@@ -1,7 +1,7 @@
 """Edit distance and error rates against hand-counted cases."""
 import pytest
 
-from npw2v2.metrics import char_error_rate, edit_distance, word_error_rate
+from npw2v2.app.metrics import char_error_rate, edit_distance, word_error_rate
 
 
 @pytest.mark.parametrize("a, b, distance", [

@@ -12,8 +12,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 import npw2v2
-from npw2v2.audio import AudioError
-from npw2v2.pipeline import _Input, _read_window, _windows
+from npw2v2.io.audio import AudioError
+from npw2v2.app.pipeline import _Input, _read_window, _windows
 from golden import GOLDEN
 
 ROOT = Path(__file__).resolve().parents[1]

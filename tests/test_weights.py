@@ -1,4 +1,4 @@
-"""Reading configs (npw2v2.Config) and loading checkpoints (npw2v2.load, npw2v2.weights)."""
+"""Reading configs (npw2v2.Config) and loading checkpoints (npw2v2.load, npw2v2.io.weights)."""
 import dataclasses
 import json
 
@@ -7,8 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import npw2v2
-from npw2v2.model import fold_weight_norm
-from npw2v2.weights import expected_shapes, unflatten
+from npw2v2.core.params import expected_shapes, fold_weight_norm, unflatten
 
 TINY = npw2v2.Config(conv_dim=(8,) * 7, hidden_size=16, num_attention_heads=2, intermediate_size=32,
                      num_hidden_layers=2, num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,

@@ -25,12 +25,14 @@ import time
 
 import numpy as np
 
-from . import backend
-from .backend import asnumpy
-from .config import Config
-from .model import conv_lengths, length_mask
-from .weights import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
-from .weights import from_tensors, random_weights
+from ..core import threads
+from ..core.backend import asnumpy
+from ..core.config import Config
+from ..core.lengths import conv_lengths, length_mask
+from ..core.params import random_weights
+from .model import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
+from .model import from_tensors
+from .torch_bridge import torch_state_dict
 
 STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
 SAMPLING_RATE = 16000
@@ -91,13 +93,14 @@ def _seconds(run) -> float:
 class NumpyEngine:
     name = "npw2v2"
 
-    def __init__(self, cfg: Config, weights: dict, device: str = "cpu"):
+    def __init__(self, cfg: Config, weights: dict, device: str = "cpu", reference: bool = False):
         self.model = from_tensors(weights, cfg, device=device)
+        self.reference = reference
 
     def __call__(self, x, mask, norm_over_padding=False):
         xp = self.model.xp
         out = self.model(xp.asarray(x), None if mask is None else xp.asarray(mask),
-                         norm_over_padding=norm_over_padding)
+                         norm_over_padding=norm_over_padding, reference=self.reference)
         return asnumpy(out.last_hidden_state)  # on a GPU this also waits for the work to finish
 
 
@@ -125,36 +128,10 @@ class TorchEngine:
         return out.last_hidden_state.numpy()
 
 
-def torch_state_dict(model, weights: dict) -> dict:
-    """npw2v2's canonical weights under a transformers model's own state-dict names (torch tensors).
-
-    The positional conv is weight-normed there: original0 is g = ||W|| over dims (0, 1), original1 is v = W.
-    """
-    import torch
-
-    state = {}
-    for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.")
-        if name == "masked_spec_embed":  # training-only; keep the model's own value
-            value = current.numpy()
-        elif ".parametrizations.weight." in name:
-            w = weights[name.split(".parametrizations.")[0] + ".weight"]
-            value = weight_norm_g(w) if name.endswith("original0") else w
-        else:
-            value = weights[name]
-        state[key] = torch.from_numpy(np.ascontiguousarray(value))
-    return state
-
-
-def weight_norm_g(w: np.ndarray) -> np.ndarray:
-    """The magnitude part of weight norm over dims (0, 1): [D, D / groups, K] -> [1, 1, K]."""
-    return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))
-
-
-def build_engine(name: str, architecture: str, device: str = "cpu"):
+def build_engine(name: str, architecture: str, device: str = "cpu", reference: bool = False):
     cfg = ARCHITECTURES[architecture]
     weights = random_weights(cfg, seed=WEIGHT_SEED)
-    return NumpyEngine(cfg, weights, device) if name == "npw2v2" else TorchEngine(cfg, weights)
+    return NumpyEngine(cfg, weights, device, reference) if name == "npw2v2" else TorchEngine(cfg, weights)
 
 
 # ---------------------------------------------------------------------------
@@ -166,21 +143,26 @@ def _memory_kib() -> dict:
         return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
 
 
-def probe_memory(engine: str, architecture: str, seconds) -> int | None:
+def probe_memory(engine, architecture: str, seconds) -> int | None:
     """Bytes of peak resident-set growth during one forward pass, or None where Linux cannot tell."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-    command = [sys.executable, "-m", "npw2v2.bench", engine, architecture, *map(str, seconds)]
+    name = engine.name + ("-reference" if getattr(engine, "reference", False) else "")
+    command = [sys.executable, "-m", "npw2v2.app.bench", name, architecture, *map(str, seconds)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"memory probe of {engine} failed:\n{done.stderr.strip()}")
+        raise RuntimeError(f"memory probe of {name} failed:\n{done.stderr.strip()}")
     growth = json.loads(done.stdout)["growth_bytes"]
     return None if growth is None else int(growth)
 
 
 def _probe_main(argv) -> None:
-    """``python -m npw2v2.bench ENGINE ARCHITECTURE SECONDS...``: prints {"growth_bytes": ...}."""
+    """``python -m npw2v2.app.bench ENGINE ARCHITECTURE SECONDS...``: prints {"growth_bytes": ...}.
+
+    ENGINE is npw2v2, npw2v2-reference (its reference path) or torch.
+    """
     engine_name, architecture, *seconds = argv
-    engine = build_engine(engine_name, architecture)
+    engine = build_engine(engine_name.removesuffix("-reference"), architecture,
+                          reference=engine_name.endswith("-reference"))
     x, mask = make_inputs([float(s) for s in seconds])
     engine(x, mask)  # warm-up: one-time allocations (thread pools, BLAS buffers) are not the pass's needs
     try:
@@ -209,14 +191,13 @@ def machine_description() -> str:
 
 
 def _blas_name() -> str:
-    blas = backend.blas_build()
+    blas = threads.blas_build()
     return f"{blas['name']} {blas.get('version', '')}".strip() if "name" in blas else "unknown"
 
 
 # Pause before each timed run. After a product, OpenBLAS's threads (and PyTorch's OpenMP
 # threads) keep spinning for a while, waiting for more work; an engine started at once
-# shares its cores with the other engine's spinning threads. Measured here, going straight
-# from npw2v2 to torch cost torch about 15% of its time.
+# shares its cores with the other engine's spinning threads (docs/performance.md).
 SETTLE_SECONDS = 0.5
 
 
@@ -257,7 +238,7 @@ def run_case(engines, architecture: str, seconds, runs: int, warmup: int, memory
     x, mask = make_inputs(seconds)
     flops = forward_flops(cfg, [round(s * SAMPLING_RATE) for s in seconds])
     times = time_alternating(engines, x, mask, runs, warmup)
-    growth = {e.name: probe_memory(e.name, architecture, seconds) if memory else None for e in engines}
+    growth = {e.name: probe_memory(e, architecture, seconds) if memory else None for e in engines}
     out(f"\n{architecture}, {case_label(seconds)}: {flops / 1e9:.1f} GFLOP, {runs} runs after {warmup} warm-up, "
         f"each after a {SETTLE_SECONDS:g} s pause")
     out(f"  {'engine':8} {'median s':>9} {'min s':>7} {'max s':>7} {'RTF':>6} {'GFLOP/s':>8} {'% peak':>7} "
@@ -284,14 +265,15 @@ def run(args, out=print) -> int:
         cases = [tuple(args.seconds) * args.batch]  # equal lengths, no mask
     else:
         cases = [tuple(args.seconds)]  # one item per length: a padded batch
-    engines = [build_engine("npw2v2", args.model, args.device)]
+    engines = [build_engine("npw2v2", args.model, args.device, args.reference)]
     if args.vs_torch:
         engines.append(build_engine("torch", args.model))
     memory = args.memory and args.device == "cpu"
     out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
-    threads = backend.ELEMENT_THREADS
-    out(f"  npw2v2: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on {threads} "
-        f"thread{'s' if threads > 1 else ''}")
+    helpers = threads.ELEMENT_THREADS
+    path = "reference" if args.reference else "fast"
+    out(f"  npw2v2, {path} path: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on {helpers} "
+        f"thread{'s' if helpers > 1 else ''}")
     if args.vs_torch:
         out(f"  {engines[1].description}")
     peak = matmul_peak()

@@ -21,20 +21,18 @@ Ray is imported only when one of these functions runs: npw2v2 does not need it o
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pickle
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from . import audio, pipeline
-from .weights import load_model
+from ..io import audio
+from . import pipeline
+from .model import load_model
 
 PROBE_FILES = 256  # files per header-reading task: a header costs little, a task more
 MAX_BLOCKS = 1000  # dataset blocks: enough to spread the reading, few enough to schedule cheaply
@@ -46,10 +44,6 @@ MODEL_CPUS = 1 - READ_CPUS
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed, so the ray engine cannot run."""
-
-
-class ResumeError(ValueError):
-    """An output folder holds the results of a run with other settings."""
 
 
 class Finished(NamedTuple):
@@ -250,72 +244,3 @@ def embed(model_name: str, files: list[str], layers=None, batch_size: int = 8, w
     pipeline.check_layers(model, layers)
     options = {"batch_size": batch_size, "layers": layers}
     return run(worker, model, model_name, files, options, pipeline.WHOLE, workers, address)
-
-
-# ---------------------------------------------------------------------------
-# Resuming
-
-
-class Journal:
-    """The record of a run in its output folder, so that a rerun skips the inputs already done.
-
-    FOLDER/npw2v2-run.json       the settings that decide the results; a rerun with others is refused
-    FOLDER/npw2v2-results.jsonl  a JSON object per input, appended as its batch finishes:
-                                 {"path", "output": file in FOLDER, ...} or {"path", "error"}
-
-    An input is done when it has a line with an ``output`` that exists. Errors are not done:
-    a rerun tries those files again (and reports them again).
-    """
-
-    SETTINGS = "npw2v2-run.json"
-    RESULTS = "npw2v2-results.jsonl"
-
-    def __init__(self, folder: Path, settings: dict):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._check_settings(settings)
-        self.rows = journal_rows(self.folder)
-
-    def _check_settings(self, settings: dict) -> None:
-        path = self.folder / self.SETTINGS
-        if path.exists():
-            before = json.loads(path.read_text(encoding="utf-8"))
-            changed = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
-            if changed:
-                raise ResumeError(f"{self.folder} holds the results of a run with another "
-                                  f"{', '.join(changed)}: give another output folder, or remove this one")
-        else:
-            write_atomically(path, json.dumps(settings, indent=1) + "\n")
-
-    def done(self) -> dict[str, str]:
-        """Path -> its output file, for the inputs that are done."""
-        return {row["path"]: row["output"] for row in self.rows
-                if "output" in row and (self.folder / row["output"]).exists()}
-
-    def record(self, row: dict) -> None:
-        """Add a line, on disk at once, so that a run killed after this keeps it."""
-        self.rows.append(row)
-        with open(self.folder / self.RESULTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def journal_rows(folder: Path) -> list[dict]:
-    """The rows of the Journal in FOLDER, [] when there is none."""
-    path = Path(folder) / Journal.RESULTS
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short when a run was killed while writing it
-            continue
-    return rows
-
-
-def write_atomically(path: Path, text: str | None = None, write=None) -> None:
-    """Write ``text`` (or call ``write(temporary path)``) and move it into place: never half a file."""
-    tmp = path.with_name(path.name + ".partial")
-    if write is None:
-        tmp.write_text(text, encoding="utf-8")
-    else:
-        write(tmp)
-    os.replace(tmp, path)

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CheckpointError
-from .audio import AudioError, AudioWarning
-from .backend import DeviceError, asnumpy
+from ..core.backend import DeviceError, asnumpy
+from ..io.audio import AudioError, AudioWarning
+from ..io.weights import CheckpointError
 from .distributed import RayUnavailable
-from .weights import load_model
+from .journal import Journal, merge_shards
+from .model import load_model
+from .writers import output_paths, record, render, render_classification, write_atomically, write_features
 
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                   ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".nist", ".sph"}
 FORMATS = {"text": "txt", "tsv": "tsv", "json": "json", "srt": "srt"}
-BUNDLED = Path(__file__).resolve().parent / "models"
+BUNDLED = Path(__file__).resolve().parents[1] / "bundled"
 DEFAULT_MODEL = BUNDLED / "digits.safetensors"  # the bundled model: spoken digits, synthetic voices
 EXAMPLES = BUNDLED / "examples"
 DEVICES = ("cpu", "cuda")
@@ -66,62 +68,6 @@ def progress_printer(total: int):
 
 
 # ---------------------------------------------------------------------------
-# transcribe
-
-
-def _timestamp(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
-def srt(words, max_words: int = 10, max_seconds: float = 5.0) -> str:
-    """Subtitles from timed words: cues of at most ``max_words`` words and ``max_seconds``."""
-    cues, cue = [], []
-    for word in words:
-        if cue and (len(cue) >= max_words or word.end - cue[0].start > max_seconds):
-            cues.append(cue)
-            cue = []
-        cue.append(word)
-    if cue:
-        cues.append(cue)
-    return "".join(f"{i}\n{_timestamp(c[0].start)} --> {_timestamp(c[-1].end)}\n{' '.join(w.text for w in c)}\n\n"
-                   for i, c in enumerate(cues, 1))
-
-
-def render(result, fmt: str, timestamps: bool) -> str:
-    """One transcription in the chosen format, ending with a newline."""
-    if fmt == "text":
-        return result.text + "\n"
-    if fmt == "tsv":
-        return f"{result.source}\t{result.seconds:.2f}\t{result.text}\n"
-    if fmt == "srt":
-        return srt(result.words)
-    return json.dumps(record(result, timestamps), ensure_ascii=False) + "\n"
-
-
-def record(result, timestamps: bool) -> dict:
-    """One transcription as the json format writes it: path, text, seconds, and words with times."""
-    out = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3)}
-    if timestamps:
-        out["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in result.words]
-    return out
-
-
-def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
-    """One output file per input in FOLDER, named after the input; clashing names get -2, -3, ..."""
-    taken, paths = set(), []
-    for source in sources:
-        stem, n = Path(source).stem, 1
-        name = f"{stem}.{suffix}"
-        while name in taken:
-            n += 1
-            name = f"{stem}-{n}.{suffix}"
-        taken.add(name)
-        paths.append(folder / name)
-    return paths
-
-
-# ---------------------------------------------------------------------------
 # Engines: this process, or a Ray cluster
 
 
@@ -160,8 +106,6 @@ def model_identity(name: str) -> str:
 
 def open_journal(folder: Path, settings: dict, files: list[str]):
     """The ray engine's record in FOLDER, and which of ``files`` it says are done (path -> output name)."""
-    from .distributed import Journal
-
     journal = Journal(folder, settings)
     done = journal.done()
     finished = sum(f in done for f in files)
@@ -233,8 +177,6 @@ def write_transcripts(args, files: list[str], timestamps: bool) -> int:
                     "timestamps": timestamps, "chunk_seconds": args.chunk_seconds}
         journal, done = open_journal(args.output, settings, files)
         todo = [i for i in todo if done.get(files[i]) != paths[i].name]
-    from .distributed import write_atomically
-
     failed = 0
     for k, r in transcriptions(args, [files[i] for i in todo], timestamps):
         i = todo[k]
@@ -289,18 +231,8 @@ def run_embed(args) -> int:
             print(f"npw2v2: error: {r}", file=sys.stderr)
     if good:
         write_features(args.out, good, metadata)
+        print(f"npw2v2: wrote the features of {len(good)} files to {args.out}", file=sys.stderr)
     return 1 if len(good) < len(files) else 0
-
-
-def write_features(out: Path, features: dict, metadata: dict) -> None:
-    """Features ({path: [layers, T, D]}) to OUT.npy (one input) or OUT.safetensors (a tensor per path)."""
-    if out.suffix.lower() == ".npy":
-        np.save(out, next(iter(features.values())))
-    else:
-        from safetensors.numpy import save_file
-
-        save_file({f: np.ascontiguousarray(r) for f, r in features.items()}, str(out), metadata=metadata)
-    print(f"npw2v2: wrote the features of {len(features)} files to {out}", file=sys.stderr)
 
 
 def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
@@ -330,44 +262,22 @@ def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
                 failed += 1
         if good:
             shard = folder / f"part-{next_shard:05d}.safetensors"
-            distributed.write_atomically(shard, write=lambda tmp, good=good: save_file(good, str(tmp), metadata=metadata))
+            write_atomically(shard, write=lambda tmp, good=good: save_file(good, str(tmp), metadata=metadata))
             next_shard += 1
             for path in good:
                 journal.record({"path": path, "output": shard.name})
     if not shards:
-        merge_shards(folder, journal.done(), files, args.out, metadata)
+        merged = merge_shards(folder, journal.done(), files, args.out, metadata)
+        if merged:
+            print(f"npw2v2: wrote the features of {merged} files to {args.out}", file=sys.stderr)
     else:
         print(f"npw2v2: features of {len(todo) - failed} files written to {folder}, a shard per batch "
-              f"({distributed.Journal.RESULTS} says which holds each file)", file=sys.stderr)
+              f"({Journal.RESULTS} says which holds each file)", file=sys.stderr)
     return 1 if failed else 0
-
-
-def merge_shards(folder: Path, done: dict[str, str], files: list[str], out: Path, metadata: dict) -> None:
-    """The done files' features (``done``: path -> shard) into OUT, in the order of ``files``; FOLDER removed."""
-    import shutil
-
-    from safetensors import safe_open
-
-    features = {}
-    for path in (f for f in files if f in done):
-        with safe_open(str(folder / done[path]), "np") as shard:
-            features[path] = shard.get_tensor(path)
-    if features:
-        write_features(out, features, metadata)
-    shutil.rmtree(folder)
 
 
 # ---------------------------------------------------------------------------
 # classify
-
-
-def render_classification(result, fmt: str) -> str:
-    """One input's label scores: "path<TAB>label score<TAB>..." or a JSON object, ending with a newline."""
-    if fmt == "json":
-        labels = [{"label": label, "score": round(score, 6)} for label, score in result.scores]
-        return json.dumps({"path": result.source, "seconds": round(result.seconds, 3), "labels": labels},
-                          ensure_ascii=False) + "\n"
-    return "\t".join([result.source, *(f"{label} {score:.4f}" for label, score in result.scores)]) + "\n"
 
 
 def run_classify(args) -> int:
@@ -391,7 +301,7 @@ def run_classify(args) -> int:
 
 def explain_inputs(args, model) -> tuple[np.ndarray, np.ndarray]:
     """The padded batch to trace: audio files, or noise of the asked lengths. ([B, S], [B, S] mask)."""
-    from . import audio
+    from ..io import audio
 
     rate = model.sampling_rate
     if args.inputs:
@@ -410,13 +320,16 @@ def run_explain(args) -> int:
     model, name = load_model(args.model, args.seed, device=args.device)
     x, mask = explain_inputs(args, model)
     trace = Trace()
-    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace)
-    alone = largest_difference_from_alone(model, x, mask, out)
+    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace,
+                reference=args.reference)
+    alone = largest_difference_from_alone(model, x, mask, out, args.reference)
     if args.json:
-        print(json.dumps({"model": name, "config": model.config.to_dict(), "stages": trace.as_data(),
+        print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
+                          "config": model.config.to_dict(), "stages": trace.as_data(),
                           "largest_difference_from_alone": alone}))
     else:
-        print(f"npw2v2 explain: {name}\n  {model!r}\n")
+        path = "the reference path" if args.reference else "the fast path"
+        print(f"npw2v2 explain: {name}, {path}\n  {model!r}\n")
         print(describe(trace, model, model.sampling_rate))
         print(f"\nEach input run alone gives the same valid frames: largest difference {alone:.1e}"
               + (" (group norm sees the padding here)" if args.norm_over_padding else ""))
@@ -428,18 +341,18 @@ def run_explain(args) -> int:
     return 0
 
 
-def largest_difference_from_alone(model, x, mask, batched) -> float:
+def largest_difference_from_alone(model, x, mask, batched, reference: bool) -> float:
     """How far each input's valid frames in the padded batch are from the input run alone."""
     worst = 0.0
     for i, n in enumerate(mask.sum(axis=1)):
-        alone = asnumpy(model(model.xp.asarray(x[i:i + 1, :n])).last_hidden_state[0])  # [T_i, D]
+        alone = asnumpy(model(model.xp.asarray(x[i:i + 1, :n]), reference=reference).last_hidden_state[0])  # [T_i, D]
         worst = max(worst, float(np.abs(asnumpy(batched.last_hidden_state[i, :len(alone)]) - alone).max()))
     return worst
 
 
 def run_compare(args) -> int:
+    from ..io.weights import read_safetensors
     from .explain import compare
-    from .weights import read_safetensors
 
     a, b = read_safetensors(args.a)[0], read_safetensors(args.b)[0]
     diffs = compare(a, b)
@@ -581,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--samples", type=int, nargs="+", help="input lengths in samples")
     x.add_argument("--norm-over-padding", action="store_true",
                    help="let group norm see the padding, as transformers does (to compare with its activations)")
+    x.add_argument("--reference", action="store_true",
+                   help="take the reference path: every operation in its plainest form (npw2v2.core.layers)")
     x.add_argument("--json", action="store_true", help="print the trace as JSON")
     x.add_argument("--save", type=Path, metavar="ACTS.safetensors",
                    help="write every stage's activations (with the inputs and masks)")
@@ -612,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=1, help="copies of a single --seconds length (default 1)")
     b.add_argument("--runs", type=int, default=5, help="timed runs per engine (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    b.add_argument("--reference", action="store_true",
+                   help="time the reference path (npw2v2.core.layers) instead of the fast one")
     b.add_argument("--vs-torch", action="store_true",
                    help="also time transformers' Wav2Vec2Model on the same weights, alternating run by run, "
                         "and print the ratios and the largest output difference (needs torch, transformers)")

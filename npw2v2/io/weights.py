@@ -1,10 +1,10 @@
-"""Parameters: from a .safetensors file or a Hugging Face folder to a checked, nested dict.
+"""Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
 with or without the ``wav2vec2.`` prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
-folded once, at load time.
+folded once, at load time. The model object is built above this layer (npw2v2.app.model).
 """
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapters import attention_adapter_shapes, downsample_shapes, language_shapes
-from .backend import to_device
-from .config import BASE, LARGE, Config
-from .heads import head_shapes, model_kind
-from .model import Wav2Vec2, fold_weight_norm
+from ..core.adapters import language_shapes
+from ..core.backend import to_device
+from ..core.config import Config
+from ..core.heads import model_kind
+from ..core.params import expected_shapes, fold_weight_norm, optional_shapes, unflatten
 
-# Tensors a model may have or not: the mask embedding (only for mask_time_indices; checkpoints
-# trained with mask_time_prob = 0 have none).
-OPTIONAL = ("masked_spec_embed",)
 # MMS languages bundled in a converted file: "languages.fra.lm_head.weight", ...
 LANGUAGES = "languages."
 
@@ -33,74 +30,6 @@ WEIGHT_NORM_SPELLINGS = {
 
 class CheckpointError(ValueError):
     """A model file or folder that cannot be loaded; the message names the file and the problem."""
-
-
-# ---------------------------------------------------------------------------
-# What a model of a given config holds
-
-
-def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
-    """Every tensor name a model of this config and kind (default: the config's) needs, with its shape."""
-    kind = kind or model_kind(cfg)
-    shapes = {}
-
-    def add(prefix, **named_shapes):
-        for name, shape in named_shapes.items():
-            shapes[f"{prefix}.{name}"] = shape
-
-    channels_in = 1
-    for i, (c, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
-        layer = f"feature_extractor.conv_layers.{i}"
-        add(f"{layer}.conv", weight=(c, channels_in, k))
-        if cfg.conv_bias:
-            add(f"{layer}.conv", bias=(c,))
-        if cfg.feat_extract_norm == "layer" or i == 0:
-            add(f"{layer}.layer_norm", weight=(c,), bias=(c,))
-        channels_in = c
-
-    c, d, f = cfg.conv_dim[-1], cfg.hidden_size, cfg.intermediate_size
-    add("feature_projection.layer_norm", weight=(c,), bias=(c,))
-    add("feature_projection.projection", weight=(d, c), bias=(d,))
-    pos_in = d // cfg.num_conv_pos_embedding_groups
-    add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
-    add("encoder.layer_norm", weight=(d,), bias=(d,))
-    for i in range(cfg.num_hidden_layers):
-        layer = f"encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            add(f"{layer}.attention.{proj}", weight=(d, d), bias=(d,))
-        add(f"{layer}.layer_norm", weight=(d,), bias=(d,))
-        add(f"{layer}.feed_forward.intermediate_dense", weight=(f, d), bias=(f,))
-        add(f"{layer}.feed_forward.output_dense", weight=(d, f), bias=(d,))
-        add(f"{layer}.final_layer_norm", weight=(d,), bias=(d,))
-        shapes.update(attention_adapter_shapes(cfg, i))
-    return {**shapes, **downsample_shapes(cfg), **head_shapes(cfg, kind)}
-
-
-def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
-    return {"masked_spec_embed": (cfg.hidden_size,)}
-
-
-def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[str, np.ndarray]:
-    """Reproducible random float32 weights with Hugging Face names, for tests and benchmarks.
-
-    Drawn in sorted name order from ``numpy.random.RandomState(seed)``, whose stream NumPy
-    keeps frozen, so the same seed gives the same model on every machine and release.
-    Matrices get std 1/sqrt(fan_in), norm scales 1 + N(0, 0.1), biases N(0, 0.1): activations
-    stay of order one through any depth. ``kind`` (npw2v2.heads.KINDS) picks the head; by
-    default the config's architectures do.
-    """
-    rng = np.random.RandomState(seed)
-    weights = {}
-    for name, shape in sorted(expected_shapes(cfg, kind).items()):
-        noise = rng.standard_normal(shape)
-        if len(shape) > 1:
-            value = noise / np.sqrt(np.prod(shape[1:]))
-        elif name.endswith("layer_norm.weight"):
-            value = 1.0 + 0.1 * noise
-        else:
-            value = 0.1 * noise
-        weights[name] = value.astype(np.float32)
-    return weights
 
 
 # ---------------------------------------------------------------------------
@@ -179,51 +108,6 @@ def split_languages(tensors: dict) -> tuple[dict, dict[str, dict]]:
     return own, languages
 
 
-def unflatten(flat: dict) -> dict:
-    """{"a.0.b": x} -> {"a": [{"b": x}]}: dotted names to nested dicts, numbered parts to lists."""
-    tree = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return _numbered_to_lists(tree)
-
-
-def _numbered_to_lists(node):
-    if not isinstance(node, dict):
-        return node
-    children = {k: _numbered_to_lists(v) for k, v in node.items()}
-    if children and all(k.isdigit() for k in children):
-        return [children[k] for k in sorted(children, key=int)]
-    return children
-
-
-def from_tensors(tensors: dict, cfg: Config, source: str = "tensors", vocab=None, metadata=None,
-                 dtype=np.float32, device: str = "cpu", folder: Path | None = None) -> Wav2Vec2:
-    """A model from a flat dict of Hugging Face-named tensors, checked against the config.
-
-    An MMS model (adapter_attn_dim) finds other languages' adapters among the tensors
-    (``languages.LANG.*``) or as adapter.LANG.safetensors files in ``folder``.
-    """
-    flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
-    check_tensors(flat, cfg, source)
-    flat, bundled = split_languages(fold_positional_weight_norm(flat))
-    model = Wav2Vec2(unflatten({n: to_device(v, device) for n, v in flat.items()}), cfg, vocab=vocab,
-                     metadata=metadata)
-    if cfg.adapter_attn_dim is not None or bundled or is_nested(vocab):
-        from .languages import attach
-
-        attach(model, bundled, folder, dtype, device)
-    return model
-
-
-def is_nested(vocab) -> bool:
-    """Whether a vocabulary is MMS's, one per language: {"eng": {"<pad>": 0, ...}, ...}."""
-    return isinstance(vocab, dict) and bool(vocab) and all(isinstance(v, dict) for v in vocab.values())
-
-
 # ---------------------------------------------------------------------------
 # Files
 
@@ -299,32 +183,26 @@ def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
     return tensors, cfg, parsed.pop("vocab", None), parsed
 
 
-def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
-    """Load a model from a .safetensors file or a Hugging Face model folder.
+def read(path) -> tuple[dict, Config, dict | None, dict]:
+    """(tensors, config, vocabulary, metadata) of a .safetensors file or a Hugging Face model folder.
 
-    Raises CheckpointError naming the path and every problem found.
+    The tensors are as stored; ``prepare`` checks them. Raises CheckpointError naming the path.
     """
     path = Path(path)
     if path.is_dir():
-        tensors, cfg, vocab, metadata = _read_folder(path)
-    elif path.is_file():
-        tensors, cfg, vocab, metadata = _read_file(path)
-    else:
-        raise CheckpointError(f"{path}: no such file or folder")
-    return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
-                        folder=path if path.is_dir() else path.parent)
+        return _read_folder(path)
+    if path.is_file():
+        return _read_file(path)
+    raise CheckpointError(f"{path}: no such file or folder")
 
 
-BUILT_IN = {"base": BASE, "large": LARGE}  # architectures the command line knows by name
+def prepare(tensors: dict, cfg: Config, source: str, dtype=np.float32, device: str = "cpu") -> tuple[dict, dict]:
+    """Checked parameters, as the nested dict the core reads, on the device; and bundled MMS languages.
 
-
-def load_model(name: str, seed: int = 0, device: str = "cpu") -> tuple[Wav2Vec2, str]:
-    """A model file or folder, or a built-in architecture name with random weights, on the device.
-
-    Returns the model and a description of it for messages and metadata.
+    Every missing, unexpected and mis-shaped tensor is listed in one CheckpointError. The
+    languages ({language: flat tensors}, "languages.LANG.*" in the file) stay flat, on the host.
     """
-    if name in BUILT_IN:
-        cfg = BUILT_IN[name]
-        return from_tensors(random_weights(cfg, seed=seed), cfg, device=device), \
-            f"{name} architecture, random weights (seed {seed})"
-    return load(name, device=device), name
+    flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
+    check_tensors(flat, cfg, source)
+    flat, bundled = split_languages(fold_positional_weight_norm(flat))
+    return unflatten({n: to_device(v, device) for n, v in flat.items()}), bundled

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import asnumpy
+from ..core.backend import asnumpy
 
 
 @dataclass

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, ctc
-from .backend import asnumpy
-from .heads import SEQUENCE_CLASSIFICATION
-from .layers import softmax
+from ..core.backend import asnumpy
+from ..core.heads import SEQUENCE_CLASSIFICATION
+from ..core.layers import softmax
+from ..io import audio
+from . import ctc
 
 DEFAULT_CHUNK_SECONDS = 20.0
 WHOLE = np.iinfo(np.int64).max  # a chunk no input exceeds: embed and classify read every file whole

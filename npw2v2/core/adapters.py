@@ -10,7 +10,7 @@ Two unrelated things share transformers' word "adapter":
   conv, as a lone input's zero padding looks (transformers does not; ``leak=True`` copies it).
 - **MMS attention adapters** (``adapter_attn_dim``): a small per-language bottleneck added to
   the output of every pre-LN transformer layer. With the CTC head they are the only weights
-  that change between MMS's languages (see npw2v2/languages.py for the switching).
+  that change between MMS's languages (see npw2v2/io/languages.py for the switching).
 
 Pure functions here; shapes [B, T, D] as everywhere (O = output_hidden_size, A = adapter_attn_dim).
 """
@@ -20,19 +20,22 @@ import numpy as np
 
 from .backend import get_xp
 from .config import Config
-from .layers import conv1d, layer_norm, linear, relu
+from .layers import linear, relu
+from .lengths import length_mask
+from .ops import Ops
+from .trace import untraced
 
 # ---------------------------------------------------------------------------
 # MMS attention adapters
 
 
-def attention_adapter(x, p):
+def attention_adapter(x, p, ops: Ops):
     """LayerNorm, Linear(D -> A), ReLU, Linear(A -> D): what a pre-LN layer adds to its output.
 
     x: [B, T, D] -> [B, T, D]. Frame by frame, so padding cannot reach real frames.
     Mirrors Wav2Vec2AttnAdapterLayer (its LayerNorm has PyTorch's default eps, 1e-5).
     """
-    h = layer_norm(x, **p["norm"], eps=1e-5)
+    h = ops.layer_norm(x, **p["norm"], eps=1e-5)
     return linear(relu(linear(h, **p["linear_1"])), **p["linear_2"])  # [B, T, A] in between
 
 
@@ -72,24 +75,23 @@ def glu(x):
     return a / (1.0 + get_xp(x).exp(-b))
 
 
-def downsample(x, lengths, p, cfg: Config, masked: bool, leak: bool, trace):
+def downsample(x, lengths, p, cfg: Config, ops: Ops, masked: bool, leak: bool, trace=untraced):
     """The down-sampling adapter: encoder output to fewer, possibly narrower, frames.
 
     x: [B, T, D], lengths: [B] valid frames -> ([B, T', O], [B] valid frames of the output).
     With ``masked`` (a padded batch) padded frames are zeroed before each conv, so every
     item gets its lone result; ``leak=True`` lets them in, as transformers does.
-    ``trace`` is npw2v2.model's stage recorder.
     Mirrors Wav2Vec2Adapter with its Wav2Vec2AdapterLayers.
     """
     xp = get_xp(x)
     if "proj" in p:
-        x = layer_norm(linear(x, **p["proj"]), **p["proj_layer_norm"], eps=1e-5)  # [B, T, O]
+        x = ops.layer_norm(linear(x, **p["proj"]), **p["proj_layer_norm"], eps=1e-5)  # [B, T, O]
         trace("adapter.proj", x, axes="B T D", note=f"Linear {cfg.hidden_size} -> {cfg.adapter_width}, LayerNorm")
     lengths = np.asarray(lengths)
     for i, layer in enumerate(p["layers"]):
         if masked and not leak:
-            x = x * (xp.arange(x.shape[1])[None, :] < xp.asarray(lengths)[:, None])[:, :, None]
-        x = glu(conv1d(x, **layer["conv"], stride=cfg.adapter_stride, padding=1))  # [B, T_i, O]
+            x = x * length_mask(lengths, x.shape[1], xp)[:, :, None]
+        x = glu(ops.conv1d(x, **layer["conv"], stride=cfg.adapter_stride, padding=1))  # [B, T_i, O]
         lengths = adapter_length(lengths, cfg)
         trace(f"adapter.layers.{i}", x, axes="B T D", lengths=lengths, kernel=cfg.adapter_kernel_size,
               stride=cfg.adapter_stride, padding_zeroed=masked and not leak)

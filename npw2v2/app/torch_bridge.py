@@ -1,0 +1,34 @@
+"""npw2v2's weights in PyTorch: a transformers model's state dict from npw2v2's tensors.
+
+For ``npw2v2 bench --vs-torch`` and golden/record.py, which run transformers on the same
+weights as npw2v2. Needs torch, imported only when these functions run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def torch_state_dict(model, weights: dict) -> dict:
+    """npw2v2's canonical weights under a transformers model's own state-dict names (torch tensors).
+
+    The positional conv is weight-normed there: original0 is g = ||W|| over dims (0, 1), original1 is v = W.
+    """
+    import torch
+
+    state = {}
+    for key, current in model.state_dict().items():
+        name = key.removeprefix("wav2vec2.")
+        if name == "masked_spec_embed":  # training-only; keep the model's own value
+            value = current.numpy()
+        elif ".parametrizations.weight." in name:
+            w = weights[name.split(".parametrizations.")[0] + ".weight"]
+            value = weight_norm_g(w) if name.endswith("original0") else w
+        else:
+            value = weights[name]
+        state[key] = torch.from_numpy(np.ascontiguousarray(value))
+    return state
+
+
+def weight_norm_g(w: np.ndarray) -> np.ndarray:
+    """The magnitude part of weight norm over dims (0, 1): [D, D / groups, K] -> [1, 1, K]."""
+    return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))

@@ -1,0 +1,99 @@
+"""Output writers: transcripts as text, TSV, JSON lines or subtitles; label scores; feature files.
+
+Each renders or writes one result; the command line decides where results go.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Transcripts
+
+
+def _timestamp(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def srt(words, max_words: int = 10, max_seconds: float = 5.0) -> str:
+    """Subtitles from timed words: cues of at most ``max_words`` words and ``max_seconds``."""
+    cues, cue = [], []
+    for word in words:
+        if cue and (len(cue) >= max_words or word.end - cue[0].start > max_seconds):
+            cues.append(cue)
+            cue = []
+        cue.append(word)
+    if cue:
+        cues.append(cue)
+    return "".join(f"{i}\n{_timestamp(c[0].start)} --> {_timestamp(c[-1].end)}\n{' '.join(w.text for w in c)}\n\n"
+                   for i, c in enumerate(cues, 1))
+
+
+def render(result, fmt: str, timestamps: bool) -> str:
+    """One transcription in the chosen format, ending with a newline."""
+    if fmt == "text":
+        return result.text + "\n"
+    if fmt == "tsv":
+        return f"{result.source}\t{result.seconds:.2f}\t{result.text}\n"
+    if fmt == "srt":
+        return srt(result.words)
+    return json.dumps(record(result, timestamps), ensure_ascii=False) + "\n"
+
+
+def record(result, timestamps: bool) -> dict:
+    """One transcription as the json format writes it: path, text, seconds, and words with times."""
+    out = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3)}
+    if timestamps:
+        out["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in result.words]
+    return out
+
+
+def render_classification(result, fmt: str) -> str:
+    """One input's label scores: "path<TAB>label score<TAB>..." or a JSON object, ending with a newline."""
+    if fmt == "json":
+        labels = [{"label": label, "score": round(score, 6)} for label, score in result.scores]
+        return json.dumps({"path": result.source, "seconds": round(result.seconds, 3), "labels": labels},
+                          ensure_ascii=False) + "\n"
+    return "\t".join([result.source, *(f"{label} {score:.4f}" for label, score in result.scores)]) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
+    """One output file per input in FOLDER, named after the input; clashing names get -2, -3, ..."""
+    taken, paths = set(), []
+    for source in sources:
+        stem, n = Path(source).stem, 1
+        name = f"{stem}.{suffix}"
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.{suffix}"
+        taken.add(name)
+        paths.append(folder / name)
+    return paths
+
+
+def write_atomically(path: Path, text: str | None = None, write=None) -> None:
+    """Write ``text`` (or call ``write(temporary path)``) and move it into place: never half a file."""
+    tmp = path.with_name(path.name + ".partial")
+    if write is None:
+        tmp.write_text(text, encoding="utf-8")
+    else:
+        write(tmp)
+    os.replace(tmp, path)
+
+
+def write_features(out: Path, features: dict, metadata: dict) -> None:
+    """Features ({path: [layers, T, D]}) to OUT.npy (one input) or OUT.safetensors (a tensor per path)."""
+    if out.suffix.lower() == ".npy":
+        np.save(out, next(iter(features.values())))
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({f: np.ascontiguousarray(r) for f, r in features.items()}, str(out), metadata=metadata)

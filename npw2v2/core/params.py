@@ -1,0 +1,111 @@
+"""The parameters: which tensors a config needs, under which names, and as a nested dict.
+
+Names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``);
+``unflatten`` turns them into the nested dict the blocks read,
+``params["encoder"]["layers"][3]["attention"]["q_proj"]["weight"]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .adapters import attention_adapter_shapes, downsample_shapes
+from .backend import get_xp
+from .config import Config
+from .heads import head_shapes, model_kind
+
+
+def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor name a model of this config and kind (default: the config's) needs, with its shape."""
+    kind = kind or model_kind(cfg)
+    shapes = {}
+
+    def add(prefix, **named_shapes):
+        for name, shape in named_shapes.items():
+            shapes[f"{prefix}.{name}"] = shape
+
+    channels_in = 1
+    for i, (c, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
+        layer = f"feature_extractor.conv_layers.{i}"
+        add(f"{layer}.conv", weight=(c, channels_in, k))
+        if cfg.conv_bias:
+            add(f"{layer}.conv", bias=(c,))
+        if cfg.feat_extract_norm == "layer" or i == 0:
+            add(f"{layer}.layer_norm", weight=(c,), bias=(c,))
+        channels_in = c
+
+    c, d, f = cfg.conv_dim[-1], cfg.hidden_size, cfg.intermediate_size
+    add("feature_projection.layer_norm", weight=(c,), bias=(c,))
+    add("feature_projection.projection", weight=(d, c), bias=(d,))
+    pos_in = d // cfg.num_conv_pos_embedding_groups
+    add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
+    add("encoder.layer_norm", weight=(d,), bias=(d,))
+    for i in range(cfg.num_hidden_layers):
+        layer = f"encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            add(f"{layer}.attention.{proj}", weight=(d, d), bias=(d,))
+        add(f"{layer}.layer_norm", weight=(d,), bias=(d,))
+        add(f"{layer}.feed_forward.intermediate_dense", weight=(f, d), bias=(f,))
+        add(f"{layer}.feed_forward.output_dense", weight=(d, f), bias=(d,))
+        add(f"{layer}.final_layer_norm", weight=(d,), bias=(d,))
+        shapes.update(attention_adapter_shapes(cfg, i))
+    return {**shapes, **downsample_shapes(cfg), **head_shapes(cfg, kind)}
+
+
+def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """Tensors a model may have or not: the mask embedding (only for mask_time_indices; checkpoints
+    trained with mask_time_prob = 0 have none)."""
+    return {"masked_spec_embed": (cfg.hidden_size,)}
+
+
+def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[str, np.ndarray]:
+    """Reproducible random float32 weights with Hugging Face names, for tests and benchmarks.
+
+    Drawn in sorted name order from ``numpy.random.RandomState(seed)``, whose stream NumPy
+    keeps frozen, so the same seed gives the same model on every machine and release.
+    Matrices get std 1/sqrt(fan_in), norm scales 1 + N(0, 0.1), biases N(0, 0.1): activations
+    stay of order one through any depth. ``kind`` (npw2v2.core.heads.KINDS) picks the head; by
+    default the config's architectures do.
+    """
+    rng = np.random.RandomState(seed)
+    weights = {}
+    for name, shape in sorted(expected_shapes(cfg, kind).items()):
+        noise = rng.standard_normal(shape)
+        if len(shape) > 1:
+            value = noise / np.sqrt(np.prod(shape[1:]))
+        elif name.endswith("layer_norm.weight"):
+            value = 1.0 + 0.1 * noise
+        else:
+            value = 0.1 * noise
+        weights[name] = value.astype(np.float32)
+    return weights
+
+
+def fold_weight_norm(weight_g, weight_v):
+    """Weight norm over dims (0, 1), as the positional conv uses it: ``g * v / ||v||``.
+
+    weight_g: [1, 1, K], weight_v: [D, D / groups, K] -> weight [D, D / groups, K].
+    """
+    xp = get_xp(weight_v)
+    norm = xp.sqrt((weight_v * weight_v).sum(axis=(0, 1), keepdims=True))
+    return (weight_g * weight_v / norm).astype(weight_v.dtype)
+
+
+def unflatten(flat: dict) -> dict:
+    """{"a.0.b": x} -> {"a": [{"b": x}]}: dotted names to nested dicts, numbered parts to lists."""
+    tree = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return _numbered_to_lists(tree)
+
+
+def _numbered_to_lists(node):
+    if not isinstance(node, dict):
+        return node
+    children = {k: _numbered_to_lists(v) for k, v in node.items()}
+    if children and all(k.isdigit() for k in children):
+        return [children[k] for k in sorted(children, key=int)]
+    return children

@@ -1,0 +1,110 @@
+"""From conv features to the transformer's output: projection, positional conv, transformer layers.
+
+Shared by the family: HuBERT, data2vec-audio and UniSpeech-SAT use these blocks as they
+are; a member with its own attention or layer (WavLM's relative position bias, a
+conformer's convolution module) writes that block in its own file and reuses the rest.
+Each block takes ``ops`` (npw2v2.core.ops): the reference or the fast operations.
+"""
+from __future__ import annotations
+
+from .adapters import attention_adapter
+from .config import Config
+from .layers import linear
+from .ops import Ops
+from .params import fold_weight_norm
+from .trace import untraced
+
+
+def feature_projection(features, p, cfg: Config, ops: Ops):
+    """LayerNorm over the C channels, then a linear map C -> D, frame by frame.
+
+    features: [B, T, C] -> (hidden [B, T, D], extract_features [B, T, C]).
+    Mirrors Wav2Vec2FeatureProjection.
+    """
+    normed = ops.layer_norm(features, **p["layer_norm"], eps=cfg.layer_norm_eps)
+    return linear(normed, **p["projection"]), normed
+
+
+def positional_embedding(x, p, cfg: Config, ops: Ops):
+    """Relative position information from a wide grouped convolution over time.
+
+    x: [B, T, D] -> [B, T, D] (to be added to x). ``p`` is pos_conv_embed["conv"], with a
+    plain ``weight`` or weight norm's ``weight_g``/``weight_v``. Zero padding of K // 2
+    on both sides gives T + 1 frames for even K, so the last is dropped.
+    Mirrors Wav2Vec2PositionalConvEmbedding with Wav2Vec2SamePadLayer.
+    """
+    k = cfg.num_conv_pos_embeddings
+    weight = p["weight"] if "weight" in p else fold_weight_norm(p["weight_g"], p["weight_v"])
+    y = ops.conv1d(x, weight, p["bias"], padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
+    if k % 2 == 0:
+        y = y[:, :-1]
+    return ops.activation(cfg.feat_extract_activation)(y, out=y)
+
+
+def feed_forward(x, p, cfg: Config, ops: Ops):
+    """Two linear layers with the activation between. [B, T, D] -> [B, T, F] -> [B, T, D].
+
+    Mirrors Wav2Vec2FeedForward.
+    """
+    h = linear(x, **p["intermediate_dense"])  # [B, T, F]
+    h = ops.activation(cfg.hidden_act)(h, out=h)
+    return linear(h, **p["output_dense"])
+
+
+def encoder_layer(x, valid, p, cfg: Config, ops: Ops):
+    """One transformer block; pre-LN when cfg.do_stable_layer_norm, else post-LN.
+
+    x: [B, T, D], valid: [B, T] bool or None -> [B, T, D]. A pre-LN layer of an MMS
+    model ends with its language's attention adapter. Mirrors Wav2Vec2EncoderLayer /
+    Wav2Vec2EncoderLayerStableLayerNorm.
+    """
+    def norm(h, name):
+        return ops.layer_norm(h, **p[name], eps=cfg.layer_norm_eps)
+
+    def attend(h):
+        return ops.attention(h, valid, p["attention"], heads=cfg.num_attention_heads)
+
+    if cfg.do_stable_layer_norm:
+        x = x + attend(norm(x, "layer_norm"))
+        x = x + feed_forward(norm(x, "final_layer_norm"), p["feed_forward"], cfg, ops)
+        return x + attention_adapter(x, p["adapter_layer"], ops) if "adapter_layer" in p else x
+    x = norm(x + attend(x), "layer_norm")
+    return norm(x + feed_forward(x, p["feed_forward"], cfg, ops), "final_layer_norm")
+
+
+def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True):
+    """Positional conv, then the transformer layers.
+
+    x: [B, T, D], valid: [B, T] bool or None -> (last_hidden_state [B, T, D], hidden_states).
+    ``hidden_states`` is a list of L + 1 arrays [B, T, D]: the input of each layer, then
+    the output of the last one, as transformers 5 returns them. Post-LN: LN(x + pos) feeds
+    layer 1. Pre-LN: x + pos feeds layer 1 and a final LN follows the last layer;
+    ``hidden_states[-1]`` is before that LN, ``last_hidden_state`` after (transformers 4
+    repeated the latter as the last entry; see golden/README.md). With ``keep_states=False``
+    the list is empty, and each layer's input is freed as soon as it has been used.
+    Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
+    """
+    def norm(h):
+        return ops.layer_norm(h, **p["layer_norm"], eps=cfg.layer_norm_eps)
+
+    if valid is not None:
+        # The positional conv must see zeros where there is no audio, as a lone input does.
+        x = x * valid[:, :, None]
+        trace("masked", x, axes="B T D", note="padded frames set to 0 before the positional conv")
+    position = positional_embedding(x, p["pos_conv_embed"]["conv"], cfg, ops)
+    trace("positional_embedding", position, axes="B T D", kernel=cfg.num_conv_pos_embeddings,
+          groups=cfg.num_conv_pos_embedding_groups)
+    x = x + position
+    if not cfg.do_stable_layer_norm:
+        x = norm(x)
+    states = []
+    for i, layer in enumerate(p["layers"]):
+        trace(f"hidden_states.{i}", x, axes="B T D", keys_masked=valid is not None, heads=cfg.num_attention_heads)
+        if keep_states:
+            states.append(x)
+        x = encoder_layer(x, valid, layer, cfg, ops)
+    trace(f"hidden_states.{len(p['layers'])}", x, axes="B T D")
+    if keep_states:
+        states.append(x)
+    last = norm(x) if cfg.do_stable_layer_norm else x
+    return last, states
