@@ -12,6 +12,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import scipy.special
 
 
 class HostCallError(TypeError):
@@ -141,6 +142,7 @@ device = _Namespace(
         sliding_window_view=_on_device(np.lib.stride_tricks.sliding_window_view))),
     asarray=_asarray,
     finfo=np.finfo,
+    erf=_on_device(scipy.special.erf),  # NumPy has none; CuPy's is cupyx.scipy.special.erf
 )
 
 

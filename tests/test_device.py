@@ -18,16 +18,21 @@ GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 PADDED = [(name, language) for name in ALL for language in languages(name)]
 
 
+PATHS = pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+
+
+@PATHS
 @pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
-def test_golden_stages_on_the_stand_in_device(name, case):
-    errors = case_errors(name, case, device=stand_in_device)
+def test_golden_stages_on_the_stand_in_device(name, case, reference):
+    errors = case_errors(name, case, device=stand_in_device, reference=reference)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"
 
 
+@PATHS
 @pytest.mark.parametrize("name,language", PADDED)
-def test_padded_batch_equals_alone_on_the_stand_in_device(name, language):
-    errors = batch_vs_alone_errors(name, device=stand_in_device, language=language)
+def test_padded_batch_equals_alone_on_the_stand_in_device(name, language, reference):
+    errors = batch_vs_alone_errors(name, device=stand_in_device, language=language, reference=reference)
     assert max(errors.values()) <= tolerance(name)
 
 
@@ -74,8 +79,9 @@ def _cupy_device():
     return types.SimpleNamespace(to_device=to_device, device=cupy)
 
 
+@PATHS
 @pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
-def test_golden_stages_on_a_real_gpu(name, case):
-    errors = case_errors(name, case, device=_cupy_device())
+def test_golden_stages_on_a_real_gpu(name, case, reference):
+    errors = case_errors(name, case, device=_cupy_device(), reference=reference)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"

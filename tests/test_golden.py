@@ -8,11 +8,13 @@ from golden import (HEADS, TINY, batch_vs_alone_errors, case_errors, cases, gold
 ALL = TINY + ["base"] + HEADS
 GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 PADDED = [(name, language) for name in ALL for language in languages(name)]
+PATHS = pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
 
 
+@PATHS
 @pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
-def test_every_recorded_stage_matches_transformers(name, case):
-    errors = case_errors(name, case)
+def test_every_recorded_stage_matches_transformers(name, case, reference):
+    errors = case_errors(name, case, reference=reference)
     assert errors, "no stage compared"
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"
@@ -37,10 +39,11 @@ def test_frame_mask_matches_transformers(name, language):
     np.testing.assert_array_equal(out.frame_mask, ref.get("output_frame_mask", ref["frame_mask"]))
 
 
-@pytest.mark.parametrize("items_alone", [False, None], ids=["as-one-batch", "default"])
+@pytest.mark.parametrize("path", ["fast-as-one-batch", "fast-default", "reference"])
 @pytest.mark.parametrize("name,language", PADDED)
-def test_padded_batch_item_equals_the_item_alone(name, language, items_alone):
-    errors = batch_vs_alone_errors(name, language=language, items_alone=items_alone)
+def test_padded_batch_item_equals_the_item_alone(name, language, path):
+    items_alone = None if path == "fast-default" else False
+    errors = batch_vs_alone_errors(name, language=language, items_alone=items_alone, reference=path == "reference")
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance(name), f"item {worst}: error {errors[worst]:.2e}"
 
