@@ -28,9 +28,12 @@ from transformers import (Wav2Vec2Config, Wav2Vec2ForAudioFrameClassification, W
                           Wav2Vec2ForPreTraining, Wav2Vec2ForSequenceClassification, Wav2Vec2Model)
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 import npw2v2  # noqa: E402  (weights and their names come from the library under test)
-from npw2v2.app.torch_bridge import torch_state_dict, weight_norm_g  # noqa: E402
+from npw2v2.app.cli import DEFAULT_MODEL  # noqa: E402  (the bundled model, trained by golden/train_tiny.py)
+from npw2v2.app.torch_bridge import torch_state_dict, transformers_model, weight_norm_g  # noqa: E402
+from npw2v2.io.weights import read_safetensors  # noqa: E402
 from signals import speech_like_batch  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -180,18 +183,24 @@ def record_config(name: str) -> dict:
             f"npw2v2.random_weights(config, seed={WEIGHT_SEED})"}
 
 
-TRAINED = "tiny_digits"  # written by golden/train_tiny.py
+TRAINED = "tiny_digits"  # its held-out clips, written by golden/train_tiny.py
 TRAINED_FILES = ["000.flac", "001.flac", "002.flac"]
 
 
 def record_trained() -> dict | None:
-    """The trained digits model's stages on held-out utterances (normalised, as the model sees them)."""
+    """The bundled model's stages on held-out utterances (normalised, as the model sees them).
+
+    transformers runs the weights of the bundled file itself, so the tests check the model
+    that ships, and the repository holds it once.
+    """
     import soundfile as sf
 
     folder = DATA / TRAINED
-    if not (folder / "model.safetensors").is_file():
+    if not DEFAULT_MODEL.is_file():
         return None
-    model = Wav2Vec2ForCTC.from_pretrained(str(folder), attn_implementation="eager").eval()
+    tensors, metadata = read_safetensors(DEFAULT_MODEL)
+    model = transformers_model(Wav2Vec2ForCTC, json.loads(metadata["config"]), tensors,
+                               attn_implementation="eager").eval()
     clips = [sf.read(folder / "held_out" / f, dtype="float32")[0] for f in TRAINED_FILES]
     clips = sorted(((c - c.mean()) / np.sqrt(c.var() + 1e-7) for c in clips), key=len, reverse=True)
     batch = np.zeros((len(clips), len(clips[0])), np.float32)
@@ -199,7 +208,8 @@ def record_trained() -> dict | None:
         row[:len(clip)] = clip
     mask = np.arange(batch.shape[1])[None, :] < np.array([len(c) for c in clips])[:, None]
     record_cases(model, padded_cases(batch, mask), folder)
-    return {"files": TRAINED_FILES, "cases": list(padded_cases(batch, mask))}
+    return {"weights": str(DEFAULT_MODEL.relative_to(ROOT)), "files": TRAINED_FILES,
+            "cases": list(padded_cases(batch, mask))}
 
 
 def save_weights(model, folder: Path, weight_norm: str) -> None:

@@ -8,9 +8,10 @@ resampled to 16 kHz, with random gain and light noise. The held-out test set use
 variants that never appear in training. The architecture is transformers' Wav2Vec2ForCTC
 (layer-norm conv encoder, pre-LN transformer), trained with CTC, no masking or dropout.
 
-Writes golden/data/tiny_digits/ (the Hugging Face folder of the best checkpoint, its
+Writes npw2v2/bundled/digits.safetensors (the best checkpoint, converted by npw2v2-convert from
+the Hugging Face folder transformers saves, which is not kept) and golden/data/tiny_digits/ (the
 held-out test set as FLAC files with their texts, PyTorch's transcripts of them, and a
-training log) and npw2v2/models/digits.safetensors (the converted model that ships).
+training log). ``--init npw2v2/bundled/digits.safetensors`` continues from the bundled model.
 """
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from npw2v2.app.metrics import word_error_rate  # noqa: E402
+from npw2v2.app.torch_bridge import transformers_model  # noqa: E402
+from npw2v2.io.weights import read_safetensors  # noqa: E402
+
 OUT = ROOT / "golden" / "data" / "tiny_digits"
-BUNDLED = ROOT / "npw2v2" / "models" / "digits.safetensors"
+BUNDLED = ROOT / "npw2v2" / "bundled" / "digits.safetensors"
 DIGITS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]  # wav2vec2-base-960h's layout
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
@@ -167,7 +171,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=320, help="held-out utterances")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-wer", type=float, default=0.02, help="stop early below this held-out WER")
-    parser.add_argument("--init", type=Path, help="continue from this Hugging Face folder (a previous run's output)")
+    parser.add_argument("--init", type=Path, help="continue from this model file (a previous run's bundled model)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--speed-perturb", action="store_true",
                         help="also play training clips 10%% faster or slower, at random")
@@ -184,7 +188,7 @@ def main() -> None:
     print(f"synthesised {len(train_audio)} + {len(test_audio)} utterances in {time.time() - start:.0f} s", flush=True)
 
     if args.init:
-        model = Wav2Vec2ForCTC.from_pretrained(str(args.init)).train()
+        model = transformers_model(Wav2Vec2ForCTC, MODEL, read_safetensors(args.init)[0]).train()
     else:
         model = Wav2Vec2ForCTC(Wav2Vec2Config(**MODEL)).train()
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
@@ -251,16 +255,12 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
 
     model.eval()
     earlier = []
-    if args.init and (args.init / "manifest.json").is_file():  # keep the history of a continued run
-        previous = json.loads((args.init / "manifest.json").read_text())
+    if args.init and (OUT / "manifest.json").is_file():  # keep the history of a continued run
+        previous = json.loads((OUT / "manifest.json").read_text())
         earlier = previous.get("earlier_runs", []) + [{k: previous[k] for k in ("command", "log")}]
     if OUT.exists():
         shutil.rmtree(OUT)
     (OUT / "held_out").mkdir(parents=True)
-    model.save_pretrained(str(OUT))
-    (OUT / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
-    (OUT / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
-    (OUT / "tokenizer_config.json").write_text(json.dumps({"word_delimiter_token": "|", "pad_token": "<pad>"}))
     names = []
     for i, x in enumerate(test_audio):
         name = f"{i:03d}.flac"
@@ -288,9 +288,20 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"held-out WER (PyTorch, 16-bit files): {100 * held_out_wer:.2f}% over {total} words", flush=True)
     bundle_examples(held_out)
+    bundle(model)
+
+
+def bundle(model) -> None:
+    """The model as the Hugging Face folder transformers saves, converted into the bundled file."""
     BUNDLED.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "convert", str(OUT), str(BUNDLED)], check=True, cwd=ROOT,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        (Path(folder) / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
+        (Path(folder) / "tokenizer_config.json").write_text(json.dumps({"word_delimiter_token": "|",
+                                                                        "pad_token": "<pad>"}))
+        subprocess.run([sys.executable, "-m", "convert", folder, str(BUNDLED)], check=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 if __name__ == "__main__":

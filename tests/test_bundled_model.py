@@ -1,11 +1,14 @@
-"""The bundled model (golden/train_tiny.py): spoken digits, checked against PyTorch and the truth."""
+"""The bundled model (golden/train_tiny.py): spoken digits, checked against PyTorch and the truth.
+
+Its stage-by-stage check against transformers running the same file is in test_golden.py (tiny_digits).
+"""
 import json
 
 import numpy as np
 import pytest
 
 import npw2v2
-from golden import GOLDEN
+from golden import GOLDEN, model
 from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES, main
 from npw2v2.app.metrics import word_error_rate
 
@@ -56,9 +59,9 @@ def test_examples_are_transcribed_by_default(capsys):
         assert text == spoken, line
 
 
-def test_bundled_model_is_the_trained_checkpoint(bundled, held_out):
-    import soundfile as sf
-
-    trained = npw2v2.load(HELD_OUT)  # the Hugging Face folder train_tiny.py saved
-    x = sf.read(HELD_OUT / "held_out" / held_out[0]["file"], dtype="float32")[0][None]
-    np.testing.assert_array_equal(bundled(x).logits, trained(x).logits)
+def test_the_golden_recordings_check_the_bundled_model(bundled):
+    """tiny_digits's golden cases run the very file that ships, and the repository holds it once."""
+    checked = model("tiny_digits")
+    assert checked.metadata == bundled.metadata
+    np.testing.assert_array_equal(checked.params["lm_head"]["weight"], bundled.params["lm_head"]["weight"])
+    assert sorted(p.name for p in HELD_OUT.glob("*.safetensors")) == ["activations.safetensors"]

@@ -32,7 +32,7 @@ from ..core.lengths import conv_lengths, length_mask
 from ..core.params import random_weights
 from .model import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
 from .model import from_tensors
-from .torch_bridge import torch_state_dict
+from .torch_bridge import transformers_model
 
 STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
 SAMPLING_RATE = 16000
@@ -110,14 +110,13 @@ class TorchEngine:
     def __init__(self, cfg: Config, weights: dict):
         try:
             import torch
-            from transformers import Wav2Vec2Config, Wav2Vec2Model
+            from transformers import Wav2Vec2Model
         except ImportError as e:
             raise ImportError(f"--vs-torch needs torch and transformers ({e}): "
                               "pip install torch transformers") from None
 
         self.torch = torch
-        self.model = Wav2Vec2Model(Wav2Vec2Config(**cfg.to_dict())).eval()
-        self.model.load_state_dict(torch_state_dict(self.model, weights), strict=True)
+        self.model = transformers_model(Wav2Vec2Model, cfg.to_dict(), weights).eval()
         self.description = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                             f"attention {self.model.config._attn_implementation}")
 

@@ -29,6 +29,19 @@ def torch_state_dict(model, weights: dict) -> dict:
     return state
 
 
+def transformers_model(cls, config: dict, weights: dict, **options):
+    """A transformers model of class ``cls`` (Wav2Vec2ForCTC, ...) for a config.json dict, holding npw2v2's
+    tensors (canonical names, as npw2v2.core.params.random_weights or a converted file has them).
+
+    ``options`` go to the model's constructor (attn_implementation="eager", ...).
+    """
+    from transformers import Wav2Vec2Config
+
+    model = cls._from_config(Wav2Vec2Config(**config), **options)
+    model.load_state_dict(torch_state_dict(model, weights), strict=True)
+    return model
+
+
 def weight_norm_g(w: np.ndarray) -> np.ndarray:
     """The magnitude part of weight norm over dims (0, 1): [D, D / groups, K] -> [1, 1, K]."""
     return np.sqrt((w * w).sum(axis=(0, 1), keepdims=True))
