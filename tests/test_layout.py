@@ -136,3 +136,14 @@ def test_public_names_resolve():
         assert getattr(npw2v2, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         npw2v2.nothing  # noqa: B018
+
+
+def test_installed_converter_takes_a_name_of_its_own(tmp_path):
+    """Installed, the converter is npw2v2_convert; nothing named plain ``convert`` reaches site-packages."""
+    code = ("import importlib.util as u; print(u.find_spec('npw2v2') is not None, "
+            "u.find_spec('npw2v2_convert') is not None, u.find_spec('convert') is not None)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    installed, named, clashing = run.stdout.split()
+    if installed == "False":
+        pytest.skip("npw2v2 is not installed in this environment (pip install .)")
+    assert (named, clashing) == ("True", "False")
