@@ -270,9 +270,12 @@ def run(args, out=print) -> int:
     memory = args.memory and args.device == "cpu"
     out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
     helpers = threads.ELEMENT_THREADS
-    path = "reference" if args.reference else "fast"
-    out(f"  npw2v2, {path} path: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on {helpers} "
-        f"thread{'s' if helpers > 1 else ''}")
+    if args.reference:
+        out(f"  npw2v2, reference path: matrix products by NumPy's BLAS ({_blas_name()}), element-wise work on "
+            "whole arrays, on one thread")
+    else:
+        out(f"  npw2v2, fast path: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on "
+            f"{helpers} thread{'s' if helpers > 1 else ''}")
     if args.vs_torch:
         out(f"  {engines[1].description}")
     peak = matmul_peak()

@@ -16,7 +16,7 @@ machine and gives the same results. Ray retries the batches of a worker that die
 file becomes an error result, as on the local path, never a failed job. Every machine must
 reach the audio files and the model at the same paths (shared storage).
 
-``Journal`` is the record of a run in its output folder, so that a rerun skips what is done.
+The record of a run in its output folder, so that a rerun skips what is done, is npw2v2.app.journal.
 Ray is imported only when one of these functions runs: npw2v2 does not need it otherwise.
 """
 from __future__ import annotations
