@@ -63,11 +63,14 @@ def group_norm(x, weight, bias, lengths=None, eps=1e-5):
     xp = get_xp(x)
     batch, frames, _ = x.shape
     valid = xp.ones((batch, frames), dtype=bool) if lengths is None else length_mask(lengths, frames, xp)
-    weight_of_frame = valid[:, :, None].astype(x.dtype)  # [B, T, 1]
-    count = weight_of_frame.sum(axis=1, keepdims=True)  # [B, 1, 1]
-    mean = (x * weight_of_frame).sum(axis=1, keepdims=True) / count  # [B, 1, C]
-    var = (((x - mean) * weight_of_frame) ** 2).sum(axis=1, keepdims=True) / count
-    return (x - mean) / xp.sqrt(var + eps) * weight + bias
+    # Each channel's frames as one contiguous row: NumPy sums a row pairwise, rounding error
+    # growing with log T, but a strided axis one value after another, growing with T.
+    rows = xp.ascontiguousarray(x.transpose(0, 2, 1))  # [B, C, T]
+    weight_of_frame = valid[:, None, :].astype(x.dtype)  # [B, 1, T]
+    count = weight_of_frame.sum(axis=-1, keepdims=True)  # [B, 1, 1]
+    mean = (rows * weight_of_frame).sum(axis=-1, keepdims=True) / count  # [B, C, 1]
+    var = (((rows - mean) * weight_of_frame) ** 2).sum(axis=-1, keepdims=True) / count
+    return ((rows - mean) / xp.sqrt(var + eps)).transpose(0, 2, 1) * weight + bias
 
 
 def gelu(x, out=None):
