@@ -36,8 +36,8 @@ class Wav2Vec2:
         self.language = None  # MMS models: whose adapters and head are loaded
         self.languages_source = None  # MMS models: where other languages' adapters come from
 
-    def __call__(self, input_values, attention_mask=None, output_hidden_states=False, norm_over_padding=False,
-                 trace=untraced, mask_time_indices=None, items_alone=None, reference=False) -> Output:
+    def __call__(self, input_values, attention_mask=None, *, output_hidden_states=False, norm_over_padding=False,
+                 mask_time_indices=None, reference=False, items_alone=None, trace=untraced) -> Output:
         """The forward pass (npw2v2.core.wav2vec2.forward); ``reference=True`` takes the reference path.
 
         ``items_alone`` says how a padded batch is computed. False: as one batch, the masks
@@ -55,9 +55,11 @@ class Wav2Vec2:
                 raise ValueError("items_alone=True runs each item on its own, on the fast path: it cannot take "
                                  "the reference path, trace the padded batch, let group norm see the padding "
                                  "(norm_over_padding) or hide frames (mask_time_indices)")
-            return forward_items_alone(self.params, self.config, input_values, attention_mask, output_hidden_states)
-        return forward(self.params, self.config, input_values, attention_mask, output_hidden_states,
-                       norm_over_padding, mask_time_indices, reference, trace)
+            return forward_items_alone(self.params, self.config, input_values, attention_mask,
+                                       output_hidden_states=output_hidden_states)
+        return forward(self.params, self.config, input_values, attention_mask, output_hidden_states=output_hidden_states,
+                       norm_over_padding=norm_over_padding, mask_time_indices=mask_time_indices,
+                       reference=reference, trace=trace)
 
     @property
     def kind(self) -> str:

@@ -60,7 +60,7 @@ class Output:
     codevector_perplexity: object | None = None  # 0-d, pretraining: codevectors in use over the batch
 
 
-def forward(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False,
+def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hidden_states=False,
             norm_over_padding=False, mask_time_indices=None, reference=False, trace=untraced) -> Output:
     """The full forward pass of a padded batch. Mirrors Wav2Vec2Model and the head params holds.
 
@@ -146,7 +146,8 @@ def can_run_items_alone(params, mask_time_indices=None) -> bool:
     return "adapter" not in params and kind_of_names(params) in (None, CTC) and mask_time_indices is None
 
 
-def forward_items_alone(params, cfg: Config, input_values, attention_mask=None, output_hidden_states=False) -> Output:
+def forward_items_alone(params, cfg: Config, input_values, attention_mask=None, *,
+                        output_hidden_states=False) -> Output:
     """forward's numbers for a padded batch, computing each item over its valid samples only.
 
     The outputs are padded back with zeros to the batch's frame count. Only for models
