@@ -51,6 +51,29 @@ def test_trace_shapes_are_the_outputs_shapes():
     np.testing.assert_array_equal(trace["frame_mask"].array, out.frame_mask)
 
 
+@pytest.mark.parametrize("name", ["tiny_base", "tiny_stable", "tiny_adapter"])
+def test_both_paths_trace_the_same_stages(name):
+    """The reference path shows every stage the fast path shows, with the same facts and numbers."""
+    ref = recorded_case(name, "batch")
+    traces = {}
+    for reference in (False, True):
+        traces[reference] = Trace()
+        model(name)(ref["input_values"], ref["attention_mask"], trace=traces[reference], reference=reference)
+    fast, slow = traces[False], traces[True]
+    assert [s.name for s in fast.stages] == [s.name for s in slow.stages]
+    for a, b in zip(fast.stages, slow.stages):
+        assert a.facts.keys() == b.facts.keys() and a.shape == b.shape, a.name
+        if a.array is not None and a.array.dtype == np.float32:
+            np.testing.assert_allclose(a.array, b.array, rtol=0, atol=1e-4 * max(1, np.abs(b.array).max()))
+
+
+def test_explain_names_the_path_it_traced(capsys):
+    assert main(["explain", "--samples", "800", "--reference"]) == 0
+    assert "the reference path" in capsys.readouterr().out.splitlines()[0]
+    assert main(["explain", "--samples", "800", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == "fast"
+
+
 def traced_golden_batch(name="tiny_base"):
     """npw2v2's stages for golden's padded batch, run as transformers runs it."""
     ref = recorded_case(name, "batch")

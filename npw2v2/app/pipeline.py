@@ -143,7 +143,7 @@ def prepare(inputs, rate: int, min_samples: int, chunk: int, errors: str = "rais
 
     With errors="keep" a bad one becomes an _Input holding its error. This is the reading
     half of transcribe, embed and classify; it needs no model, so it can run apart from one
-    (npw2v2.distributed runs it in Ray tasks).
+    (npw2v2.app.distributed runs it in Ray tasks).
     """
     if errors not in ("raise", "keep"):
         raise ValueError(f'errors must be "raise" or "keep", got {errors!r}')
