@@ -224,7 +224,8 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
             for reference in (False, True):
                 errors = batch_vs_alone_errors(name, language=language, items_alone=False, reference=reference)
                 groups.setdefault("vs alone", {}).setdefault(reference, []).append(errors)
-        for group, by_path in groups.items():
+        order = list(GROUP_LABELS)
+        for group, by_path in sorted(groups.items(), key=lambda g: order.index(g[0]) if g[0] in order else len(order)):
             stages = sum(len(e) for e in by_path[False])
             fast, slow = (max(max(e.values()) for e in by_path[path]) for path in (False, True))
             rows.append((name, GROUP_LABELS.get(group, group), stages, fast, slow, tolerance(name)))
