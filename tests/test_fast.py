@@ -4,7 +4,6 @@ npw2v2.core.fast must give the numbers of npw2v2.core.layers (and conv_encoder's
 encoder) to float32 rounding, on padded batches, odd shapes and long inputs; then its
 own machinery: query blocks, the exp2 range guard, segments, rows shared among threads.
 """
-import math
 import os
 import subprocess
 import sys
@@ -19,10 +18,7 @@ from npw2v2.core import conv_encoder, fast, layers, threads
 from npw2v2.core.lengths import conv_lengths, length_mask
 from npw2v2.core.params import random_weights, unflatten
 from npw2v2.core.wav2vec2 import forward
-
-
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
+from test_layers import attention_params, randn
 
 
 def assert_same(fast_value, reference, rtol=1e-5):
@@ -30,11 +26,6 @@ def assert_same(fast_value, reference, rtol=1e-5):
     assert fast_value.shape == reference.shape and fast_value.dtype == reference.dtype == np.float32
     scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
     np.testing.assert_allclose(fast_value, reference, rtol=0, atol=rtol * scale)
-
-
-def attention_params(rng, dim):
-    return {n: {"weight": randn(rng, dim, dim) / np.float32(math.sqrt(dim)), "bias": 0.1 * randn(rng, dim)}
-            for n in ("q_proj", "k_proj", "v_proj", "out_proj")}
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 from .backend import asnumpy, get_xp, sliding_window_view
 from .config import Config
 from .conv_encoder import trace_conv_layer
-from .layers import ACTIVATIONS, linear
+from .layers import ACTIVATIONS, linear, split_heads
 from .layers import activation as reference_activation
 from .lengths import conv_lengths
 from .threads import rowwise
@@ -186,15 +186,11 @@ def attention(x, valid, p, heads):
     xp = get_xp(x)
     batch, frames, dim = x.shape
     head_dim = dim // heads
-
-    def split_heads(h):  # [B, T, D] -> [B, H, T, D/H]
-        return h.reshape(batch, frames, heads, head_dim).transpose(0, 2, 1, 3)
-
     q = linear(x, **p["q_proj"])
     # Scaling q rather than the [T, T] scores: fewer multiplications. The extra log2(e) lets
     # attend take base-2 exponentials, 2^(s log2 e) = e^s.
     q *= head_dim**-0.5 * LOG2_E
-    q, k, v = split_heads(q), split_heads(linear(x, **p["k_proj"])), split_heads(linear(x, **p["v_proj"]))
+    q, k, v = (split_heads(h, heads) for h in (q, linear(x, **p["k_proj"]), linear(x, **p["v_proj"])))
     context = xp.empty((batch, frames, heads, head_dim), dtype=x.dtype)
     lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
     for b, n in enumerate(lengths):

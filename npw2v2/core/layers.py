@@ -131,13 +131,15 @@ def attention(x, valid, p, heads):
     xp = get_xp(x)
     batch, frames, dim = x.shape
     head_dim = dim // heads
-
-    def split_heads(h):  # [B, T, D] -> [B, H, T, D/H]
-        return h.reshape(batch, frames, heads, head_dim).transpose(0, 2, 1, 3)
-
-    q, k, v = (split_heads(linear(x, **p[name])) for name in ("q_proj", "k_proj", "v_proj"))
+    q, k, v = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj", "v_proj"))
     scores = (q @ k.transpose(0, 1, 3, 2)) * head_dim**-0.5  # [B, H, T, T]: queries by keys
     if valid is not None:
         scores = xp.where(valid[:, None, None, :], scores, xp.finfo(scores.dtype).min)
     context = softmax(scores) @ v  # [B, H, T, D/H]
     return linear(context.transpose(0, 2, 1, 3).reshape(batch, frames, dim), **p["out_proj"])
+
+
+def split_heads(h, heads: int):
+    """[B, T, D] -> [B, H, T, D/H]: each head's slice of every frame, a view."""
+    batch, frames, dim = h.shape
+    return h.reshape(batch, frames, heads, dim // heads).transpose(0, 2, 1, 3)
