@@ -11,8 +11,17 @@ import numpy as np
 import npw2v2
 from npw2v2.core.config import Config
 from npw2v2.core.heads import model_kind
-from npw2v2.io.weights import (CheckpointError, canonical_names, check_shapes, check_tensors, fold_positional_weight_norm,
-                            split_languages)
+from npw2v2.io.weights import (
+    SETTINGS_FILES,
+    CheckpointError,
+    canonical_names,
+    check_settings,
+    check_shapes,
+    check_tensors,
+    fold_positional_weight_norm,
+    head_rows,
+    split_languages,
+)
 
 from .errors import ConversionError
 
@@ -45,12 +54,28 @@ class Summary:
     output: Path
 
 
+def settings_names(source: str) -> dict[str, str]:
+    """How messages name a source's vocabulary and settings: their files in a folder, else the source."""
+    files = {"vocab": "vocab.json", **SETTINGS_FILES}
+    if Path(source).is_dir():
+        return {key: str(Path(source) / name) for key, name in files.items()}
+    return {key: f"{source}: {key}" for key in files}
+
+
 def prepare(checkpoint: Checkpoint, source: str, dtype: str) -> dict:
-    """Checked tensors with npw2v2's names, weight norm folded, in the chosen dtype."""
+    """Checked tensors with npw2v2's names, weight norm folded, in the chosen dtype.
+
+    The same checks as npw2v2.load: the config's fields (before anything is built from them),
+    its counts against the tensors, every tensor's shape, the vocabulary and the settings.
+    Any failure is one ConversionError naming the source (or its file) and the key.
+    """
     try:
         cfg = Config.from_dict(checkpoint.config)
         tensors = canonical_names({n: np.asarray(v, dtype=np.float32) for n, v in checkpoint.tensors.items()})
         check_tensors(tensors, cfg, source)
+        settings = {"preprocessor": checkpoint.preprocessor, **checkpoint.extra}
+        check_settings(checkpoint.vocab, {k: v for k, v in settings.items() if v is not None},
+                       head_rows({n: v.shape for n, v in tensors.items()}), settings_names(source))
     except (CheckpointError, ValueError, TypeError) as e:
         raise ConversionError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
     return {n: np.ascontiguousarray(v, dtype=DTYPES[dtype]) for n, v in fold_positional_weight_norm(tensors).items()}
@@ -140,7 +165,10 @@ def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") ->
     out = Path(out)
     tensors = prepare(checkpoint, source, dtype)
     write_and_verify(tensors, metadata_of(checkpoint), out)
-    cfg = check_loadable(out)  # the file must be all a user needs
+    try:
+        cfg = check_loadable(out)  # the file must be all a user needs
+    except (CheckpointError, ValueError) as e:
+        raise ConversionError(f"{out}: written, but it would not load: {e}") from None
     own, languages = split_languages(tensors)
     ctc = "lm_head.weight" in tensors
     return Summary(

@@ -9,9 +9,12 @@ then the dictionary's symbols.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
+
+from npw2v2.core.config import Config
 
 from . import torch_pickle
 from .checkpoint import Checkpoint
@@ -131,11 +134,41 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
     return layers
 
 
+# The fairseq option each Hugging Face key comes from, for messages about a bad value.
+FAIRSEQ_OPTIONS = {
+    "conv_dim": "conv_feature_layers", "conv_kernel": "conv_feature_layers", "conv_stride": "conv_feature_layers",
+    "hidden_size": "encoder_embed_dim", "num_hidden_layers": "encoder_layers",
+    "num_attention_heads": "encoder_attention_heads", "intermediate_size": "encoder_ffn_embed_dim",
+    "hidden_act": "activation_fn", "num_conv_pos_embeddings": "conv_pos",
+    "num_conv_pos_embedding_groups": "conv_pos_groups", "num_codevectors_per_group": "latent_vars",
+    "num_codevector_groups": "latent_groups", "codevector_dim": "latent_dim (or final_dim)",
+    "proj_codevector_dim": "final_dim", "contrastive_logits_temperature": "logit_temp",
+    "vocab_size": "the letter dictionary",
+}
+
+
+def _whole(model: dict, key: str, default: int) -> int:
+    """An integer option as fairseq stores it: an int, never a bool, float, string or None."""
+    value = model.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConversionError(f"the model configuration's {key} must be a whole number, got {value!r:.60}")
+    return value
+
+
+def _real(model: dict, key: str, default: float) -> float:
+    value = model.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConversionError(f"the model configuration's {key} must be a number, got {value!r:.60}")
+    return float(value)
+
+
 def hf_config(model: dict, vocab_size: int | None) -> dict:
-    """The Hugging Face config.json of a fairseq wav2vec 2.0 model configuration."""
+    """The Hugging Face config.json of a fairseq wav2vec 2.0 model configuration, checked as
+    npw2v2.Config checks config.json (ConversionError naming the fairseq option)."""
     if model.get("_name", model.get("arch", "wav2vec2")) not in ("wav2vec2", None):
         raise ConversionError(f"a {model.get('_name', model.get('arch'))!r} model, not wav2vec 2.0")
     layers = parse_conv_layers(model.get("conv_feature_layers") or DEFAULT_CONV_LAYERS)
+    latent_dim = _whole(model, "latent_dim", 0) if model.get("latent_dim") is not None else 0
     config = {
         "model_type": "wav2vec2",
         "architectures": ["Wav2Vec2ForCTC" if vocab_size else "Wav2Vec2ForPreTraining"],
@@ -146,25 +179,30 @@ def hf_config(model: dict, vocab_size: int | None) -> dict:
         "conv_bias": bool(model.get("conv_bias", False)),
         "feat_extract_norm": "layer" if model.get("extractor_mode", "default") == "layer_norm" else "group",
         "feat_extract_activation": "gelu",
-        "hidden_size": int(model.get("encoder_embed_dim", 768)),
-        "num_hidden_layers": int(model.get("encoder_layers", 12)),
-        "num_attention_heads": int(model.get("encoder_attention_heads", 12)),
-        "intermediate_size": int(model.get("encoder_ffn_embed_dim", 3072)),
+        "hidden_size": _whole(model, "encoder_embed_dim", 768),
+        "num_hidden_layers": _whole(model, "encoder_layers", 12),
+        "num_attention_heads": _whole(model, "encoder_attention_heads", 12),
+        "intermediate_size": _whole(model, "encoder_ffn_embed_dim", 3072),
         "hidden_act": model.get("activation_fn", "gelu"),
         "do_stable_layer_norm": bool(model.get("layer_norm_first", False)),
-        "num_conv_pos_embeddings": int(model.get("conv_pos", 128)),
-        "num_conv_pos_embedding_groups": int(model.get("conv_pos_groups", 16)),
+        "num_conv_pos_embeddings": _whole(model, "conv_pos", 128),
+        "num_conv_pos_embedding_groups": _whole(model, "conv_pos_groups", 16),
         "layer_norm_eps": 1e-5,
-        "num_codevectors_per_group": int(model.get("latent_vars", 320)),
-        "num_codevector_groups": int(model.get("latent_groups", 2)),
+        "num_codevectors_per_group": _whole(model, "latent_vars", 320),
+        "num_codevector_groups": _whole(model, "latent_groups", 2),
         # fairseq's quantizer is latent_dim wide, or final_dim when latent_dim is 0
-        "codevector_dim": int(model.get("latent_dim") or model.get("final_dim", 256)),
-        "proj_codevector_dim": int(model.get("final_dim", 256)),
-        "contrastive_logits_temperature": float(model.get("logit_temp", 0.1)),
+        "codevector_dim": latent_dim or _whole(model, "final_dim", 256),
+        "proj_codevector_dim": _whole(model, "final_dim", 256),
+        "contrastive_logits_temperature": _real(model, "logit_temp", 0.1),
     }
     if vocab_size:
         # fairseq's blank is <s> at index 0; transformers' CTC blank is pad_token_id.
         config.update(vocab_size=vocab_size, pad_token_id=0, bos_token_id=0, eos_token_id=2)
+    try:
+        Config.from_dict(config)  # types, plausible sizes, consistency: before anything is built from them
+    except ValueError as e:
+        named = {FAIRSEQ_OPTIONS[key]: None for key in re.findall(r"[a-z_]+", str(e)) if key in FAIRSEQ_OPTIONS}
+        raise ConversionError(f"{e} (from fairseq's {', '.join(named)})" if named else str(e)) from None
     return config
 
 
@@ -278,16 +316,23 @@ def check_pretraining_heads(model: dict, weights: dict, source: str) -> None:
         if model.get(option):
             raise ConversionError(f"{source}: pretrained with {option}=True ({what}), "
                                   "which transformers' Wav2Vec2ForPreTraining has no place for")
-    if int(model.get("quantizer_depth") or 1) != 1:
-        raise ConversionError(f"{source}: pretrained with quantizer_depth={model['quantizer_depth']}, "
+    if (model.get("quantizer_depth") or 1) != 1:
+        raise ConversionError(f"{source}: pretrained with quantizer_depth={model['quantizer_depth']!r:.60}, "
                               "but transformers' quantizer has a single linear layer")
 
 
 def add_identity_projection(tensors: dict, config: dict) -> None:
-    """fairseq has no post_extract_proj when the conv and model widths are equal: npw2v2 uses an identity."""
+    """fairseq has no post_extract_proj when the conv and model widths are equal: npw2v2 uses an identity.
+
+    Only when the tensors confirm the width (the encoder's layer norm is that wide): an identity
+    is never allocated from the configuration's number alone; else the shape check names the gap.
+    """
     if "feature_projection.projection.weight" in tensors or config["conv_dim"][-1] != config["hidden_size"]:
         return
     size = config["hidden_size"]
+    norm = tensors.get("encoder.layer_norm.weight")
+    if norm is None or tuple(np.shape(norm)) != (size,):
+        return
     tensors["feature_projection.projection.weight"] = np.eye(size, dtype=np.float32)
     tensors["feature_projection.projection.bias"] = np.zeros(size, dtype=np.float32)
 
@@ -307,7 +352,10 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
     vocab = None
     if "lm_head.weight" in tensors:
         vocab = ctc_vocab(state, path, dict_path, tensors["lm_head.weight"].shape[0])
-    config = hf_config(model, len(vocab) if vocab else None)
+    try:
+        config = hf_config(model, len(vocab) if vocab else None)
+    except ConversionError as e:
+        raise ConversionError(f"{source}: {e}") from None
     add_identity_projection(tensors, config)
     normalize = bool(task.get("normalize", False))
     preprocessor = {"do_normalize": normalize, "sampling_rate": SAMPLING_RATE, "feature_size": 1,

@@ -36,6 +36,8 @@ def _json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConversionError(f"{path}: cannot read JSON ({e})") from None
+    except RecursionError:
+        raise ConversionError(f"{path}: cannot read JSON (nested too deeply)") from None
 
 
 def _read_weights(path: Path, kind: str) -> dict:

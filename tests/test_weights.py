@@ -120,7 +120,7 @@ def test_from_dict_ignores_unknown_keys_and_makes_tuples():
     ({"conv_dim": [8] * 6}, "same length"),
     ({"conv_kernel": [10, 3, 3, 3, 3, 2]}, "same length"),
     ({"hidden_size": 18, "num_attention_heads": 4}, "divisible"),
-    ({"num_attention_heads": 0}, "divisible"),
+    ({"num_attention_heads": 0}, "num_attention_heads must be a whole number >= 1, got 0"),
     ({"num_conv_pos_embedding_groups": 3}, "num_conv_pos_embedding_groups"),
 ], ids=["conv_dim", "conv_kernel", "heads", "zero-heads", "pos-groups"])
 def test_inconsistent_config_is_refused(change, message):

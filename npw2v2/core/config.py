@@ -4,13 +4,46 @@ Field names are the Hugging Face keys, so a ``config.json`` loads with
 ``Config.from_dict(json.load(f))``; keys that inference does not use (dropouts,
 masking probabilities, training switches, ...) are ignored. Defaults are those of
 ``transformers.Wav2Vec2Config``, i.e. the wav2vec2-base architecture.
+
+A config file is untrusted. Every Config is checked when made (``check_fields``, the one place
+for it): each field's type (whole numbers are ints, not bools, floats, strings or null), its
+range (sizes >= 1 and below plausible bounds, ``MAX_*``) and the fields' consistency (heads
+divide the width, ...). A ValueError names the key: "config: num_hidden_layers must be ...".
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
+
+# ---------------------------------------------------------------------------
+# Plausible bounds. A config.json is untrusted: its numbers decide how many tensors are
+# expected and how big the arrays of a forward pass are, so nothing beyond these is accepted.
+# Each bound is far (at least 10x) above the largest value of any published wav2vec 2.0
+# checkpoint, so only a careless or hostile file meets one; the tensors' own shapes are
+# compared with the config's counts besides (npw2v2.io.weights.count_problems).
+
+MAX_LAYERS = 1_000  # num_hidden_layers: 48 in the deepest published models (xls-r-1b, xls-r-2b, mms-1b); 20x
+MAX_WIDTH = 65_536  # hidden_size and the other widths: 1920 is the widest published (xls-r-2b); 34x
+MAX_FEED_FORWARD = 262_144  # intermediate_size: 7680 (xls-r-2b) is the largest published; 34x
+MAX_HEADS = 1_024  # num_attention_heads: 16 in large models (xls-r-2b included); 64x
+MAX_CONV_LAYERS = 100  # len(conv_dim): 7 in every published model; 14x
+MAX_CONV_KERNEL = 1_024  # conv_kernel and adapter_kernel_size: 10 (the first conv layer), 3 (adapter); 100x
+MAX_CONV_STRIDE = 1_024  # conv_stride and adapter_stride: 5 (the first conv layer), 2 (adapter); 200x
+MAX_POS_KERNEL = 4_096  # num_conv_pos_embeddings: 128 in every published model; 32x
+MAX_VOCAB = 1_000_000  # vocab_size (and pad_token_id): characters, up to ~21k (Chinese CTC models reusing
+#                        BERT's 21128-token vocabulary); 47x
+MAX_LABELS = 100_000  # num_labels, from which id2label is built before any tensor is seen: 4017
+#                      (mms-lid-4017 languages), 7205 (VoxCeleb1+2 speakers); 13x
+MAX_CODEVECTORS = 65_536  # num_codevectors_per_group: 320 in every published model; 200x
+MAX_CODEVECTOR_GROUPS = 1_024  # num_codevector_groups: 2 in every published model; 512x
+MAX_ADAPTER_LAYERS = 100  # num_adapter_layers: transformers' default 3; 33x
+MAX_SAMPLES = 10_000_000  # receptive field and (output) frame stride, in samples: 400 and 320 for every
+#                           published encoder (2560 with a 3-layer down-sampling adapter); 10 minutes at
+#                           16 kHz, far past anything a model could be fed in one piece
 
 
 @dataclass(frozen=True)
@@ -60,35 +93,25 @@ class Config:
     adapter_attn_dim: int | None = None
 
     def __post_init__(self):
-        # JSON gives lists; keep tuples so the config stays hashable and immutable.
-        for name in ("conv_dim", "conv_kernel", "conv_stride", "architectures"):
-            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
-        object.__setattr__(self, "id2label", _label_pairs(self.id2label))
-        if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
-            raise ValueError(
-                "config: conv_dim, conv_kernel and conv_stride must have the same length, got "
-                f"{len(self.conv_dim)}, {len(self.conv_kernel)} and {len(self.conv_stride)}"
-            )
-        if self.feat_extract_norm not in ("group", "layer"):
-            raise ValueError(
-                f"config: feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}"
-            )
-        for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
-            value = getattr(self, divisor)
-            if value < 1 or self.hidden_size % value:
-                raise ValueError(f"config: hidden_size {self.hidden_size} is not divisible by {divisor} {value}")
-
-        if self.codevector_dim % self.num_codevector_groups:
-            raise ValueError(f"config: codevector_dim {self.codevector_dim} is not divisible by "
-                             f"num_codevector_groups {self.num_codevector_groups}")
+        # Every field checked and normalised (JSON lists to tuples, so the config stays hashable
+        # and immutable); a ValueError names the first bad key. See check_fields.
+        for name, value in check_fields(self).items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Build from a ``config.json`` dict, ignoring keys inference does not use."""
+        """Build from a ``config.json`` dict, ignoring keys inference does not use.
+
+        Raises ValueError naming the key and the problem ("config: num_hidden_layers must be
+        ..."); callers put the file's name in front.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        if "id2label" not in d and isinstance(d.get("num_labels"), int):  # as transformers names them
-            values["id2label"] = {i: f"LABEL_{i}" for i in range(d["num_labels"])}
+        if "id2label" not in d and "num_labels" in d:  # as transformers names them
+            count = whole("num_labels", d["num_labels"], 1, MAX_LABELS)
+            values["id2label"] = {i: f"LABEL_{i}" for i in range(count)}
         return cls(**values)
 
     @classmethod
@@ -121,20 +144,13 @@ class Config:
         A down-sampling adapter's convs (padding 1) make a frame of any input with the
         default kernel of 3; wider kernels need more frames.
         """
-        samples = 1
-        for _ in range(self.num_adapter_layers if self.add_adapter else 0):
-            samples = max(1, (samples - 1) * self.adapter_stride + self.adapter_kernel_size - 2)
-        for k, s in zip(reversed(self.conv_kernel), reversed(self.conv_stride)):
-            samples = (samples - 1) * s + k
-        return samples
+        return receptive_field(self.conv_kernel, self.conv_stride, self.num_adapter_layers if self.add_adapter else 0,
+                               self.adapter_kernel_size, self.adapter_stride)
 
     @property
     def frame_stride(self) -> int:
         """Samples between consecutive frames (320 for the standard encoder: 20 ms at 16 kHz)."""
-        stride = 1
-        for s in self.conv_stride:
-            stride *= s
-        return stride
+        return _product(self.conv_stride)
 
     @property
     def adapter_width(self) -> int:
@@ -145,6 +161,166 @@ class Config:
     def output_frame_stride(self) -> int:
         """Samples between consecutive output frames: the down-sampling adapter multiplies frame_stride."""
         return self.frame_stride * (self.adapter_stride ** self.num_adapter_layers if self.add_adapter else 1)
+
+
+# ---------------------------------------------------------------------------
+# Checking the fields
+
+
+def _show(value) -> str:
+    """A value for an error message, cut short: a hostile file's value may be anything."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr
+        return "a number too large to print"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value) -> str:
+    """What JSON calls a value's type, for messages about the wrong one."""
+    names = {dict: "an object", list: "an array", tuple: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} ({_show(value)})"
+
+
+def whole(key: str, value, low: int, high: int) -> int:
+    """An int in [low, high]: not a bool, float, string or None. Raises ValueError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"config: {key} must be a whole number >= {low}, got {_show(value)}")
+    if value > high:
+        raise ValueError(f"config: {key} must be at most {high} (far beyond any published model), got {_show(value)}")
+    return int(value)
+
+
+def _optional_whole(key: str, value, low: int, high: int) -> int | None:
+    return None if value is None else whole(key, value, low, high)
+
+
+def _number(key: str, value, high: float) -> float:
+    """A finite float in (0, high]; ints are accepted (JSON writes 1.0 as 1 at times)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not 0 < value <= high:
+        raise ValueError(f"config: {key} must be a finite number above 0 and at most {high:g}, got {_show(value)}")
+    return float(value)
+
+
+def _flag(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"config: {key} must be true or false, got {_kind(value)}")
+    return value
+
+
+def _text(key: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"config: {key} must be a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _wholes(key: str, value, high: int) -> tuple[int, ...]:
+    """A list of 1 to MAX_CONV_LAYERS ints in [1, high]."""
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_CONV_LAYERS:
+        raise ValueError(f"config: {key} must be a list of 1 to {MAX_CONV_LAYERS} whole numbers, got {_kind(value)}")
+    return tuple(whole(f"{key}[{i}]", v, 1, high) for i, v in enumerate(value))
+
+
+def _names(key: str, value) -> tuple[str, ...]:
+    if value is None:  # "architectures": null in some configs
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"config: {key} must be a list of strings, got {_kind(value)}")
+    return tuple(value)
+
+
+# Each field's check: (key, value) -> the normalised value, or ValueError naming the key.
+FIELD_CHECKS = {
+    "conv_dim": lambda k, v: _wholes(k, v, MAX_WIDTH),
+    "conv_kernel": lambda k, v: _wholes(k, v, MAX_CONV_KERNEL),
+    "conv_stride": lambda k, v: _wholes(k, v, MAX_CONV_STRIDE),
+    "conv_bias": _flag,
+    "feat_extract_norm": _text,
+    "feat_extract_activation": _text,
+    "hidden_size": lambda k, v: whole(k, v, 1, MAX_WIDTH),
+    "num_hidden_layers": lambda k, v: whole(k, v, 0, MAX_LAYERS),  # 0: the encoder without layers runs too
+    "num_attention_heads": lambda k, v: whole(k, v, 1, MAX_HEADS),
+    "intermediate_size": lambda k, v: whole(k, v, 1, MAX_FEED_FORWARD),
+    "hidden_act": _text,
+    "layer_norm_eps": lambda k, v: _number(k, v, 1.0),  # a variance floor: 1e-5 in every published model
+    "do_stable_layer_norm": _flag,
+    "num_conv_pos_embeddings": lambda k, v: whole(k, v, 1, MAX_POS_KERNEL),
+    "num_conv_pos_embedding_groups": lambda k, v: whole(k, v, 1, MAX_WIDTH),
+    "vocab_size": lambda k, v: whole(k, v, 1, MAX_VOCAB),
+    "architectures": _names,
+    "pad_token_id": lambda k, v: whole(k, v, 0, MAX_VOCAB),
+    "model_type": _text,
+    "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
+    "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
+    "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
+    "proj_codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
+    "contrastive_logits_temperature": lambda k, v: _number(k, v, 1e6),  # divides the logits: 0.1 published
+    "id2label": lambda k, v: _label_pairs(v),
+    "classifier_proj_size": lambda k, v: whole(k, v, 1, MAX_WIDTH),
+    "use_weighted_layer_sum": _flag,
+    "add_adapter": _flag,
+    "output_hidden_size": lambda k, v: _optional_whole(k, v, 1, MAX_WIDTH),
+    "num_adapter_layers": lambda k, v: whole(k, v, 0, MAX_ADAPTER_LAYERS),
+    "adapter_kernel_size": lambda k, v: whole(k, v, 1, MAX_CONV_KERNEL),
+    "adapter_stride": lambda k, v: whole(k, v, 1, MAX_CONV_STRIDE),
+    "adapter_attn_dim": lambda k, v: _optional_whole(k, v, 1, MAX_WIDTH),
+}
+
+
+def check_fields(cfg: Config) -> dict:
+    """Every field of a config checked, by type, range and consistency: the normalised values.
+
+    The one place a config's values are validated; raises ValueError naming the first bad key.
+    """
+    values = {f.name: FIELD_CHECKS[f.name](f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if not len(values["conv_dim"]) == len(values["conv_kernel"]) == len(values["conv_stride"]):
+        raise ValueError(
+            "config: conv_dim, conv_kernel and conv_stride must have the same length, got "
+            f"{len(values['conv_dim'])}, {len(values['conv_kernel'])} and {len(values['conv_stride'])}"
+        )
+    if values["feat_extract_norm"] not in ("group", "layer"):
+        raise ValueError(f"config: feat_extract_norm must be 'group' or 'layer', got {_show(values['feat_extract_norm'])}")
+    hidden = values["hidden_size"]
+    for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+        if hidden % values[divisor]:
+            raise ValueError(f"config: hidden_size {hidden} is not divisible by {divisor} {values[divisor]}")
+    if values["codevector_dim"] % values["num_codevector_groups"]:
+        raise ValueError(f"config: codevector_dim {values['codevector_dim']} is not divisible by "
+                         f"num_codevector_groups {values['num_codevector_groups']}")
+    # The encoder's geometry, in samples: bounded so that no length computed from it is absurd.
+    adapter_layers = values["num_adapter_layers"] if values["add_adapter"] else 0
+    frame_stride = _product(values["conv_stride"])
+    geometry = {
+        "receptive field": receptive_field(values["conv_kernel"], values["conv_stride"], adapter_layers,
+                                           values["adapter_kernel_size"], values["adapter_stride"]),
+        "frame stride": frame_stride,
+        "output frame stride": frame_stride * values["adapter_stride"] ** adapter_layers,
+    }
+    for what, samples in geometry.items():
+        if samples > MAX_SAMPLES:
+            keys = "conv_kernel and conv_stride" if what == "receptive field" else "conv_stride"
+            raise ValueError(f"config: {keys}{' with the adapter' if adapter_layers else ''} make a {what} of "
+                             f"{_show(samples)} samples, more than {MAX_SAMPLES}")
+    return values
+
+
+def _product(factors) -> int:
+    result = 1
+    for n in factors:
+        result *= n
+    return result
+
+
+def receptive_field(kernels, strides, adapter_layers: int = 0, adapter_kernel: int = 3, adapter_stride: int = 2) -> int:
+    """Samples needed for one output frame (Config.receptive_field)."""
+    samples = 1
+    for _ in range(adapter_layers):
+        samples = max(1, (samples - 1) * adapter_stride + adapter_kernel - 2)
+    for k, s in zip(reversed(kernels), reversed(strides)):
+        samples = (samples - 1) * s + k
+    return samples
 
 
 def _label_pairs(id2label) -> tuple[tuple[int, str], ...]:

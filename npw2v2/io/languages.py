@@ -124,7 +124,7 @@ def language_weights(source: LanguageSource, cfg: Config, language: str) -> tupl
     vocab = source.vocabularies.get(language) if source.vocabularies else None
     if source.vocabularies is not None and vocab is None:
         raise CheckpointError(f"{origin}: the vocabulary has no language {language!r}")
-    if vocab is not None and max(vocab.values()) >= rows:
+    if vocab is not None and max(vocab.values(), default=-1) >= rows:
         raise CheckpointError(f"{origin}: the vocabulary of {language} has ids up to {max(vocab.values())}, "
                               f"but its CTC head has {rows} outputs")
     return flat, vocab

@@ -5,6 +5,11 @@ with or without the ``wav2vec2.`` prefix of the task models. The positional conv
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
+
+Everything read is untrusted and checked before anything is built from it: the config
+(npw2v2.core.config.check_fields), the counts it claims against the tensors the file holds
+(count_problems, before the table of expected tensors is made), and the vocabulary and settings
+files (check_settings). Each failure is one CheckpointError naming the file and the key.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 
 from ..core.adapters import language_shapes
 from ..core.backend import to_device
-from ..core.config import Config
+from ..core.config import MAX_VOCAB, Config
 from ..core.heads import model_kind
 from ..core.params import expected_shapes, fold_weight_norm, optional_shapes, unflatten
 
@@ -69,6 +74,9 @@ def check_tensors(tensors: dict, cfg: Config, source: str) -> None:
 def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     """check_tensors for tensor names and shapes alone (bundled MMS languages included)."""
     shapes, languages = split_languages(shapes)
+    counts, far_off = count_problems(shapes, cfg)
+    if far_off:  # the tensors win: nothing is built from the config's claim
+        raise CheckpointError(f"{source}: " + "; ".join(counts))
     try:
         expected = expected_shapes(cfg, model_kind(cfg, shapes))
     except ValueError as e:
@@ -76,12 +84,60 @@ def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
-    problems = shape_problems(shapes, expected, optional_shapes(cfg))
+    problems = counts + shape_problems(shapes, expected, optional_shapes(cfg))
     for language, found in languages.items():
         rows = found.get("lm_head.weight", (0,))[0]
         problems += [f"language {language}: {p}" for p in shape_problems(found, language_shapes(cfg, rows))]
     if problems:
         raise CheckpointError(f"{source}: the tensors do not match the config:\n  " + "\n  ".join(problems))
+
+
+# Layers a config may claim beyond those in the file and still have each missing tensor listed
+# (a truncated file); past that, the count alone is reported.
+LISTED_MISSING_LAYERS = 4
+
+
+def layer_indices(shapes, prefix: str) -> set[int]:
+    """The N of every ``PREFIX.N.*`` tensor name."""
+    found = set()
+    for name in shapes:
+        if name.startswith(prefix):
+            part = name[len(prefix):].partition(".")[0]
+            if part.isascii() and part.isdigit():
+                found.add(int(part))
+    return found
+
+
+def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
+    """Where the config's counts and key widths disagree with the tensors, a line each; and whether
+    a claimed count exceeds the file's by more than LISTED_MISSING_LAYERS (the tensors win then:
+    no table of expected tensors is built from the claim).
+
+    Read before expected_shapes, so a config claiming 1000 layers for a file of 2 fails at once.
+    """
+    claims = [("num_hidden_layers", cfg.num_hidden_layers, "encoder.layers.", "encoder layers"),
+              ("len(conv_dim)", len(cfg.conv_dim), "feature_extractor.conv_layers.", "conv layers")]
+    if cfg.add_adapter:
+        claims.append(("num_adapter_layers", cfg.num_adapter_layers, "adapter.layers.", "adapter layers"))
+    problems, far_off = [], False
+    for key, claimed, prefix, what in claims:
+        held = len(layer_indices(shapes, prefix))
+        if claimed != held:
+            problems.append(f"config says {key} {claimed}, the file holds {held} {what}")
+            far_off = far_off or claimed > held + LISTED_MISSING_LAYERS
+    widths = [("hidden_size", cfg.hidden_size, "encoder.layer_norm.weight", 0, "entries"),
+              ("intermediate_size", cfg.intermediate_size, "encoder.layers.0.feed_forward.intermediate_dense.weight",
+               0, "rows"),
+              ("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV + "weight", -1, "taps"),
+              ("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV + "weight_v", -1, "taps"),
+              ("vocab_size", cfg.vocab_size, "lm_head.weight", 0, "rows")]
+    widths += [(f"conv_dim[{i}]", c, f"feature_extractor.conv_layers.{i}.conv.weight", 0, "rows")
+               for i, c in enumerate(cfg.conv_dim)]
+    for key, claimed, name, axis, what in widths:
+        shape = tuple(shapes.get(name, ()))
+        if shape and shape[axis] != claimed:
+            problems.append(f"config says {key} {claimed}, the file's {name} has {shape[axis]} {what}")
+    return problems, far_off
 
 
 def shape_problems(shapes: dict, expected: dict, optional: dict | None = None) -> list[str]:
@@ -128,6 +184,17 @@ def _json_file(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: cannot read JSON (nested too deeply)") from None
+
+
+def config_of(d, where: str, keep_prefix: bool = True) -> Config:
+    """Config.from_dict with a CheckpointError naming ``where`` (and the key) on failure."""
+    try:
+        return Config.from_dict(d)
+    except ValueError as e:
+        message = str(e) if keep_prefix else str(e).removeprefix("config: ")
+        raise CheckpointError(f"{where}: {message}") from None
 
 
 def shard_files(index: Path) -> list[Path]:
@@ -143,13 +210,96 @@ def shard_files(index: Path) -> list[Path]:
 
 # Settings besides the weights: the feature extractor's and the tokenizer's.
 SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
+# Sampling rates a model may name: 8 kHz telephone speech to 192 kHz studio audio, with room on both sides.
+SAMPLING_RATES = (1_000, 1_000_000)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_preprocessor(settings) -> None:
+    """preprocessor_config.json's keys npw2v2 reads; ValueError naming the key."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"must be a JSON object, got {_show(settings)}")
+    low, high = SAMPLING_RATES
+    rate = settings.get("sampling_rate", 16000)
+    if isinstance(rate, bool) or not isinstance(rate, int) or not low <= rate <= high:
+        raise ValueError(f"sampling_rate must be a whole number of samples a second from {low} to {high}, "
+                         f"got {_show(rate)}")
+    if not isinstance(settings.get("do_normalize", True), bool):
+        raise ValueError(f"do_normalize must be true or false, got {_show(settings['do_normalize'])}")
+
+
+def check_tokenizer(settings) -> None:
+    """tokenizer_config.json's keys npw2v2 reads; ValueError naming the key."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"must be a JSON object, got {_show(settings)}")
+    if not isinstance(settings.get("word_delimiter_token", "|"), str):
+        raise ValueError(f"word_delimiter_token must be a string, got {_show(settings['word_delimiter_token'])}")
+
+
+def _check_token_ids(vocab, where: str) -> None:
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError(f"{where}must be a non-empty JSON object of tokens and their ids, got {_show(vocab)}")
+    for token, i in vocab.items():
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < MAX_VOCAB:
+            raise ValueError(f"{where}token {_show(token)} must have a whole-number id from 0 to {MAX_VOCAB - 1}, "
+                             f"got {_show(i)}")
+
+
+def check_vocab(vocab, rows: int | None, metadata: dict) -> None:
+    """vocab.json: {token: id}, or MMS's {language: {token: id}}. Ids below the CTC head's ``rows``
+    (None: no head): the flat vocabulary's, or in the nested one the vocabulary of the language
+    the model loads with (npw2v2.io.languages.initial_language of ``metadata``), whose head the
+    file holds. ValueError naming the key."""
+    from .languages import initial_language, is_nested  # languages imports this module
+
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError(f"must be a non-empty JSON object of tokens and their ids, got {_show(vocab)}")
+    nested = is_nested(vocab)
+    for language_, tokens in (vocab.items() if nested else [(None, vocab)]):
+        _check_token_ids(tokens, f"language {language_!r}: " if nested else "")
+    language = initial_language(metadata, vocab) if nested else None
+    ids = vocab.get(language) if nested else vocab
+    if rows is not None and ids and max(ids.values()) >= rows:
+        top = max(ids, key=ids.get)
+        where = f"language {language!r}: " if nested else ""
+        raise ValueError(f"{where}token {_show(top)} has id {ids[top]}, but the CTC head has {rows} outputs "
+                         f"(ids 0 to {rows - 1})")
+
+
+def head_rows(shapes: dict) -> int | None:
+    """The CTC head's outputs (lm_head.weight's rows), or None when there is no head."""
+    shape = next((tuple(v) for n, v in shapes.items() if canonical_name(n) == "lm_head.weight"), ())
+    return int(shape[0]) if shape else None
+
+
+def check_settings(vocab, settings: dict, rows: int | None, names: dict[str, str]) -> None:
+    """The vocabulary and the settings files (preprocessor, tokenizer), where present.
+
+    ``rows``: the CTC head's outputs (head_rows); ``names``: how messages name each of
+    "vocab", "preprocessor" and "tokenizer" (the file, or the file and its metadata key).
+    One CheckpointError, naming the file and the key, for the first problem.
+    """
+    present = {key: settings[key] for key in SETTINGS_FILES if key in settings}
+    if vocab is not None:
+        present["vocab"] = vocab  # after the tokenizer, whose target_lang it reads
+    checks = {"preprocessor": check_preprocessor, "tokenizer": check_tokenizer,
+              "vocab": lambda v: check_vocab(v, rows, settings)}
+    for key, value in present.items():
+        try:
+            checks[key](value)
+        except ValueError as e:
+            raise CheckpointError(f"{names[key]}: {e}") from None
 
 
 def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
     """A Hugging Face model folder: config.json with model.safetensors or sharded safetensors."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no config.json in this folder")
-    cfg = Config.from_dict(_json_file(folder / "config.json"))
+    cfg = config_of(_json_file(folder / "config.json"), str(folder / "config.json"), keep_prefix=False)
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
         tensors = read_safetensors(folder / "model.safetensors")[0]
@@ -163,6 +313,8 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
         )
     vocab = _json_file(folder / "vocab.json") if (folder / "vocab.json").is_file() else None
     settings = {key: _json_file(folder / name) for key, name in SETTINGS_FILES.items() if (folder / name).is_file()}
+    names = {"vocab": str(folder / "vocab.json"), **{key: str(folder / name) for key, name in SETTINGS_FILES.items()}}
+    check_settings(vocab, settings, head_rows({n: v.shape for n, v in tensors.items()}), names)
     return tensors, cfg, vocab, {"source_format": "huggingface-folder", **settings}
 
 
@@ -174,13 +326,21 @@ def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
             f"{path}: no config in the file's metadata; load its folder (with config.json) instead, "
             "or convert it with npw2v2-convert"
         )
-    json_keys = ["config", "vocab", *SETTINGS_FILES]
-    try:
-        parsed = {k: json.loads(v) if k in json_keys else v for k, v in metadata.items()}
-        cfg = Config.from_dict(parsed.pop("config"))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: bad config or settings in the metadata ({e})") from None
-    return tensors, cfg, parsed.pop("vocab", None), parsed
+    parsed = {}
+    for key, value in metadata.items():
+        if key not in ["config", "vocab", *SETTINGS_FILES]:
+            parsed[key] = value
+            continue
+        try:
+            parsed[key] = json.loads(value)
+        except (ValueError, TypeError, RecursionError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else e
+            raise CheckpointError(f"{path}: bad {key} in the metadata: not JSON ({reason})") from None
+    cfg = config_of(parsed.pop("config"), str(path))
+    vocab = parsed.pop("vocab", None)
+    names = {key: f"{path}: {key} in the metadata" for key in ["vocab", *SETTINGS_FILES]}
+    check_settings(vocab, parsed, head_rows({n: v.shape for n, v in tensors.items()}), names)
+    return tensors, cfg, vocab, parsed
 
 
 def read(path) -> tuple[dict, Config, dict | None, dict]:
