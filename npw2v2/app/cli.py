@@ -352,29 +352,12 @@ def largest_difference_from_alone(model, x, mask, batched, reference: bool) -> f
 
 def run_compare(args) -> int:
     from ..io.weights import read_safetensors
-    from .explain import compare
+    from .explain import comparison, report
 
     a, b = read_safetensors(args.a)[0], read_safetensors(args.b)[0]
-    diffs = compare(a, b)
-    if not diffs:
-        raise UsageError(f"{args.a} and {args.b} have no stage names in common")
-    print(f"{'stage':<34}{'shape':<18}{'max abs':>11}{'max rel':>11}")
-    first_bad = None
-    for d in diffs:
-        bad = not d.comparable or d.max_rel > args.tolerance
-        if not d.comparable:
-            print(f"{d.name:<34}{str(list(d.shape_a)):<18}  shapes differ: {list(d.shape_a)} vs {list(d.shape_b)}")
-        else:
-            print(f"{d.name:<34}{str(list(d.shape_a)):<18}{d.max_abs:>11.2e}{d.max_rel:>11.2e}{'  <- over' if bad else ''}")
-        first_bad = first_bad or (d.name if bad else None)
-    only = sorted(set(a) ^ set(b))
-    if only:
-        print(f"({len(only)} stages are in one file only)")
-    if first_bad:
-        print(f"first stage over the tolerance {args.tolerance:g}: {first_bad}")
-        return 1
-    print(f"all {len(diffs)} common stages within {args.tolerance:g}")
-    return 0
+    text, ok = report(comparison(a, b), args.tolerance)
+    print(text)
+    return 0 if ok else 1
 
 
 # ---------------------------------------------------------------------------
@@ -508,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare two .safetensors files of stage activations (from 'npw2v2 explain --save', "
                     "golden/ recordings, or your own port using the same stage names) on valid frames, and "
                     "name the first stage whose relative difference max|a-b| / max(1, max|b|) exceeds the "
-                    "tolerance. Exit status 1 when one does.")
+                    "tolerance. B is the reference. Exit status 1 when any stage fails: over the tolerance, "
+                    "NaN or inf in one file only, shapes or frame masks that differ, B's stages missing from A.")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default 1e-4)")

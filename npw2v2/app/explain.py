@@ -10,6 +10,7 @@ adapter.layers.I, last_hidden_state, then the head's outputs under transformers'
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -176,15 +177,23 @@ HEAD_STAGES = {
     "codevector_perplexity": lambda stage, model: "a number  pretraining: codevectors in use over the batch's valid frames",
 }
 
-
 # ---------------------------------------------------------------------------
 # Comparing two sets of stage activations
+#
+# B is the reference. The comparison fails closed: whatever keeps a stage from being compared
+# as numbers (shapes that differ, NaN or inf in one file only, frame masks that differ, a
+# reference stage that A lacks, no stage in common) is a failure named with its stage, never
+# a pass by default.
 
 
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
                "projected", "frame_mask", "masked", "positional_embedding", "hidden_states", "adapter.proj",
                "adapter.layers", "last_hidden_state", "logits", "projected_states", "projected_quantized_states",
                "codevector_ids", "codevector_perplexity", "contrastive_logits"]
+
+# Each case's frame mask, under npw2v2's and golden's name (True for real frames) or fairseq's
+# (True for padding). Where a file has both, frame_mask is the one read.
+FRAME_MASKS = (("frame_mask", False), ("frame_padding_mask", True))
 
 
 def _stage_key(name: str):
@@ -199,43 +208,219 @@ def _stage_key(name: str):
 
 @dataclass
 class Difference:
+    """One stage both files have: how far A's array is from the reference's (B's) on the frames compared."""
     name: str
-    max_abs: float
-    max_rel: float  # max|a - b| / max(1, max|b|), golden's measure
+    max_abs: float  # over the positions finite in both files; inf when the shapes differ
+    max_rel: float  # max|a - b| / max(1, max|b|), golden's measure (max|b| over b's finite values)
     shape_a: tuple
     shape_b: tuple
+    exact: bool = False  # integers or bools (masks, codevector ids): any difference is a problem
+    # Why the stage fails whatever the tolerance, as "what: details" ("shapes differ: ...", joined
+    # by "; " when several); None when the numbers are comparable.
+    problem: str | None = None
 
     @property
     def comparable(self) -> bool:
-        return self.shape_a == self.shape_b
+        return self.problem is None
+
+    def over(self, tolerance: float) -> bool:
+        """Whether the stage fails: a problem, or a relative difference over the tolerance."""
+        return self.problem is not None or not self.max_rel <= tolerance  # `not <=`, so that a NaN fails
 
 
-def _valid_frames(arrays: dict, name: str, shape: tuple):
-    """The frame mask of the stage's case ("CASE.frame_mask"), when it fits the array's [B, T] axes."""
-    case = _stage_key(name)[0]
-    prefix = f"{case}." if case else ""
-    for key, padding in (("frame_mask", False), ("frame_padding_mask", True)):  # npw2v2's, fairseq's
-        mask = arrays.get(prefix + key)
-        if mask is not None and len(shape) >= 2 and mask.shape == tuple(shape[:2]):
-            return ~mask.astype(bool) if padding else mask.astype(bool)
+@dataclass
+class MaskCheck:
+    """One case's frame masks in the two files: the same, different (a failure), or in one file only."""
+    name: str  # the reference's mask ("batch.frame_padding_mask"), or A's where B has none
+    mismatch: str | None = None  # "length mismatch" (shapes differ) or "frame mismatch" (values differ)
+    detail: str = ""  # what differs, or which file alone has the mask
+
+
+@dataclass
+class Comparison:
+    """A compared with the reference B: what ``report`` prints and judges."""
+    stages: list[Difference]  # the stages both files have, in forward order
+    missing: list[str]  # reference stages A lacks: a failure
+    extra: list[str]  # stages in A only: reported, not compared
+    masks: list[MaskCheck]  # one per case with a frame mask in either file
+
+
+def _mask_case(name: str) -> tuple[str, bool] | None:
+    """(case prefix, whether True means padding) of a frame mask's name; None for any other stage."""
+    for key, padding in FRAME_MASKS:
+        if name == key or name.endswith("." + key):
+            return name[:len(name) - len(key)], padding
     return None
 
 
+def frame_masks(arrays: dict) -> dict[str, tuple[str, np.ndarray]]:
+    """Each case's frame mask, by case prefix ("batch." or "" for a file of one case): (its name,
+    [B, T] bool, True for real frames, whichever convention the file used)."""
+    masks = {}
+    for name in sorted(arrays, key=lambda n: n.endswith("frame_mask")):  # frame_mask last: it wins
+        found = _mask_case(name)
+        if found:
+            mask = np.asarray(arrays[name]).astype(bool)
+            masks[found[0]] = (name, ~mask if found[1] else mask)
+    return masks
+
+
+def _valid_frames(name: str, shape: tuple, masks_a: dict, masks_b: dict) -> np.ndarray | None:
+    """The frames to compare a stage on ([B, T] bool), or None for the whole array.
+
+    The case's frame mask, where it fits the array's [B, T] axes. Where both files have one that
+    fits, the frames either calls real: a frame mismatch then cannot hide a difference. The frame
+    masks themselves are compared whole.
+    """
+    if len(shape) < 2 or _mask_case(name) is not None:
+        return None
+    case = _stage_key(name)[0]
+    prefix = f"{case}." if case else ""
+    fitting = [masks[prefix][1] for masks in (masks_a, masks_b)
+               if prefix in masks and masks[prefix][1].shape == tuple(shape[:2])]
+    return np.logical_or.reduce(fitting) if fitting else None
+
+
+def _first(where: np.ndarray) -> tuple:
+    """The index of the first True of a bool array."""
+    return tuple(int(i) for i in np.argwhere(where)[0])
+
+
+def _value(x: np.ndarray, at: tuple) -> str:
+    v = x[at].item()
+    return f"{v:.7g}" if isinstance(v, float) else str(v)
+
+
+def _difference(name: str, x: np.ndarray, y: np.ndarray, valid: np.ndarray | None) -> Difference:
+    """How far A's array x is from the reference's y, on the valid frames ([B, T] bool; None: everywhere).
+
+    Equal non-finite values (-inf logits of the negatives equal to their target, in golden/'s
+    pretraining recordings) count as equal; the numbers are taken over the positions finite in both.
+    """
+    if x.shape != y.shape:
+        return Difference(name, np.inf, np.inf, x.shape, y.shape,
+                          problem=f"shapes differ: {list(x.shape)} in A, {list(y.shape)} in B")
+    where = np.ones(x.shape, bool) if valid is None else \
+        np.broadcast_to(valid.reshape(valid.shape + (1,) * (x.ndim - 2)), x.shape)
+    exact = x.dtype.kind in "biu" or y.dtype.kind in "biu"
+    xf, yf = x.astype(np.float64), y.astype(np.float64)
+    finite = np.isfinite(xf) & np.isfinite(yf) & where
+    problems = []
+    same = (xf == yf) | (np.isnan(xf) & np.isnan(yf))
+    clash = where & ~finite & ~same  # NaN or inf on one side, a number or another NaN/inf on the other
+    if clash.any():
+        at = _first(clash)
+        problems.append(f"non-finite values differ: {int(clash.sum())} of {int(where.sum())}, "
+                        f"first at {at}: {_value(x, at)} in A, {_value(y, at)} in B")
+    if exact:
+        # integers compared as they are: float64 would round those past 2**53
+        unequal = finite & ((x != y) if x.dtype.kind in "biu" and y.dtype.kind in "biu" else (xf != yf))
+        if unequal.any():
+            at = _first(unequal)
+            what = "bools" if "b" in (x.dtype.kind, y.dtype.kind) else "integers"
+            problems.append(f"{what} differ, compared exactly: {int(unequal.sum())} of {int(where.sum())}, "
+                            f"first at {at}: {_value(x, at)} in A, {_value(y, at)} in B")
+    gap = np.abs(xf[finite] - yf[finite])
+    scale = np.abs(yf[where & np.isfinite(yf)])  # an inf in B must not make every relative error 0
+    max_abs = float(gap.max()) if gap.size else 0.0
+    max_rel = max_abs / max(1.0, float(scale.max()) if scale.size else 0.0)
+    return Difference(name, max_abs, max_rel, x.shape, y.shape, exact, "; ".join(problems) or None)
+
+
 def compare(a: dict, b: dict) -> list[Difference]:
-    """Stage-by-stage differences between two dicts of arrays, on valid frames where a mask says which."""
-    diffs = []
-    for name in sorted(set(a) & set(b), key=_stage_key):
-        x, y = np.asarray(a[name]), np.asarray(b[name])
-        if x.shape != y.shape:
-            diffs.append(Difference(name, np.inf, np.inf, x.shape, y.shape))
-            continue
-        valid = _valid_frames(a, name, x.shape)
-        if valid is None:
-            valid = _valid_frames(b, name, x.shape)
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        if valid is not None:
-            x, y = x[valid], y[valid]
-        gap = float(np.abs(x - y).max()) if x.size else 0.0
-        diffs.append(Difference(name, gap, gap / max(1.0, float(np.abs(y).max()) if y.size else 1.0),
-                                a[name].shape, b[name].shape))
-    return diffs
+    """The stages both dicts of arrays have, A's against the reference B's, in forward order, on
+    valid frames where a frame mask says which."""
+    masks_a, masks_b = frame_masks(a), frame_masks(b)
+    return [_difference(name, np.asarray(a[name]), np.asarray(b[name]),
+                        _valid_frames(name, np.shape(a[name]), masks_a, masks_b))
+            for name in sorted(set(a) & set(b), key=_stage_key)]
+
+
+def check_masks(masks_a: dict, masks_b: dict) -> list[MaskCheck]:
+    """Each case's frame masks (from ``frame_masks``) in A against the reference's."""
+    checks = []
+    for case in sorted(masks_a.keys() | masks_b.keys()):
+        if case not in masks_b:
+            checks.append(MaskCheck(masks_a[case][0], detail="in A only: its valid frames are used for both files"))
+        elif case not in masks_a:
+            checks.append(MaskCheck(masks_b[case][0], detail="in B only: its valid frames are used for both files"))
+        else:
+            checks.append(_mask_mismatch(*masks_a[case], *masks_b[case]))
+    return checks
+
+
+def _mask_mismatch(name_a: str, x: np.ndarray, name_b: str, y: np.ndarray) -> MaskCheck:
+    """One case's frame masks in both files ([B, T] bool, True for real frames): a length or frame mismatch, or none."""
+    if x.shape != y.shape:
+        return MaskCheck(name_b, "length mismatch", f"{name_a} is {list(x.shape)} in A, {name_b} {list(y.shape)} in B")
+    differ = x != y
+    if not differ.any():
+        return MaskCheck(name_b)
+    per_item = f"; valid frames per item: {_per_item(x.sum(1))} in A, {_per_item(y.sum(1))} in B" if x.ndim == 2 else ""
+    return MaskCheck(name_b, "frame mismatch", f"{name_a} in A and {name_b} in B differ at {int(differ.sum())} of "
+                                               f"{x.size} frames, first at {_first(differ)}{per_item}")
+
+
+def comparison(a: dict, b: dict) -> Comparison:
+    """A's stages against the reference B's: the common stages, those one file lacks, the frame masks."""
+    # Frame masks are judged by check_masks, which also matches npw2v2's name with fairseq's inverted
+    # one, and a mask in one file only is used for both: neither is a missing stage.
+    missing = [n for n in set(b) - set(a) if _mask_case(n) is None]
+    extra = [n for n in set(a) - set(b) if _mask_case(n) is None]
+    return Comparison(compare(a, b), sorted(missing, key=_stage_key), sorted(extra, key=_stage_key),
+                      check_masks(frame_masks(a), frame_masks(b)))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _checked_tolerance(tolerance) -> float:
+    t = float(tolerance)
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"the tolerance must be a finite number >= 0, got {tolerance}")
+    return t
+
+
+def failures(result: Comparison, tolerance: float) -> list[str]:
+    """Why A does not match the reference, the most basic first; empty when it does."""
+    tolerance = _checked_tolerance(tolerance)
+    reasons = [] if result.stages else ["no stage names in common"]
+    reasons += [f"{m.mismatch} in {m.name}" for m in result.masks if m.mismatch]
+    bad = next((d for d in result.stages if d.over(tolerance)), None)
+    if bad is not None:
+        reasons.append(f"first failing stage: {bad.name} ({bad.problem.split(':')[0]})" if bad.problem else
+                       f"first stage over the tolerance {tolerance:g}: {bad.name}")
+    if result.missing:
+        reasons.append(f"{_count(len(result.missing), 'reference stage')} missing from A")
+    return reasons
+
+
+def report(result: Comparison, tolerance: float) -> tuple[str, bool]:
+    """The printed comparison and whether A matches the reference: a table of the common stages
+    (shape, max abs, max rel, `<- over`), the problems, the notes, and a verdict line."""
+    reasons = failures(result, tolerance)
+    tolerance = _checked_tolerance(tolerance)
+    width = max([34] + [len(d.name) + 2 for d in result.stages])
+    lines = [f"{'stage':<{width}}{'shape':<18}{'max abs':>11}{'max rel':>11}"] if result.stages else []
+    for d in result.stages:
+        numbers = f"{'-':>11}" * 2 if d.shape_a != d.shape_b else f"{d.max_abs:>11.2e}{d.max_rel:>11.2e}"
+        mark = "  <- fails" if d.problem else "  <- over" if d.over(tolerance) else ""
+        lines.append(f"{d.name:<{width}}{str(list(d.shape_a)):<18}{numbers}{mark}")
+    problems = [f"  {d.name}: {d.problem}" for d in result.stages if d.problem]
+    problems += [f"  {m.name}: {m.mismatch}: {m.detail}" for m in result.masks if m.mismatch]
+    if result.missing:
+        problems.append(f"  missing from A: {_count(len(result.missing), 'reference stage')}: "
+                        f"{', '.join(result.missing)}")
+    if not result.stages:
+        problems.append("  no stage names in common: nothing was compared")
+    if problems:
+        lines += ["", "problems:", *problems]
+    notes = [f"  {m.name}: {m.detail}" for m in result.masks if not m.mismatch and m.detail]
+    if result.extra:
+        shown = ", ".join(result.extra[:10]) + (", ..." if len(result.extra) > 10 else "")
+        notes.append(f"  {_count(len(result.extra), 'stage')} in A only, not compared: {shown}")
+    if notes:
+        lines += ["", "notes:", *notes]
+    lines += ["", "; ".join(reasons) if reasons else f"all {len(result.stages)} common stages within {tolerance:g}"]
+    return "\n".join(lines), not reasons
