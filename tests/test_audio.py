@@ -367,3 +367,45 @@ def test_clean_signal_gives_no_warning(tmp_path, rate):
     with warnings.catch_warnings():
         warnings.simplefilter("error", audio.AudioWarning)
         audio.load(path, TARGET, MIN_SAMPLES)
+
+
+def test_unreadable_file_is_refused_with_its_cause(tmp_path, monkeypatch):
+    """A permission problem reads as one (libsndfile would say "System error.")."""
+    path = tmp_path / "locked.wav"
+    sf.write(path, np.zeros(1000, np.float32), 16000)
+    monkeypatch.setattr(audio.os, "access", lambda p, mode: False)  # as a user without read permission sees it
+    for read in (audio.info, audio.read, audio.scan):
+        with pytest.raises(audio.AudioError, match="locked.wav: permission denied"):
+            read(path)
+
+
+@pytest.mark.parametrize("rate, plausible", [(999, False), (1000, True), (1_000_000, True), (1_000_001, False)])
+def test_header_rates_outside_1_khz_to_1_mhz_are_refused(tmp_path, rate, plausible):
+    path = tmp_path / "rate.wav"
+    sf.write(path, np.zeros(4000, np.float32), rate, subtype="FLOAT")
+    if plausible:
+        assert audio.info(path).rate == rate and audio.read(path)[1] == rate
+        return
+    for read in (audio.info, audio.read):
+        with pytest.raises(audio.AudioError, match=f"rate.wav: its header says {rate} Hz"):
+            read(path)
+
+
+def test_scan_counts_clipping_and_finds_the_first_nan_block_by_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "SCAN_FRAMES", 1000)  # 10 blocks, the NaN in the eighth
+    x = 0.1 * np.sin(np.arange(10000) / 7.0)
+    x[5000:5100] = 1.0
+    x[7321] = np.nan
+    stereo = np.stack([x, x], axis=1).astype(np.float32)
+    sf.write(tmp_path / "s.wav", stereo, 16000, subtype="FLOAT")
+    assert audio.scan(tmp_path / "s.wav") == audio.Scan(frames=10000, clipped=100, first_not_finite=7321)
+    sf.write(tmp_path / "clean.wav", stereo[:7000], 16000, subtype="FLOAT")
+    assert audio.scan(tmp_path / "clean.wav").first_not_finite is None
+
+
+def test_nan_is_located_before_resampling(tmp_path):
+    x = 0.1 * np.sin(np.arange(44100) / 7.0)
+    x[33075] = np.nan  # 0.75 s at 44.1 kHz
+    sf.write(tmp_path / "n.wav", x.astype(np.float32), 44100, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=r"n.wav: 1 sample is NaN or infinite, the first at 0.75 s"):
+        audio.load(tmp_path / "n.wav", 16000, 400)

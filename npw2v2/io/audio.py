@@ -1,12 +1,15 @@
 """Audio in: read any file libsndfile reads, mono float32 at the model's rate, checked.
 
 Every problem with an input names the input: ``AudioError`` for what cannot be used (no
-file, not audio, empty, NaN or Inf samples, shorter than one frame) and ``AudioWarning``
-for what can, with care (clipping, a file shorter than its header says).
+file, not a regular file, unreadable, not audio, an implausible rate, empty, NaN or Inf
+samples, shorter than one frame) and ``AudioWarning`` for what can, with care (clipping, a
+file shorter than its header says).
 """
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -16,6 +19,10 @@ import numpy as np
 
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (full scale is 1.0)
 CLIP_FRACTION = 1e-3  # warn when more than this share of samples is clipped
+# Rates a header may claim. Outside them it is broken or hostile: a header saying 1 Hz would
+# have a few seconds of samples resampled 16000-fold into hours.
+MIN_RATE, MAX_RATE = 1_000, 1_000_000
+SCAN_FRAMES = 1 << 16  # frames per block when a long file is scanned: its memory stays that of a block
 
 
 class AudioError(ValueError):
@@ -50,40 +57,109 @@ def _soundfile():
     return soundfile
 
 
+NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular(path) -> None:
+    """Refuse what is not a readable regular file, by name, before anything opens it.
+
+    Opening a named pipe waits for a writer, forever; a device may never end.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise AudioError(f"{path}: {_cause(e)}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioError(f"{path}: a folder, not an audio file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in NOT_REGULAR if test(mode)), "not a regular file")
+        raise AudioError(f"{path}: {kind}, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: permission denied")
+
+
+def _cause(error: OSError) -> str:
+    """An OSError's cause in words: "no such file", "permission denied", ..."""
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    return (error.strerror or type(error).__name__).lower()
+
+
 def _open_error(path, error) -> AudioError:
-    path = Path(path)
-    if not path.exists():
-        return AudioError(f"{path}: no such file")
-    if path.is_dir():
-        return AudioError(f"{path}: a folder, not an audio file")
-    if path.stat().st_size == 0:
+    """Why libsndfile could not open a regular, readable file."""
+    if Path(path).stat().st_size == 0:
         return AudioError(f"{path}: empty file")
     reason = str(error).split(": ", 1)[-1] if str(error) else type(error).__name__
     return AudioError(f"{path}: not readable as audio ({reason})")
 
 
+def _check_rate(path, rate: int) -> int:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{path}: its header says {rate} Hz, outside {MIN_RATE} Hz to {MAX_RATE} Hz: "
+                         "not plausible audio")
+    return rate
+
+
 def info(path) -> AudioInfo:
     """The rate, length and channels of an audio file, from its header."""
+    check_regular(path)
     sf = _soundfile()
     try:
         i = sf.info(str(path))
     except (RuntimeError, OSError, TypeError, ValueError) as e:  # soundfile's LibsndfileError is a RuntimeError
         raise _open_error(path, e) from None
-    return AudioInfo(str(path), int(i.samplerate), int(i.frames), int(i.channels))
+    return AudioInfo(str(path), _check_rate(path, int(i.samplerate)), int(i.frames), int(i.channels))
 
 
 def read(path, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
     """Samples of a file (all, or ``frames`` from ``start``), mixed to mono: ([S] float32, rate)."""
+    check_regular(path)
     sf = _soundfile()
     try:
         with sf.SoundFile(str(path)) as f:
+            _check_rate(path, f.samplerate)
             if start:
                 f.seek(start)
             data = f.read(frames, dtype="float32", always_2d=True)  # [S, channels]
             rate = f.samplerate
+    except AudioError:
+        raise
     except (RuntimeError, OSError, TypeError, ValueError) as e:
         raise _open_error(path, e) from None
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], int(rate)
+    return _mono(data), int(rate)
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    """[S, channels] -> [S]: the channels' mean."""
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over a file found: its samples, how many are clipped, the first that is not finite."""
+
+    frames: int
+    clipped: int
+    first_not_finite: int | None  # frame index, at the file's own rate
+
+
+def scan(path) -> Scan:
+    """Read a file once, block by block, for clipping and NaN or Inf, without holding it whole."""
+    check_regular(path)
+    sf = _soundfile()
+    frames, clipped, first_bad = 0, 0, None
+    try:
+        for block in sf.blocks(str(path), blocksize=SCAN_FRAMES, dtype="float32", always_2d=True):
+            x = _mono(block)
+            finite = np.isfinite(x)
+            if first_bad is None and not finite.all():
+                first_bad = frames + int(np.argmin(finite))
+            clipped += int((np.abs(x[finite]) >= CLIP_LEVEL).sum())
+            frames += len(x)
+    except (RuntimeError, OSError, TypeError, ValueError) as e:
+        raise _open_error(path, e) from None
+    return Scan(frames, clipped, first_bad)
 
 
 def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -96,23 +172,38 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(x, target // g, rate // g).astype(np.float32)
 
 
-def check(x: np.ndarray, name: str, min_samples: int) -> None:
-    """Refuse audio that cannot be transcribed: empty, NaN or infinite, shorter than one frame."""
+def check(x: np.ndarray, name: str, min_samples: int, rate: int) -> None:
+    """Refuse audio that cannot be transcribed: empty, NaN or infinite, shorter than one frame. [S] at ``rate``."""
     if x.size == 0:
         raise AudioError(f"{name}: no audio samples")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise AudioError(f"{name}: {bad} sample{'s are' if bad > 1 else ' is'} NaN or infinite")
+    check_finite(x, name, rate)
     if x.size < min_samples:
         raise AudioError(f"{name}: {x.size} samples after resampling, fewer than the {min_samples} "
                          "the model needs for one frame")
 
 
+def check_finite(x: np.ndarray, name: str, rate: int) -> None:
+    """Refuse NaN or infinite samples, saying how many and when the first comes. x: [S] at ``rate``."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise AudioError(not_finite(name, int((~finite).sum()), int(np.argmin(finite)), rate))
+
+
+def not_finite(name: str, count: int | None, first: int, rate: int) -> str:
+    """The message for NaN or infinite samples: how many (when known) and where the first is."""
+    how_many = "" if count is None else f"{count} sample{'s are' if count > 1 else ' is'} "
+    return f"{name}: {how_many or 'samples are '}NaN or infinite, the first at {first / rate:.2f} s"
+
+
 def warn_if_clipped(x: np.ndarray, name: str) -> None:
     """Warn when many samples sit at full scale; judged on the samples as recorded, before resampling."""
-    clipped = int((np.abs(x) >= CLIP_LEVEL).sum())
-    if clipped > CLIP_FRACTION * x.size:
-        warnings.warn(f"{name}: {clipped} samples ({100 * clipped / x.size:.1f}%) at full scale: "
+    warn_clipped(int((np.abs(x) >= CLIP_LEVEL).sum()), x.size, name)
+
+
+def warn_clipped(clipped: int, total: int, name: str) -> None:
+    """Warn when more than CLIP_FRACTION of ``total`` samples are clipped."""
+    if clipped > CLIP_FRACTION * total:
+        warnings.warn(f"{name}: {clipped} samples ({100 * clipped / total:.1f}%) at full scale: "
                       "the recording is clipped", AudioWarning, stacklevel=3)
 
 
@@ -181,7 +272,8 @@ def load(path, rate: int, min_samples: int) -> np.ndarray:
     x, file_rate = read(path)
     if x.size == 0:
         raise AudioError(f"{path}: no audio samples (the header declares none)")
+    check_finite(x, str(path), file_rate)  # before resampling, which would smear a NaN over its neighbours
     warn_if_clipped(x, str(path))
     x = resample(x, file_rate, rate)
-    check(x, str(path), min_samples)
+    check(x, str(path), min_samples, rate)
     return x
