@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import npw2v2
 from npw2v2.core.config import Config
 from npw2v2.core.heads import model_kind
+from npw2v2.io.outputs import write_atomically
 from npw2v2.io.weights import (
     SETTINGS_FILES,
     CheckpointError,
@@ -149,13 +149,11 @@ def check_loadable(path: Path) -> Config:
 
 def write_and_verify(tensors: dict, metadata: dict, out: Path) -> None:
     """Write next to OUT, read back and compare every tensor, then move into place."""
-    partial = out.with_name(out.name + ".partial")
-    try:
+    def write(partial: Path) -> None:
         write_safetensors(tensors, metadata, partial)
         verify_safetensors(tensors, metadata, partial)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    write_atomically(out, write)
 
 
 def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") -> Summary:

@@ -6,6 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from npw2v2 import __version__
+from npw2v2.io.outputs import output_problem, with_contents
+
 from .checkpoint import DTYPES, convert
 from .errors import ConversionError
 
@@ -37,7 +40,12 @@ def main(argv=None) -> int:
     parser.add_argument("--languages", type=lambda text: [t for t in text.split(",") if t], metavar="LANG,...",
                         help="MMS models: bundle these languages' adapters and CTC heads (adapter.LANG.safetensors "
                              "or .bin in SRC), or 'all'; others load from adapter files beside the output")
+    parser.add_argument("--version", action="version", version=f"npw2v2-convert {__version__}")
     args = parser.parse_args(argv)
+    problem = output_problem(args.out, with_contents([args.src, *([args.dict_path] if args.dict_path else [])]))
+    if problem:
+        print(f"npw2v2-convert: error: {args.out}: {problem}", file=sys.stderr)
+        return 1
     try:
         start = time.perf_counter()
         print(f"reading {args.src}", file=sys.stderr, flush=True)
@@ -47,6 +55,13 @@ def main(argv=None) -> int:
     except ConversionError as e:
         print(f"npw2v2-convert: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # reading the source or writing the output: the file and the cause
+        cause = (e.strerror or str(e)).lower()
+        print(f"npw2v2-convert: error: {e.filename + ': ' if e.filename else ''}{cause}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # nothing half-written stays: the output is written beside and moved at the end
+        print("npw2v2-convert: interrupted", file=sys.stderr)
+        return 130
     vocab = f", vocabulary of {summary.vocab_size}" if summary.vocab_size else ""
     print(f"{args.src}: {summary.source_format}, {summary.model_kind}, {summary.layers} layers, "
           f"{summary.parameters:,} parameters{vocab}")

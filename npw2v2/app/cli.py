@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 import warnings
@@ -10,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..core.backend import DeviceError, asnumpy
 from ..io.audio import AudioError, AudioWarning
+from ..io.outputs import folder_problem, output_problem, with_contents, write_atomically
 from ..io.weights import CheckpointError
+from . import pipeline
 from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
 from .model import load_model
-from .writers import output_paths, record, render, render_classification, write_atomically, write_features
+from .writers import output_paths, record, render, render_classification, write_features
 
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -42,29 +47,61 @@ def _warn_on_stderr(message, category, filename, lineno, file=None, line=None):
 
 
 def expand(paths: list[str]) -> list[str]:
-    """Files as given, and the audio files inside folders (recursively, sorted)."""
+    """Files as given, and the audio files inside folders (recursively, sorted; regular files only)."""
+    if any(p == "" for p in paths):
+        raise UsageError("an input is an empty path")
     files = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if os.path.isdir(p):  # False for any path the system cannot look at: that file's own error, later
             files += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
         else:
             files.append(str(p))
     return files
 
 
-def progress_printer(total: int):
-    """Progress on stderr when there is more than one input: a line per batch, or one updated line on a terminal."""
-    if total < 2:
+class Progress:
+    """One line of progress on stderr, rewritten in place: ``progress(done, total, detail=None)``."""
+
+    def __init__(self, what: str):
+        self.what, self.start, self.open = what, time.perf_counter(), False
+
+    def __call__(self, done: int, total: int | None = None, detail: str | None = None) -> None:
+        count = f"{done}/{total}" if total else f"{done}"
+        line = f"npw2v2: {count} {self.what}, {time.perf_counter() - self.start:.0f} s" + (f", {detail}" if detail else "")
+        print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
+        self.open = True
+        if done == total and not detail:
+            self.close()
+
+    def close(self) -> None:
+        """End the line, so that what follows starts on a line of its own."""
+        if self.open:
+            print(file=sys.stderr, flush=True)
+            self.open = False
+
+
+def progress_printer(args, what: str = "files") -> Progress | None:
+    """Progress on stderr for long work, only on a terminal, and not with --quiet."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
         return None
-    start = time.perf_counter()
-    tty = sys.stderr.isatty()
+    return Progress(what)
 
-    def report(done, total):
-        line = f"npw2v2: {done}/{total} files, {time.perf_counter() - start:.0f} s"
-        print(("\r" + line) if tty else line, end="\n" if (not tty or done == total) else "", file=sys.stderr,
-              flush=True)
 
-    return report
+def in_input_order(pairs):
+    """Results of (index, result) pairs in index order, each as soon as every earlier one has come."""
+    waiting, next_index = {}, 0
+    for i, result in pairs:
+        waiting[i] = result
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+
+
+def check_output(path: Path, inputs, option: str) -> None:
+    """Refuse an output path before any work: an input, a folder, no writable parent, a name too long."""
+    problem = output_problem(path, inputs)
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}")
 
 
 # ---------------------------------------------------------------------------
@@ -87,9 +124,9 @@ def check_engine(args) -> None:
         import_ray()
 
 
-def finished_batches(batches, total: int):
+def finished_batches(args, batches, total: int):
     """The ray engine's finished batches as lists of (index, result), reported as the local path reports."""
-    report, done = progress_printer(total), 0
+    report, done = progress_printer(args), 0
     for batch in batches:
         for message in batch.warnings:  # said in a Ray task; printed here, as main prints the local path's
             warnings.warn(message, AudioWarning)
@@ -125,15 +162,14 @@ def transcriptions(args, files: list[str], timestamps: bool):
 
         batches = distributed.transcribe(args.model, files, args.batch_size, timestamps, args.chunk_seconds,
                                          args.workers, args.address)
-        return (pair for results in finished_batches(batches, len(files)) for pair in results)
+        return (pair for results in finished_batches(args, batches, len(files)) for pair in results)
     model, _ = load_model(args.model, device=args.device)
     if args.language:
         if model.config.adapter_attn_dim is None:
             raise UsageError(f"{args.model}: --language needs an MMS model with language adapters (adapter_attn_dim)")
         model.set_language(args.language)
-    return enumerate(model.transcribe(files, batch_size=args.batch_size, timestamps=timestamps,
-                                      chunk_seconds=args.chunk_seconds, progress=progress_printer(len(files)),
-                                      errors="keep"))
+    return pipeline.transcribe_each(model, files, args.batch_size, timestamps, args.chunk_seconds,
+                                    progress=progress_printer(args), errors="keep")
 
 
 def run_transcribe(args) -> int:
@@ -146,6 +182,9 @@ def run_transcribe(args) -> int:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
     if args.format == "srt" and args.output is None and len(files) > 1:
         raise UsageError("--format srt writes one subtitle file per input: give --output DIR")
+    if args.timestamps and args.format in ("text", "tsv"):
+        raise UsageError(f"--timestamps has no place in --format {args.format}: use json (or srt, which always "
+                         "has them)")
     check_engine(args)
     timestamps = args.timestamps or args.format == "srt"
     if args.output is None:
@@ -154,43 +193,66 @@ def run_transcribe(args) -> int:
 
 
 def print_transcripts(args, files: list[str], timestamps: bool) -> int:
-    """Every transcript on stdout, in the order of the inputs; errors on stderr."""
-    results = [r for _, r in sorted(transcriptions(args, files, timestamps), key=lambda pair: pair[0])]
-    good = [r for r in results if r.error is None]
-    for r in results:
+    """Every transcript on stdout in the order of the inputs, each as soon as those before it are done;
+    errors on stderr in their place."""
+    failed = 0
+    for r in in_input_order(transcriptions(args, files, timestamps)):
         if r.error is not None:
             print(f"npw2v2: error: {r.error}", file=sys.stderr)
-    sys.stdout.write("".join(render(r, args.format, timestamps) for r in good))
-    return 1 if len(good) < len(results) else 0
+            failed += 1
+        else:
+            sys.stdout.write(render(r, args.format, timestamps))
+            sys.stdout.flush()
+    return 1 if failed else 0
 
 
 def write_transcripts(args, files: list[str], timestamps: bool) -> int:
     """A file per input in --output, each written whole as it finishes; errors on stderr.
 
-    With --engine ray the folder also holds the run's Journal, and a rerun skips the files done.
+    Each output path is checked before any work (an input whose output cannot be written is
+    that input's error), and a failed write is that input's error too: the run goes on. With
+    --engine ray the folder also holds the run's Journal, and a rerun skips the files done.
     """
-    paths = output_paths(files, args.output, FORMATS[args.format])
+    problem = folder_problem(args.output)
+    if problem:
+        raise UsageError(f"--output {args.output}: {problem}")
     args.output.mkdir(parents=True, exist_ok=True)
-    journal, todo = None, list(range(len(files)))
+    paths = output_paths(files, args.output, FORMATS[args.format])
+    unwritable = {i: f"{files[i]}: cannot write {paths[i]}: {p}" for i, p in
+                  ((i, output_problem(path, files)) for i, path in enumerate(paths)) if p}
+    journal, todo = None, [i for i in range(len(files)) if i not in unwritable]
     if args.engine == "ray":
         settings = {"command": "transcribe", "model": model_identity(args.model), "format": args.format,
                     "timestamps": timestamps, "chunk_seconds": args.chunk_seconds}
         journal, done = open_journal(args.output, settings, files)
         todo = [i for i in todo if done.get(files[i]) != paths[i].name]
-    failed = 0
-    for k, r in transcriptions(args, [files[i] for i in todo], timestamps):
-        i = todo[k]
-        if r.error is not None:
-            print(f"npw2v2: error: {r.error}", file=sys.stderr)
-            failed += 1
-            row = {"path": files[i], "error": r.error}
-        else:
-            write_atomically(paths[i], render(r, args.format, timestamps))
-            row = {**record(r, timestamps), "output": paths[i].name}
-        if journal:
-            journal.record(row)
-    print(f"npw2v2: wrote {len(todo) - failed} files to {args.output}", file=sys.stderr)
+    for message in unwritable.values():
+        print(f"npw2v2: error: {message}", file=sys.stderr)
+    failed, written = len(unwritable), 0
+    try:
+        for k, r in transcriptions(args, [files[i] for i in todo], timestamps):
+            i = todo[k]
+            error = r.error or _write_transcript(paths[i], render(r, args.format, timestamps), files[i])
+            if error:
+                print(f"npw2v2: error: {error}", file=sys.stderr)
+                failed += 1
+            else:
+                written += 1
+            if journal:
+                journal.record({"path": files[i], "error": error} if error else
+                               {**record(r, timestamps), "output": paths[i].name})
+    finally:
+        print(f"npw2v2: wrote {written} files to {args.output}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _write_transcript(path: Path, text: str, source: str) -> str | None:
+    """Write one output file whole; on failure, the input's error message."""
+    try:
+        write_atomically(path, text)
+    except OSError as e:
+        return f"{source}: cannot write {path}: {(e.strerror or str(e)).lower()}"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -217,6 +279,10 @@ def run_embed(args) -> int:
         raise UsageError(f"-o must end in .safetensors or .npy (or, with --engine ray, name a folder), got {args.out}")
     if suffix == ".npy" and len(files) != 1:
         raise UsageError("a .npy file holds one input's features; use .safetensors for several files")
+    inputs = with_contents([args.model]) + files
+    problem = folder_problem(args.out) if shards else output_problem(args.out, inputs)
+    if problem or (shards and any(args.out.resolve() == Path(i).resolve() for i in inputs)):
+        raise UsageError(f"-o {args.out}: {problem or 'it is one of the inputs, which an output never replaces'}")
     model, name = load_model(args.model, device=args.device)
     layers = "last" if args.layers is None else ",".join(map(str, args.layers))
     stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride
@@ -224,15 +290,30 @@ def run_embed(args) -> int:
                 "frame_seconds": str(stride / model.sampling_rate)}
     if args.engine == "ray":
         return embed_with_ray(args, files, metadata, shards)
-    results = model.embed(files, layers=args.layers, batch_size=args.batch_size, errors="keep")
-    good = {f: r for f, r in zip(files, results) if not isinstance(r, AudioError)}
-    for r in results:
-        if isinstance(r, AudioError):
-            print(f"npw2v2: error: {r}", file=sys.stderr)
+    return embed_locally(args, model, files, metadata)
+
+
+def embed_locally(args, model, files: list[str], metadata: dict) -> int:
+    """Features of every file into -o, written once at the end, or with what is done when interrupted."""
+    good, failed = {}, 0
+    try:
+        for i, result in pipeline.embed_each(model, files, args.layers, args.batch_size, errors="keep",
+                                             progress=progress_printer(args)):
+            if isinstance(result, AudioError):
+                print(f"npw2v2: error: {result}", file=sys.stderr)
+                failed += 1
+            else:
+                good[files[i]] = result
+    except KeyboardInterrupt:
+        if good:
+            write_features(args.out, dict(sorted(good.items(), key=lambda kv: files.index(kv[0]))), metadata)
+            print(f"npw2v2: interrupted: wrote the features of the {len(good)} of {len(files)} files done to "
+                  f"{args.out}", file=sys.stderr)
+        raise
     if good:
-        write_features(args.out, good, metadata)
+        write_features(args.out, {f: good[f] for f in files if f in good}, metadata)
         print(f"npw2v2: wrote the features of {len(good)} files to {args.out}", file=sys.stderr)
-    return 1 if len(good) < len(files) else 0
+    return 1 if failed else 0
 
 
 def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
@@ -253,7 +334,7 @@ def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
     next_shard = max(numbers, default=-1) + 1
     failed = 0
     batches = distributed.embed(args.model, todo, args.layers, args.batch_size, args.workers, args.address)
-    for results in finished_batches(batches, len(todo)):
+    for results in finished_batches(args, batches, len(todo)):
         good = {todo[k]: r for k, r in results if not isinstance(r, AudioError)}
         for k, r in results:
             if isinstance(r, AudioError):
@@ -284,15 +365,18 @@ def run_classify(args) -> int:
     files = expand(args.inputs)
     if not files:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
-    if args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     model, _ = load_model(args.model, device=args.device)
-    results = model.classify(files, batch_size=args.batch_size, top_k=args.top_k, errors="keep")
-    for r in results:
+    failed = 0
+    pairs = pipeline.classify_each(model, files, args.batch_size, args.top_k, errors="keep",
+                                   progress=progress_printer(args))
+    for r in in_input_order(pairs):
         if r.error is not None:
             print(f"npw2v2: error: {r.error}", file=sys.stderr)
-    sys.stdout.write("".join(render_classification(r, args.format) for r in results if r.error is None))
-    return 1 if any(r.error is not None for r in results) else 0
+            failed += 1
+        else:
+            sys.stdout.write(render_classification(r, args.format))
+            sys.stdout.flush()
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------
@@ -317,11 +401,13 @@ def explain_inputs(args, model) -> tuple[np.ndarray, np.ndarray]:
 def run_explain(args) -> int:
     from .explain import Trace, describe
 
+    if args.save:
+        check_output(args.save, with_contents([args.model]) + list(args.inputs), "--save")
     model, name = load_model(args.model, args.seed, device=args.device)
     x, mask = explain_inputs(args, model)
     trace = Trace()
-    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding, trace=trace,
-                reference=args.reference)
+    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
+                trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
     alone = largest_difference_from_alone(model, x, mask, out, args.reference)
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
@@ -336,9 +422,24 @@ def run_explain(args) -> int:
     if args.save:
         from safetensors.numpy import save_file
 
-        save_file(trace.arrays(), str(args.save), metadata={"model": name, "source": "npw2v2 explain"})
-        print(f"npw2v2: wrote {len(trace.arrays())} stages to {args.save}", file=sys.stderr)
+        arrays, metadata = trace.arrays(), {"model": name, "source": "npw2v2 explain"}
+        write_atomically(args.save, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
+        print(f"npw2v2: wrote {len(arrays)} stages to {args.save}", file=sys.stderr)
     return 0
+
+
+def with_progress(trace, progress: Progress | None):
+    """The trace, also telling a terminal which stage the forward pass has reached."""
+    if progress is None:
+        return trace
+
+    def traced(name, value, **facts):
+        trace(name, value, **facts)
+        progress(len(trace.stages), detail=name)
+        if name == "last_hidden_state":
+            progress.close()
+
+    return traced
 
 
 def largest_difference_from_alone(model, x, mask, batched, reference: bool) -> float:
@@ -367,8 +468,6 @@ def run_compare(args) -> int:
 def run_bench(args) -> int:
     from . import bench
 
-    if args.runs < 1 or args.warmup < 0 or args.batch < 1:
-        raise UsageError("--runs and --batch must be at least 1, --warmup at least 0")
     if args.seconds and min(args.seconds) * bench.SAMPLING_RATE < bench.ARCHITECTURES[args.model].receptive_field:
         raise UsageError("--seconds: each length must be at least 0.025 s (one frame)")
     if args.vs_torch and args.device != "cpu":
@@ -384,12 +483,53 @@ def run_bench(args) -> int:
 # The parser
 
 
+def whole_number(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [minimum, maximum]; the message names the option."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def finite_number(minimum: float, above: bool):
+    """An argparse type: a finite number above (or at least) ``minimum``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'above' if above else 'of at least'} "
+                                             f"{minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = whole_number(1)
+SECONDS = finite_number(0.0, above=True)
+SEED = whole_number(0, 2**32 - 1)  # what numpy.random.RandomState takes
+
+
+def add_quiet(command) -> None:
+    command.add_argument("--quiet", "-q", action="store_true",
+                         help="no progress line (it is shown on a terminal only, for long work)")
+
+
 def add_inputs_and_model(command) -> None:
     """The arguments embed and classify share: files or folders, the model, batch size, device."""
     command.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     command.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
-    command.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    command.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
     command.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    add_quiet(command)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -398,7 +538,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                         "or on a cluster (pip install 'npw2v2[ray]'); with --output a rerun skips the files done")
     p.add_argument("--address", help="with --engine ray, the cluster to join: auto (the one this machine joined "
                                      "with 'ray start') or HEAD:6379; default: a Ray runtime started for the run")
-    p.add_argument("--workers", type=int,
+    p.add_argument("--workers", type=POSITIVE,
                    help="with --engine ray, how many workers hold the model (default: one per CPU of the cluster)")
 
 
@@ -408,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "look inside.",
         epilog="Models are .safetensors files made by npw2v2-convert, or Hugging Face folders with "
                "model.safetensors. Run 'npw2v2 COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"npw2v2 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = commands.add_parser(
@@ -426,12 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "line (path, text, seconds, and words with --timestamps); srt: subtitles")
     t.add_argument("--timestamps", action="store_true", help="word start and end times (json)")
     t.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
-    t.add_argument("--batch-size", type=int, default=8, help="inputs run together (default 8)")
+    t.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
     t.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    add_quiet(t)
     t.add_argument("--language", "-l", metavar="LANG",
                    help="MMS models: the language whose adapters, CTC head and vocabulary to use (e.g. fra); "
                         "from the file, or adapter.LANG.safetensors beside it")
-    t.add_argument("--chunk-seconds", type=float, default=20.0,
+    t.add_argument("--chunk-seconds", type=SECONDS, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
     add_engine_options(t)
@@ -458,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "probabilities. Files are read whole and batched by length; each file's score "
                     "comes from its own frames only, so batching changes nothing.")
     add_inputs_and_model(k)
-    k.add_argument("--top-k", "-k", type=int, default=1, help="labels per file, most likely first (default 1)")
+    k.add_argument("--top-k", "-k", type=POSITIVE, default=1, help="labels per file, most likely first (default 1)")
     k.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="text: path, then 'label probability' pairs, tab-separated; json: an object per line")
     k.set_defaults(run=run_classify)
@@ -473,8 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
     x.add_argument("--model", "-m", default="base",
                    help="a .safetensors file or Hugging Face folder, or 'base' / 'large' (default: base)")
-    x.add_argument("--seconds", type=float, nargs="+", help="input lengths in seconds")
-    x.add_argument("--samples", type=int, nargs="+", help="input lengths in samples")
+    x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")
+    x.add_argument("--samples", type=POSITIVE, nargs="+", help="input lengths in samples")
     x.add_argument("--norm-over-padding", action="store_true",
                    help="let group norm see the padding, as transformers does (to compare with its activations)")
     x.add_argument("--reference", action="store_true",
@@ -482,8 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="print the trace as JSON")
     x.add_argument("--save", type=Path, metavar="ACTS.safetensors",
                    help="write every stage's activations (with the inputs and masks)")
-    x.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    x.add_argument("--seed", type=SEED, default=0, help="seed of the random weights and inputs")
     x.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    add_quiet(x)
     x.set_defaults(run=run_explain)
 
     c = commands.add_parser(
@@ -495,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "NaN or inf in one file only, shapes or frame masks that differ, B's stages missing from A.")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
-    c.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    c.add_argument("--tolerance", type=finite_number(0.0, above=False), default=1e-4, help="relative tolerance (default 1e-4)")
     c.set_defaults(run=run_compare)
 
     b = commands.add_parser(
@@ -506,11 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "it runs the standard cases: 10 s x 1; 10, 8, 6 and 4 s as one padded batch with a "
                     "mask; 60 s x 1. Run it on an idle machine.")
     b.add_argument("--model", "-m", choices=("base", "large"), default="base", help="architecture (default base)")
-    b.add_argument("--seconds", type=float, nargs="+",
+    b.add_argument("--seconds", type=SECONDS, nargs="+",
                    help="one length (with --batch copies), or several: one padded batch with a mask")
-    b.add_argument("--batch", type=int, default=1, help="copies of a single --seconds length (default 1)")
-    b.add_argument("--runs", type=int, default=5, help="timed runs per engine (default 5)")
-    b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    b.add_argument("--batch", type=POSITIVE, default=1, help="copies of a single --seconds length (default 1)")
+    b.add_argument("--runs", type=POSITIVE, default=5, help="timed runs per engine (default 5)")
+    b.add_argument("--warmup", type=whole_number(0), default=1, help="untimed runs first (default 1)")
     b.add_argument("--reference", action="store_true",
                    help="time the reference path (npw2v2.core.layers) instead of the fast one")
     b.add_argument("--vs-torch", action="store_true",
@@ -532,14 +675,27 @@ def main(argv=None) -> int:
         warnings.showwarning = _warn_on_stderr
         try:
             return args.run(args)
-        except UsageError as e:
-            parser.error(str(e))
-        except (CheckpointError, AudioError, DeviceError, RayUnavailable, ValueError, OSError) as e:
+        except UsageError as e:  # one line: the usage summary of the main parser would only be noise here
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # the reader went away (npw2v2 transcribe ... | head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
+            return 141
+        except (CheckpointError, AudioError, DeviceError, RayUnavailable, ValueError) as e:
+            print(f"npw2v2: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"npw2v2: error: {os_error(e)}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:  # Ctrl-C on a long run: what is written stays, and --engine ray resumes from it
-            print("npw2v2: interrupted", file=sys.stderr)
+            print(("\n" if sys.stderr.isatty() else "") + "npw2v2: interrupted", file=sys.stderr)
             return 130
+
+
+def os_error(e: OSError) -> str:
+    """A file-system error as "PATH: cause", without Python's [Errno N] decoration."""
+    cause = (e.strerror or str(e)).lower()
+    return f"{e.filename}: {cause}" if e.filename else cause
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from .writers import write_atomically, write_features
+from ..io.outputs import write_atomically
+from .writers import write_features
 
 
 class ResumeError(ValueError):

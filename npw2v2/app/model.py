@@ -188,9 +188,10 @@ BUILT_IN = {"base": BASE, "large": LARGE}  # architectures the command line know
 def load_model(name: str, seed: int = 0, device: str = "cpu") -> tuple[Wav2Vec2, str]:
     """A model file or folder, or a built-in architecture name with random weights, on the device.
 
-    Returns the model and a description of it for messages and metadata.
+    A file or folder wins over a built-in name. Returns the model and a description of it
+    for messages and metadata.
     """
-    if name in BUILT_IN:
+    if name in BUILT_IN and not Path(name).exists():  # a file or folder of that name is what the user means
         cfg = BUILT_IN[name]
         return from_tensors(random_weights(cfg, seed=seed), cfg, device=device), \
             f"{name} architecture, random weights (seed {seed})"

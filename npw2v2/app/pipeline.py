@@ -1,11 +1,17 @@
 """From audio to text or features: batching, long-file chunking, CTC decoding.
 
-Short inputs are sorted by length and run in padded batches with a mask. Inputs longer
-than a chunk are read and run window by window: each window carries ``stride`` seconds of
-context on both sides, whose frames are dropped before the windows' frames are joined (as
-the Hugging Face ASR pipeline does for CTC models). Memory then depends on the window, not
-on the file: a 10-minute file costs what a 20-second one does. The price is context: a
-frame near a window's edge sees only ``stride`` seconds beyond it instead of the whole file.
+Inputs are read and run a group of consecutive ones at a time (GROUP_INPUTS), so results
+come out as they finish, in about the inputs' order, and memory holds one group's audio.
+Within a group, short inputs are sorted by length and run in padded batches with a mask.
+Inputs longer than a chunk are read and run window by window: each window carries
+``stride`` seconds of context on both sides, whose frames are dropped before the windows'
+frames are joined (as the Hugging Face ASR pipeline does for CTC models). Memory then
+depends on the window, not on the file: a 10-minute file costs what a 20-second one does.
+The price is context: a frame near a window's edge sees only ``stride`` seconds beyond it
+instead of the whole file.
+
+``transcribe_each``, ``embed_each`` and ``classify_each`` yield (index, result) pairs as
+inputs finish; ``transcribe``, ``embed`` and ``classify`` return the list.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from . import ctc
 
 DEFAULT_CHUNK_SECONDS = 20.0
 WHOLE = np.iinfo(np.int64).max  # a chunk no input exceeds: embed and classify read every file whole
+GROUP_INPUTS = 64  # inputs read and run together: enough for batches of similar length, few enough to stream
 
 
 @dataclass
@@ -55,19 +62,31 @@ class _Input:
 def _prepare(item, rate: int, min_samples: int, chunk_samples: int) -> _Input:
     """Read (or plan to read) one input, refusing what cannot be transcribed."""
     if isinstance(item, (str, Path)):
+        if str(item) == "":
+            raise audio.AudioError("an empty file name")
         found = audio.info(item)
-        samples = found.samples_at(rate)
-        if samples > chunk_samples:
-            audio.warn_if_truncated(item)
-            return _Input(str(item), samples, long=True, path=Path(item), rate=found.rate)
+        if found.samples_at(rate) > chunk_samples:
+            return _plan_long(Path(item), found, rate)
         x = audio.load(item, rate, min_samples)
         return _Input(str(item), len(x), array=x)
     x = np.asarray(item, dtype=np.float32)
     if x.ndim != 1:
         raise audio.AudioError(f"array input must be 1-d samples at {rate} Hz, got shape {x.shape}")
-    audio.check(x, "array input", min_samples)
+    audio.check(x, "array input", min_samples, rate)
     audio.warn_if_clipped(x, "array input")
     return _Input("<array>", len(x), long=len(x) > chunk_samples, array=x)
+
+
+def _plan_long(path: Path, found: audio.AudioInfo, rate: int) -> _Input:
+    """A file to run window by window, checked first in one pass: NaN or Inf refused, clipping
+    warned of, and its length the samples it really holds (a truncated header claims more)."""
+    audio.warn_if_truncated(path)
+    scanned = audio.scan(path)
+    if scanned.first_not_finite is not None:
+        raise audio.AudioError(audio.not_finite(str(path), None, scanned.first_not_finite, found.rate))
+    audio.warn_clipped(scanned.clipped, scanned.frames, str(path))
+    samples = -(-scanned.frames * rate // found.rate)
+    return _Input(str(path), samples, long=True, path=path, rate=found.rate)
 
 
 def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -124,18 +143,19 @@ def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
     return x[offset:offset + end - start]
 
 
-def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int) -> None:
+def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None) -> None:
     """Fill item.tokens window by window, keeping each window's frames outside its context.
 
     One window at a time: a 20 s window is already a large batch for the matrix products,
-    and memory stays that of one window.
+    and memory stays that of one window. ``on_window(name, done, windows)`` hears of each.
     """
-    for start, end, keep_from, keep_to in _windows(item.samples, chunk, stride, model.config.output_frame_stride):
+    windows = _windows(item.samples, chunk, stride, model.config.output_frame_stride)
+    for k, (start, end, keep_from, keep_to) in enumerate(windows):
         x = _read_window(item, start, end, rate)
-        if not np.isfinite(x).all():
-            raise audio.AudioError(f"{item.name}: NaN or infinite samples near {start / rate:.1f} s")
         (tokens,) = _run(model, [x])
         item.tokens.append(tokens[keep_from:keep_to])
+        if on_window:
+            on_window(item.name, k + 1, len(windows))
 
 
 def prepare(inputs, rate: int, min_samples: int, chunk: int, errors: str = "raise") -> list[_Input]:
@@ -164,6 +184,9 @@ def chunking(model, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
 
     The context defaults to a sixth of the window.
     """
+    for name, seconds in (("chunk_seconds", chunk_seconds), ("stride_seconds", stride_seconds)):
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"{name} must be a finite number of seconds above 0, got {seconds}")
     rate, frame = model.sampling_rate, model.config.output_frame_stride
     chunk = round(chunk_seconds * rate / frame) * frame
     # at least a frame of context: a window's last frame needs samples past its 20 ms
@@ -185,47 +208,102 @@ def check_can_transcribe(model) -> None:
 def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS, stride_seconds: float | None = None,
                progress=None, errors: str = "raise") -> list[Transcription]:
-    """Transcribe files (any format libsndfile reads) or 1-d arrays at the model's rate.
+    """Transcribe files (any format libsndfile reads) or 1-d arrays at the model's rate: a list in their order.
+
+    See transcribe_each, which yields each result as it finishes.
+    """
+    return in_order(transcribe_each(model, inputs, batch_size, timestamps, chunk_seconds, stride_seconds,
+                                    progress, errors), len(inputs))
+
+
+def transcribe_each(model, inputs, batch_size: int = 8, timestamps: bool = False,
+                    chunk_seconds: float = DEFAULT_CHUNK_SECONDS, stride_seconds: float | None = None,
+                    progress=None, errors: str = "raise"):
+    """(index, Transcription) for each input as it finishes, a group of consecutive inputs at a time.
 
     Inputs longer than ``chunk_seconds`` run in windows with ``stride_seconds`` of context on
-    each side (default: a sixth of the chunk). ``progress(done, total)`` is called as inputs finish.
+    each side (default: a sixth of the chunk). ``progress(done, total, detail=None)`` is
+    called as inputs finish, and with a detail ("talk.wav: window 3/30") as long ones advance.
     A bad input raises AudioError, or with ``errors="keep"`` comes back with its ``error`` set.
     """
     check_can_transcribe(model)
+    _check_batch_size(batch_size)
     chunk, stride = chunking(model, chunk_seconds, stride_seconds)
-    items = prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk, errors)
-    return transcribe_prepared(model, items, batch_size, timestamps, chunk, stride, progress, errors)
+    counter = _Counter(len(inputs), progress)
+    for first, group in _groups(inputs):
+        items = prepare(group, model.sampling_rate, model.config.receptive_field, chunk, errors)
+        for i, result in transcribe_prepared_each(model, items, batch_size, timestamps, chunk, stride, errors,
+                                                  counter.window):
+            counter.finished()
+            yield first + i, result
 
 
 def transcribe_prepared(model, items: list[_Input], batch_size: int = 8, timestamps: bool = False,
-                        chunk: int = 0, stride: int = 0, progress=None, errors: str = "raise") -> list[Transcription]:
-    """The model half of transcribe: inputs from ``prepare``, one Transcription each, in their order.
+                        chunk: int = 0, stride: int = 0, errors: str = "raise") -> list[Transcription]:
+    """The model half of transcribe, for inputs from ``prepare``: one Transcription each, in their order."""
+    return in_order(transcribe_prepared_each(model, items, batch_size, timestamps, chunk, stride, errors), len(items))
 
-    Short inputs run in padded batches of similar length; long ones window by window
-    (``chunk`` and ``stride`` in samples, from ``chunking``).
-    """
+
+def transcribe_prepared_each(model, items: list[_Input], batch_size: int = 8, timestamps: bool = False,
+                             chunk: int = 0, stride: int = 0, errors: str = "raise", on_window=None):
+    """(index, Transcription) for inputs from ``prepare`` as they finish: bad ones first, then short ones
+    in padded batches of similar length, then long ones window by window (``chunk`` and ``stride`` in
+    samples, from ``chunking``)."""
     rate = model.sampling_rate
-    done = sum(item.error is not None for item in items)
+    for i, item in enumerate(items):
+        if item.error is not None:
+            yield i, _result(model, item, timestamps)
     short = [i for i, item in enumerate(items) if item.error is None and not item.long]
     for group in audio.batches_by_length([items[i].samples for i in short], batch_size):
         indices = [short[j] for j in group]
         for i, tokens in zip(indices, _run(model, [items[i].array for i in indices])):
             items[i].tokens.append(tokens)
-        done += len(indices)
-        if progress:
-            progress(done, len(items))
-    for item in items:
+            yield i, _result(model, items[i], timestamps)
+    for i, item in enumerate(items):
         if item.long:
             try:
-                _transcribe_long(model, item, rate, chunk, stride)
+                _transcribe_long(model, item, rate, chunk, stride, on_window)
             except audio.AudioError as e:
                 if errors == "raise":
                     raise
                 item.error = str(e)
-            done += 1
-            if progress:
-                progress(done, len(items))
-    return [_result(model, item, timestamps) for item in items]
+            yield i, _result(model, item, timestamps)
+
+
+def in_order(pairs, count: int) -> list:
+    """The results of (index, result) pairs as a list in index order."""
+    results = [None] * count
+    for i, result in pairs:
+        results[i] = result
+    return results
+
+
+def _groups(inputs):
+    """(index of the first, inputs) for consecutive groups of GROUP_INPUTS inputs."""
+    inputs = list(inputs)
+    for first in range(0, len(inputs), GROUP_INPUTS):
+        yield first, inputs[first:first + GROUP_INPUTS]
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of inputs, at least 1, got {batch_size!r}")
+
+
+class _Counter:
+    """Counts finished inputs for a ``progress(done, total, detail=None)`` callback, if any."""
+
+    def __init__(self, total: int, progress):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def window(self, name: str, done: int, windows: int) -> None:
+        if self.progress:
+            self.progress(self.done, self.total, f"{Path(name).name}: window {done}/{windows}")
 
 
 def _result(model, item: _Input, timestamps: bool) -> Transcription:
@@ -243,30 +321,41 @@ def _result(model, item: _Input, timestamps: bool) -> Transcription:
 def _whole_inputs(model, items: list[_Input], batch_size: int, output_hidden_states: bool = False):
     """Run inputs read whole (``prepare`` with ``chunk=WHOLE``) in padded batches sorted by length.
 
-    Yields (index, input, output, row in the output) for each good input, then (index, input,
-    None, None) for each bad one (its ``error`` says why).
+    Yields (index, input, None, None) for each bad one (its ``error`` says why), then
+    (index, input, output, row in the output) for each good one, batch by batch.
     """
+    for i, item in enumerate(items):
+        if item.error is not None:
+            yield i, item, None, None
     good = [i for i, item in enumerate(items) if item.error is None]
     for batch in audio.batches_by_length([items[i].samples for i in good], batch_size):
         group = [good[j] for j in batch]
         out = _forward(model, [items[i].array for i in group], output_hidden_states=output_hidden_states)
         for row, i in enumerate(group):
             yield i, items[i], out, row
-    for i, item in enumerate(items):
-        if item.error is not None:
-            yield i, item, None, None
 
 
-def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise") -> list:
-    """Hidden states of each input: one [len(layers), T_i, D] array per input.
+def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None) -> list:
+    """Hidden states of each input, in their order: see embed_each."""
+    return in_order(embed_each(model, inputs, layers, batch_size, errors, progress), len(inputs))
+
+
+def embed_each(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None):
+    """(index, hidden states) for each input as it finishes: one [len(layers), T_i, D] array per input.
 
     ``layers`` index ``hidden_states`` (0 is the first transformer layer's input, L the last
     layer's output); None gives ``last_hidden_state`` alone (after the final layer norm of
     pre-LN models, and after the down-sampling adapter of models that have one). Files are
-    read whole. With ``errors="keep"`` a bad input's entry is the AudioError instead.
+    read whole, a group of consecutive inputs at a time. With ``errors="keep"`` a bad input's
+    entry is the AudioError instead. ``progress(done, total)`` is called as inputs finish.
     """
     check_layers(model, layers)
-    return embed_prepared(model, _read_whole(model, inputs, errors), layers, batch_size)
+    _check_batch_size(batch_size)
+    counter = _Counter(len(inputs), progress)
+    for first, group in _groups(inputs):
+        for i, result in embed_prepared_each(model, _read_whole(model, group, errors), layers, batch_size):
+            counter.finished()
+            yield first + i, result
 
 
 def check_layers(model, layers) -> None:
@@ -281,17 +370,20 @@ def _read_whole(model, inputs, errors: str) -> list[_Input]:
 
 
 def embed_prepared(model, items: list[_Input], layers=None, batch_size: int = 8) -> list:
-    """The model half of embed: inputs from ``prepare`` (with ``chunk=WHOLE``), one array or AudioError each."""
-    results: list = [None] * len(items)
+    """The model half of embed, for inputs from ``prepare`` (``chunk=WHOLE``): an array or AudioError each."""
+    return in_order(embed_prepared_each(model, items, layers, batch_size), len(items))
+
+
+def embed_prepared_each(model, items: list[_Input], layers=None, batch_size: int = 8):
+    """(index, array or AudioError) for inputs from ``prepare`` (``chunk=WHOLE``), as they finish."""
     for i, item, out, row in _whole_inputs(model, items, batch_size, output_hidden_states=layers is not None):
         if out is None:
-            results[i] = audio.AudioError(item.error)
+            yield i, audio.AudioError(item.error)
         elif layers is None:
-            results[i] = asnumpy(out.last_hidden_state[row, :out.frame_lengths[row]])[None]  # [1, T_i, D]
+            yield i, asnumpy(out.last_hidden_state[row, :out.frame_lengths[row]])[None]  # [1, T_i, D]
         else:
             frames = out.encoder_frame_lengths[row]
-            results[i] = np.stack([asnumpy(out.hidden_states[k][row, :frames]) for k in layers])  # [layers, T_i, D]
-    return results
+            yield i, np.stack([asnumpy(out.hidden_states[k][row, :frames]) for k in layers])  # [layers, T_i, D]
 
 
 @dataclass
@@ -304,8 +396,16 @@ class Classification:
     error: str | None = None  # why this input failed, with errors="keep"
 
 
-def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, errors: str = "raise") -> list:
-    """Classify files or 1-d arrays with a sequence classifier (keyword spotting, emotion, speaker, ...).
+def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, errors: str = "raise",
+             progress=None) -> list:
+    """Label scores of each input, in their order: see classify_each."""
+    return in_order(classify_each(model, inputs, batch_size, top_k, errors, progress), len(inputs))
+
+
+def classify_each(model, inputs, batch_size: int = 8, top_k: int | None = None, errors: str = "raise",
+                  progress=None):
+    """(index, Classification) for each file or 1-d array as it finishes, with a sequence classifier
+    (keyword spotting, emotion, speaker, ...).
 
     Each input gets the softmax of its logits over the config's labels (id2label), the
     ``top_k`` most likely first (all labels by default). Files are read whole and batched by
@@ -314,13 +414,18 @@ def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, error
     if model.kind != SEQUENCE_CLASSIFICATION:
         raise ValueError(f"this model is a {model.kind}, not an audio classifier "
                          f"({SEQUENCE_CLASSIFICATION}); frame classifiers give model(x).logits [B, T, labels]")
-    results: list = [None] * len(inputs)
-    for i, item, out, row in _whole_inputs(model, _read_whole(model, inputs, errors), batch_size):
-        seconds = item.samples / model.sampling_rate
-        if out is None:
-            results[i] = Classification(item.name, seconds, [], error=item.error)
-            continue
-        probabilities = asnumpy(softmax(out.logits[row]))  # [labels]
-        best = np.argsort(-probabilities, kind="stable")[:top_k]
-        results[i] = Classification(item.name, seconds, [(model.labels[k], float(probabilities[k])) for k in best])
-    return results
+    _check_batch_size(batch_size)
+    counter = _Counter(len(inputs), progress)
+    for first, group in _groups(inputs):
+        for i, item, out, row in _whole_inputs(model, _read_whole(model, group, errors), batch_size):
+            counter.finished()
+            yield first + i, _classification(model, item, out, row, top_k)
+
+
+def _classification(model, item: _Input, out, row, top_k) -> Classification:
+    seconds = item.samples / model.sampling_rate
+    if out is None:
+        return Classification(item.name, seconds, [], error=item.error)
+    probabilities = asnumpy(softmax(out.logits[row]))  # [labels]
+    best = np.argsort(-probabilities, kind="stable")[:top_k]
+    return Classification(item.name, seconds, [(model.labels[k], float(probabilities[k])) for k in best])

@@ -5,10 +5,11 @@ Each renders or writes one result; the command line decides where results go.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..io.outputs import write_atomically
 
 # ---------------------------------------------------------------------------
 # Transcripts
@@ -79,21 +80,15 @@ def output_paths(sources: list[str], folder: Path, suffix: str) -> list[Path]:
     return paths
 
 
-def write_atomically(path: Path, text: str | None = None, write=None) -> None:
-    """Write ``text`` (or call ``write(temporary path)``) and move it into place: never half a file."""
-    tmp = path.with_name(path.name + ".partial")
-    if write is None:
-        tmp.write_text(text, encoding="utf-8")
-    else:
-        write(tmp)
-    os.replace(tmp, path)
-
-
 def write_features(out: Path, features: dict, metadata: dict) -> None:
-    """Features ({path: [layers, T, D]}) to OUT.npy (one input) or OUT.safetensors (a tensor per path)."""
+    """Features ({path: [layers, T, D]}) to OUT.npy (one input) or OUT.safetensors (a tensor per path), whole."""
     if out.suffix.lower() == ".npy":
-        np.save(out, next(iter(features.values())))
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+                np.save(f, next(iter(features.values())))
     else:
         from safetensors.numpy import save_file
 
-        save_file({f: np.ascontiguousarray(r) for f, r in features.items()}, str(out), metadata=metadata)
+        def write(tmp):
+            save_file({f: np.ascontiguousarray(r) for f, r in features.items()}, str(tmp), metadata=metadata)
+    write_atomically(out, write)
