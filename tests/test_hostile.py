@@ -376,3 +376,48 @@ def test_progress_shows_on_a_terminal_for_many_files_and_long_ones(folder):
 def test_quiet_silences_progress(folder):
     status, shown = run_in_terminal("transcribe", folder / "a.flac", folder / "a.flac", "--quiet")
     assert status == 0 and "files," not in shown
+
+
+# ---------------------------------------------------------------------------
+# In-process: what a subprocess cannot show here (root, an interrupt at a chosen moment)
+
+
+def test_embed_interrupted_writes_the_features_of_the_files_done(folder, monkeypatch, capsys):
+    from npw2v2.app import cli, pipeline
+
+    finish = pipeline.embed_each
+
+    def two_then_ctrl_c(model, files, *args, **kwargs):
+        for k, pair in enumerate(finish(model, files, *args, **kwargs)):
+            yield pair
+            if k == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "embed_each", two_then_ctrl_c)
+    clips = [folder / f"{i}.flac" for i in range(4)]
+    for clip in clips:
+        clip.write_bytes(CLIP.read_bytes())
+    out = folder / "f.safetensors"
+    assert cli.main(["embed", *map(str, clips), "-m", str(MODEL), "-o", str(out)]) == 130
+    from safetensors.numpy import load_file
+
+    assert list(load_file(str(out))) == [str(clips[0]), str(clips[1])]
+    err = capsys.readouterr().err
+    assert "interrupted: wrote the features of the 2 of 4 files done" in err and "Traceback" not in err
+
+
+def test_unwritable_places_are_named(folder, monkeypatch):
+    from npw2v2.io import outputs
+
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)  # as a user without write permission
+    assert "permission denied" in outputs.output_problem(folder / "x.safetensors")
+    assert "permission denied" in outputs.folder_problem(folder / "new" / "deeper")
+    assert "permission denied" in outputs.folder_problem(folder)
+
+
+def test_a_config_that_is_not_an_object_is_one_line(folder):
+    bad = folder / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("[1, 2]")
+    (bad / "model.safetensors").write_bytes(MODEL.read_bytes())
+    refused(run("transcribe", folder / "a.flac", "-m", bad), 2, "config.json", "JSON object")
