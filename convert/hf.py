@@ -7,7 +7,6 @@ are bundled as ``languages.LANG.*`` tensors.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from npw2v2.io.languages import adapter_files
@@ -15,6 +14,7 @@ from npw2v2.io.weights import (
     LANGUAGES,
     CheckpointError,
     canonical_name,
+    json_file,
     read_safetensors,
     shard_files,
 )
@@ -33,11 +33,9 @@ WEIGHT_FILES = {  # file -> (reader, sharded, source format)
 
 def _json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"{path}: cannot read JSON ({e})") from None
-    except RecursionError:
-        raise ConversionError(f"{path}: cannot read JSON (nested too deeply)") from None
+        return json_file(path)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from None
 
 
 def _read_weights(path: Path, kind: str) -> dict:

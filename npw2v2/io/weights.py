@@ -179,7 +179,8 @@ def read_safetensors(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
 
 
-def _json_file(path: Path):
+def json_file(path: Path):
+    """A JSON file's value; CheckpointError naming the file when it cannot be read or parsed."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -199,7 +200,7 @@ def config_of(d, where: str, keep_prefix: bool = True) -> Config:
 
 def shard_files(index: Path) -> list[Path]:
     """The weight files a sharded checkpoint's index names; each must be a plain name in its folder."""
-    weight_map = _json_file(index).get("weight_map")
+    weight_map = json_file(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index}: no weight_map in the index")
     files = sorted(set(weight_map.values()))
@@ -299,7 +300,7 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
     """A Hugging Face model folder: config.json with model.safetensors or sharded safetensors."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no config.json in this folder")
-    cfg = config_of(_json_file(folder / "config.json"), str(folder / "config.json"), keep_prefix=False)
+    cfg = config_of(json_file(folder / "config.json"), str(folder / "config.json"), keep_prefix=False)
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
         tensors = read_safetensors(folder / "model.safetensors")[0]
@@ -311,8 +312,8 @@ def _read_folder(folder: Path) -> tuple[dict, Config, dict | None, dict]:
         raise CheckpointError(
             f"{folder}: no model.safetensors; convert PyTorch or fairseq checkpoints with npw2v2-convert"
         )
-    vocab = _json_file(folder / "vocab.json") if (folder / "vocab.json").is_file() else None
-    settings = {key: _json_file(folder / name) for key, name in SETTINGS_FILES.items() if (folder / name).is_file()}
+    vocab = json_file(folder / "vocab.json") if (folder / "vocab.json").is_file() else None
+    settings = {key: json_file(folder / name) for key, name in SETTINGS_FILES.items() if (folder / name).is_file()}
     names = {"vocab": str(folder / "vocab.json"), **{key: str(folder / name) for key, name in SETTINGS_FILES.items()}}
     check_settings(vocab, settings, head_rows({n: v.shape for n, v in tensors.items()}), names)
     return tensors, cfg, vocab, {"source_format": "huggingface-folder", **settings}
