@@ -115,8 +115,6 @@ def check_engine(args) -> None:
         raise UsageError("--engine ray runs the model on CPUs: leave out --device")
     if args.engine == "ray" and getattr(args, "language", None):
         raise UsageError("--engine ray loads the model's default language: --language is for the local engine")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.engine == "ray":
         from .distributed import check_address, import_ray
 
@@ -280,9 +278,9 @@ def run_embed(args) -> int:
     if suffix == ".npy" and len(files) != 1:
         raise UsageError("a .npy file holds one input's features; use .safetensors for several files")
     inputs = with_contents([args.model]) + files
-    problem = folder_problem(args.out) if shards else output_problem(args.out, inputs)
-    if problem or (shards and any(args.out.resolve() == Path(i).resolve() for i in inputs)):
-        raise UsageError(f"-o {args.out}: {problem or 'it is one of the inputs, which an output never replaces'}")
+    problem = folder_problem(args.out, inputs) if shards else output_problem(args.out, inputs)
+    if problem:
+        raise UsageError(f"-o {args.out}: {problem}")
     model, name = load_model(args.model, device=args.device)
     layers = "last" if args.layers is None else ",".join(map(str, args.layers))
     stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 PARTIAL = ".partial"  # the suffix of a file being written
+INPUT = "it is one of the inputs, which an output never replaces"
 
 
 def output_problem(path, inputs=()) -> str | None:
@@ -23,7 +24,7 @@ def output_problem(path, inputs=()) -> str | None:
     """
     path = Path(path)
     if any(_same_file(path, Path(i)) for i in inputs if str(i)):
-        return "it is one of the inputs, which an output never replaces"
+        return INPUT
     if path.is_dir():
         return "a folder: give a file name"
     parent = path.parent
@@ -48,9 +49,11 @@ def with_contents(paths) -> list[Path]:
     return found
 
 
-def folder_problem(folder) -> str | None:
+def folder_problem(folder, inputs=()) -> str | None:
     """Why ``folder`` cannot take output files (it will be made if missing), or None when it can."""
     folder = Path(folder)
+    if any(_same_file(folder, Path(i)) for i in inputs if str(i)):
+        return INPUT
     if folder.exists():
         if not folder.is_dir():
             return "not a folder"
