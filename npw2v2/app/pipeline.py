@@ -212,6 +212,7 @@ def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
 
     See transcribe_each, which yields each result as it finishes.
     """
+    inputs = list(inputs)
     return in_order(transcribe_each(model, inputs, batch_size, timestamps, chunk_seconds, stride_seconds,
                                     progress, errors), len(inputs))
 
@@ -229,6 +230,7 @@ def transcribe_each(model, inputs, batch_size: int = 8, timestamps: bool = False
     check_can_transcribe(model)
     _check_batch_size(batch_size)
     chunk, stride = chunking(model, chunk_seconds, stride_seconds)
+    inputs = list(inputs)
     counter = _Counter(len(inputs), progress)
     for first, group in _groups(inputs):
         items = prepare(group, model.sampling_rate, model.config.receptive_field, chunk, errors)
@@ -278,9 +280,8 @@ def in_order(pairs, count: int) -> list:
     return results
 
 
-def _groups(inputs):
+def _groups(inputs: list):
     """(index of the first, inputs) for consecutive groups of GROUP_INPUTS inputs."""
-    inputs = list(inputs)
     for first in range(0, len(inputs), GROUP_INPUTS):
         yield first, inputs[first:first + GROUP_INPUTS]
 
@@ -337,6 +338,7 @@ def _whole_inputs(model, items: list[_Input], batch_size: int, output_hidden_sta
 
 def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None) -> list:
     """Hidden states of each input, in their order: see embed_each."""
+    inputs = list(inputs)
     return in_order(embed_each(model, inputs, layers, batch_size, errors, progress), len(inputs))
 
 
@@ -351,6 +353,7 @@ def embed_each(model, inputs, layers=None, batch_size: int = 8, errors: str = "r
     """
     check_layers(model, layers)
     _check_batch_size(batch_size)
+    inputs = list(inputs)
     counter = _Counter(len(inputs), progress)
     for first, group in _groups(inputs):
         for i, result in embed_prepared_each(model, _read_whole(model, group, errors), layers, batch_size):
@@ -399,6 +402,7 @@ class Classification:
 def classify(model, inputs, batch_size: int = 8, top_k: int | None = None, errors: str = "raise",
              progress=None) -> list:
     """Label scores of each input, in their order: see classify_each."""
+    inputs = list(inputs)
     return in_order(classify_each(model, inputs, batch_size, top_k, errors, progress), len(inputs))
 
 
@@ -415,6 +419,7 @@ def classify_each(model, inputs, batch_size: int = 8, top_k: int | None = None, 
         raise ValueError(f"this model is a {model.kind}, not an audio classifier "
                          f"({SEQUENCE_CLASSIFICATION}); frame classifiers give model(x).logits [B, T, labels]")
     _check_batch_size(batch_size)
+    inputs = list(inputs)
     counter = _Counter(len(inputs), progress)
     for first, group in _groups(inputs):
         for i, item, out, row in _whole_inputs(model, _read_whole(model, group, errors), batch_size):
