@@ -59,6 +59,9 @@ def main(argv=None) -> int:
         cause = (e.strerror or str(e)).lower()
         print(f"npw2v2-convert: error: {e.filename + ': ' if e.filename else ''}{cause}", file=sys.stderr)
         return 1
+    except MemoryError as e:  # a checkpoint larger than this machine can hold
+        print(f"npw2v2-convert: error: {args.src}: not enough memory ({e or 'an allocation failed'})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # nothing half-written stays: the output is written beside and moved at the end
         print("npw2v2-convert: interrupted", file=sys.stderr)
         return 130

@@ -421,3 +421,21 @@ def test_a_config_that_is_not_an_object_is_one_line(folder):
     (bad / "config.json").write_text("[1, 2]")
     (bad / "model.safetensors").write_bytes(MODEL.read_bytes())
     refused(run("transcribe", folder / "a.flac", "-m", bad), 2, "config.json", "JSON object")
+
+
+def test_explain_refuses_a_batch_too_large_to_keep_every_stage_of():
+    result = run("explain", "--samples", "100000000")
+    refused(result, 2, "at most 120 s of padded audio", "1 x 6250.0 s")
+    assert result.seconds < 30
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
+    from npw2v2.app import cli
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 38.1 GiB for an array")
+
+    monkeypatch.setattr(cli, "load_model", too_big)
+    assert cli.main(["explain", "--samples", "800"]) == 2
+    err = capsys.readouterr().err
+    assert err == "npw2v2: error: not enough memory (Unable to allocate 38.1 GiB for an array)\n"

@@ -387,13 +387,27 @@ def explain_inputs(args, model) -> tuple[np.ndarray, np.ndarray]:
 
     rate = model.sampling_rate
     if args.inputs:
+        check_traceable([audio.info(f).samples_at(rate) for f in args.inputs], rate)
         arrays = [audio.load(f, rate, model.config.receptive_field) for f in args.inputs]
     else:
         lengths = args.samples or [round(s * rate) for s in (args.seconds or [1.3, 2.7])]
+        check_traceable(lengths, rate)
         rng = np.random.RandomState(args.seed)
         arrays = [rng.standard_normal(n).astype(np.float32) for n in lengths]
     x, mask = audio.pad(arrays)
     return (audio.normalize(x, mask) if model.do_normalize and args.inputs else x), mask
+
+
+# explain keeps every stage's array of the whole padded batch (the first conv layer's alone
+# holds a C-vector per 5 samples): it is for looking inside, not for long recordings.
+EXPLAIN_SECONDS = 120
+
+
+def check_traceable(lengths: list[int], rate: int) -> None:
+    """Refuse a batch too large to trace: more than EXPLAIN_SECONDS of padded audio."""
+    if len(lengths) * max(lengths) > EXPLAIN_SECONDS * rate:
+        raise UsageError(f"explain keeps every stage of the padded batch in memory: at most {EXPLAIN_SECONDS} s of "
+                         f"padded audio, asked for {len(lengths)} x {max(lengths) / rate:.1f} s")
 
 
 def run_explain(args) -> int:
@@ -684,6 +698,9 @@ def main(argv=None) -> int:
             return 2
         except OSError as e:
             print(f"npw2v2: error: {os_error(e)}", file=sys.stderr)
+            return 2
+        except MemoryError as e:  # an input too long for this machine, read or run whole
+            print(f"npw2v2: error: not enough memory ({e or 'an allocation failed'})", file=sys.stderr)
             return 2
         except KeyboardInterrupt:  # Ctrl-C on a long run: what is written stays, and --engine ray resumes from it
             print(("\n" if sys.stderr.isatty() else "") + "npw2v2: interrupted", file=sys.stderr)
