@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from npw2v2 import __version__
+from npw2v2.io.hub import locate
 from npw2v2.io.outputs import output_problem, with_contents
+from npw2v2.io.weights import CheckpointError
 
 from .checkpoint import DTYPES, convert
 from .errors import ConversionError
@@ -31,7 +33,10 @@ def main(argv=None) -> int:
         prog="npw2v2-convert",
         description="Convert a Hugging Face model folder or an original fairseq .pt checkpoint into one "
                     ".safetensors file that npw2v2.load reads on its own. PyTorch is not needed.")
-    parser.add_argument("src", type=Path, help="a Hugging Face model folder, or a fairseq .pt file")
+    parser.add_argument("src", help="a Hugging Face model folder, a hub id in the Hugging Face cache (ORG/NAME), "
+                                    "or a fairseq .pt file")
+    parser.add_argument("--revision", metavar="REV",
+                        help="with a hub id: the branch, tag or commit in the cache (default main)")
     parser.add_argument("out", type=Path, help="the .safetensors file to write")
     parser.add_argument("--dict", type=Path, dest="dict_path",
                         help="fairseq letter dictionary (dict.ltr.txt) of a fine-tuned CTC checkpoint; "
@@ -42,6 +47,11 @@ def main(argv=None) -> int:
                              "or .bin in SRC), or 'all'; others load from adapter files beside the output")
     parser.add_argument("--version", action="version", version=f"npw2v2-convert {__version__}")
     args = parser.parse_args(argv)
+    try:
+        args.src = locate(args.src, args.revision)
+    except CheckpointError as e:
+        print(f"npw2v2-convert: error: {e}", file=sys.stderr)
+        return 1
     problem = output_problem(args.out, with_contents([args.src, *([args.dict_path] if args.dict_path else [])]))
     if problem:
         print(f"npw2v2-convert: error: {args.out}: {problem}", file=sys.stderr)

@@ -20,7 +20,8 @@ from ..io.weights import CheckpointError
 from . import pipeline
 from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
-from .model import load_model
+from ..io import hub
+from .model import is_built_in, load_model
 from .writers import output_paths, record, render, render_classification, write_features
 
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
@@ -530,6 +531,14 @@ SECONDS = finite_number(0.0, above=True)
 SEED = whole_number(0, 2**32 - 1)  # what numpy.random.RandomState takes
 
 
+MODEL_HELP = "a .safetensors file, a Hugging Face folder, or a hub id in the Hugging Face cache (ORG/NAME)"
+
+
+def add_revision(command) -> None:
+    command.add_argument("--revision", metavar="REV",
+                         help="with a hub id: the branch, tag or commit in the cache (default main)")
+
+
 def add_quiet(command) -> None:
     command.add_argument("--quiet", "-q", action="store_true",
                          help="no progress line (it is shown on a terminal only, for long work)")
@@ -538,7 +547,8 @@ def add_quiet(command) -> None:
 def add_inputs_and_model(command) -> None:
     """The arguments embed and classify share: files or folders, the model, batch size, device."""
     command.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    command.add_argument("--model", "-m", required=True, help="a .safetensors file or Hugging Face folder")
+    command.add_argument("--model", "-m", required=True, help=MODEL_HELP)
+    add_revision(command)
     command.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
     command.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     add_quiet(command)
@@ -558,8 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npw2v2", description="wav2vec 2.0 in pure NumPy: transcribe and classify audio, extract features, "
                                    "look inside.",
-        epilog="Models are .safetensors files made by npw2v2-convert, or Hugging Face folders with "
-               "model.safetensors. Run 'npw2v2 COMMAND --help' for a command's options.")
+        epilog="Models are .safetensors files made by npw2v2-convert, Hugging Face folders with "
+               "model.safetensors, or hub ids (ORG/NAME) of models transformers or huggingface_hub downloaded. "
+               "A model name is looked for as a file or folder first, then in the Hugging Face cache, then "
+               "among the built-in architectures (base, large). Run 'npw2v2 COMMAND --help' for a command's "
+               "options.")
     parser.add_argument("--version", action="version", version=f"npw2v2 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -571,8 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "read is reported on stderr and skipped; the exit status is then 1.")
     t.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR")
     t.add_argument("--model", "-m", default=str(DEFAULT_MODEL),
-                   help="a .safetensors file or Hugging Face folder (default: the bundled model, which knows "
-                        "English digits spoken by synthetic voices and nothing else)")
+                   help=MODEL_HELP + " (default: the bundled model, which knows English digits spoken by "
+                                     "synthetic voices and nothing else)")
+    add_revision(t)
     t.add_argument("--examples", action="store_true", help="transcribe the bundled example clips too")
     t.add_argument("--format", "-f", choices=FORMATS, default="text",
                    help="text: the text alone, a line per file; tsv: path, seconds, text; json: an object per "
@@ -626,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "random weights.")
     x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
     x.add_argument("--model", "-m", default="base",
-                   help="a .safetensors file or Hugging Face folder, or 'base' / 'large' (default: base)")
+                   help=MODEL_HELP + ", or the architecture 'base' or 'large' with random weights (default: base)")
+    add_revision(x)
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")
     x.add_argument("--samples", type=POSITIVE, nargs="+", help="input lengths in samples")
     x.add_argument("--norm-over-padding", action="store_true",
@@ -686,6 +701,8 @@ def main(argv=None) -> int:
         warnings.simplefilter("always", AudioWarning)
         warnings.showwarning = _warn_on_stderr
         try:
+            if hasattr(args, "revision"):
+                args.model = located_model(args.model, args.revision)
             return args.run(args)
         except UsageError as e:  # one line: the usage summary of the main parser would only be noise here
             print(f"npw2v2: error: {e}", file=sys.stderr)
@@ -705,6 +722,12 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:  # Ctrl-C on a long run: what is written stays, and --engine ray resumes from it
             print(("\n" if sys.stderr.isatty() else "") + "npw2v2: interrupted", file=sys.stderr)
             return 130
+
+
+def located_model(name: str, revision: str | None) -> str:
+    """--model as the rest of the command reads it: a hub id becomes its snapshot folder in the
+    Hugging Face cache (npw2v2.io.hub); a path or a built-in architecture name stays as it is."""
+    return name if is_built_in(name, revision) else str(hub.locate(name, revision))
 
 
 def os_error(e: OSError) -> str:

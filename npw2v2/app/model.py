@@ -7,6 +7,7 @@ npw2v2.app.pipeline's; MMS languages come from npw2v2.io.languages.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..core.heads import HEAD_NAMES, contrastive_logits, model_kind
 from ..core.params import random_weights
 from ..core.trace import untraced
 from ..core.wav2vec2 import Output, can_run_items_alone, forward, forward_items_alone
-from ..io import languages, weights
+from ..io import hub, languages, weights
 from . import pipeline
 
 
@@ -171,12 +172,14 @@ def from_tensors(tensors: dict, cfg: Config, source: str = "tensors", vocab=None
     return model
 
 
-def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
-    """Load a model from a .safetensors file or a Hugging Face model folder.
+def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = None) -> Wav2Vec2:
+    """Load a model from a .safetensors file, a Hugging Face model folder, or a hub id
+    ("facebook/wav2vec2-base-960h") that transformers or huggingface_hub downloaded (npw2v2.io.hub;
+    ``revision``: a branch, tag or commit, default main).
 
     Raises CheckpointError naming the path and every problem found.
     """
-    path = Path(path)
+    path = hub.locate(str(path), revision)
     tensors, cfg, vocab, metadata = weights.read(path)
     return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
                         folder=path if path.is_dir() else path.parent)
@@ -185,14 +188,25 @@ def load(path, dtype=np.float32, device: str = "cpu") -> Wav2Vec2:
 BUILT_IN = {"base": BASE, "large": LARGE}  # architectures the command line knows by name
 
 
-def load_model(name: str, seed: int = 0, device: str = "cpu") -> tuple[Wav2Vec2, str]:
-    """A model file or folder, or a built-in architecture name with random weights, on the device.
+def load_model(name: str, seed: int = 0, device: str = "cpu", revision: str | None = None) -> tuple[Wav2Vec2, str]:
+    """A model by the name a user gives: a file or folder, a hub id in the local cache, or a
+    built-in architecture name with random weights, in that order; on the device.
 
-    A file or folder wins over a built-in name. Returns the model and a description of it
-    for messages and metadata.
+    Returns the model and a description of it for messages and metadata.
     """
-    if name in BUILT_IN and not Path(name).exists():  # a file or folder of that name is what the user means
+    if is_built_in(name, revision):
         cfg = BUILT_IN[name]
         return from_tensors(random_weights(cfg, seed=seed), cfg, device=device), \
             f"{name} architecture, random weights (seed {seed})"
-    return load(name, device=device), name
+    return load(name, device=device, revision=revision), name
+
+
+def is_built_in(name: str, revision: str | None = None) -> bool:
+    """Whether a name means a built-in architecture: no file or folder and no cached model takes it first."""
+    if name not in BUILT_IN or Path(name).exists():
+        return False
+    if hub.cached_snapshot(name, revision) is not None:
+        warnings.warn(f"{name} is a built-in architecture and a model in the Hugging Face cache: took the cached "
+                      "model", hub.ModelNameWarning, stacklevel=3)
+        return False
+    return True

@@ -1,0 +1,125 @@
+"""Hub ids: models the Hugging Face tools downloaded, found in their local cache, offline.
+
+transformers and huggingface_hub keep what they download in one cache folder:
+
+    CACHE/models--ORG--NAME/refs/REVISION              the commit a branch or tag points to (40 hex digits)
+    CACHE/models--ORG--NAME/snapshots/COMMIT/FILE      the files of that commit, symlinks into blobs/
+    CACHE/models--ORG--NAME/blobs/HASH                 the files' contents
+
+CACHE is $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE (its old name), else $HF_HOME/hub, else
+$XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub, as huggingface_hub decides.
+A snapshot folder is a Hugging Face model folder like any other (MMS adapter files beside
+the weights included), so ``resolve`` only finds it. With the optional huggingface_hub
+installed (``pip install "npw2v2[hub]"``), a model that is not in the cache is downloaded,
+unless HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) says not to.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+from .weights import CheckpointError
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# ORG/NAME or NAME: letters, digits, '-', '_' and '.', not starting or ending with '-' or '.'
+PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"(?:{PART}/)?{PART}")
+# What a download fetches: the files npw2v2 (and its converter) read, not every file of the repository
+# (an MMS repository holds an adapter file for each of 1000+ languages).
+DOWNLOAD_PATTERNS = ["config.json", "*.safetensors.index.json", "model.safetensors", "model-*.safetensors",
+                     "pytorch_model*.bin", "pytorch_model.bin.index.json", "vocab.json", "preprocessor_config.json",
+                     "tokenizer_config.json"]
+FETCH_HINT = ("fetch it with `hf download {id}` (huggingface_hub's command), or pip install \"npw2v2[hub]\" and "
+              "npw2v2 fetches it")
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")  # names of files: a missing one is no hub id
+
+
+class NotCached(CheckpointError):
+    """A hub id that the local cache does not hold (and could not be downloaded)."""
+
+
+class ModelNameWarning(UserWarning):
+    """A model name that could mean two things; the message says which one was taken."""
+
+
+def locate(name: str, revision: str | None = None) -> Path:
+    """The folder or file a model name means: an existing path first, then a hub id in the local
+    cache (or downloaded, see ``snapshot``). A name that is both says which it took."""
+    path = Path(name)
+    if path.exists():
+        if revision:
+            raise CheckpointError(f"{name}: a file or folder here, which has no revisions: --revision is for hub ids")
+        if is_hub_id(name) and cached_snapshot(name) is not None:
+            warnings.warn(f"{name} is a file or folder here and a model in the Hugging Face cache: took the "
+                          "file or folder", ModelNameWarning, stacklevel=2)
+        return path
+    if not is_hub_id(name) or name.lower().endswith(MODEL_SUFFIXES):
+        raise CheckpointError(f"{name}: no such file or folder")
+    return snapshot(name, revision)
+
+
+def cache_folder() -> Path:
+    """The Hugging Face hub cache, as the environment sets it."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return _expand(os.environ[variable])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return _expand(home) / "hub"
+
+
+def _expand(path: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether a name has the form of a hub id, ORG/NAME or NAME."""
+    return bool(HUB_ID.fullmatch(name)) and "--" not in name and ".." not in name
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None, cache: Path | None = None) -> Path | None:
+    """The snapshot folder of a model in the local cache at ``revision`` (a branch, a tag or a
+    commit; default main), or None when the cache does not hold it."""
+    repo = (cache or cache_folder()) / ("models--" + repo_id.replace("/", "--"))
+    revision = revision or "main"
+    commit = revision if COMMIT.fullmatch(revision) else _read_ref(repo / "refs" / revision)
+    if commit is None:
+        return None
+    snapshot = repo / "snapshots" / commit
+    return snapshot if (snapshot / "config.json").is_file() else None
+
+
+def _read_ref(path: Path) -> str | None:
+    try:
+        commit = path.read_text().strip()
+    except OSError:
+        return None
+    return commit if COMMIT.fullmatch(commit) else None
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The snapshot folder of a hub id: from the cache, else downloaded when huggingface_hub is
+    installed and not told to stay offline, else NotCached saying how to fetch it."""
+    found = cached_snapshot(repo_id, revision)
+    if found is not None:
+        return found
+    where = f"{repo_id}" + (f" at revision {revision}" if revision else "")
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise NotCached(f"{where}: no such file or folder, nor a model in the Hugging Face cache ({cache_folder()}); "
+                        + FETCH_HINT.format(id=repo_id)) from None
+    if offline():
+        raise NotCached(f"{where}: not in the Hugging Face cache ({cache_folder()}), and HF_HUB_OFFLINE is set")
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=str(cache_folder()),
+                                                      allow_patterns=DOWNLOAD_PATTERNS))
+    except Exception as e:  # noqa: BLE001 - the client raises many kinds (network, 404, auth): one line each
+        raise NotCached(f"{where}: not in the Hugging Face cache, and downloading it failed: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
