@@ -21,6 +21,15 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     assert "python -m pytest -q" in ci and '".[test,ray]"' in ci
 
 
+def test_the_supported_pythons_agree_everywhere():
+    """The versions CI tests are the ones pyproject declares and the README states."""
+    ci = re.search(r'SUPPORTED="([0-9. ]+)"', (ROOT / ".ci" / "run").read_text()).group(1).split()
+    pyproject = re.findall(r"Programming Language :: Python :: (3\.\d+)", (ROOT / "pyproject.toml").read_text())
+    assert ci == pyproject and len(ci) >= 2
+    assert f"Python {ci[0]} to {ci[-1]}" in (ROOT / "README.md").read_text()
+    assert f'requires-python = ">={ci[0]}"' in (ROOT / "pyproject.toml").read_text()
+
+
 def test_readme_stays_a_users_page():
     assert len((ROOT / "README.md").read_bytes()) <= 10_500
 
