@@ -167,7 +167,7 @@ class Config:
 # Checking the fields
 
 
-def _show(value) -> str:
+def show(value) -> str:
     """A value for an error message, cut short: a hostile file's value may be anything."""
     try:
         text = repr(value)
@@ -180,15 +180,15 @@ def _kind(value) -> str:
     """What JSON calls a value's type, for messages about the wrong one."""
     names = {dict: "an object", list: "an array", tuple: "an array", str: "a string", bool: "a boolean",
              int: "a number", float: "a number", type(None): "null"}
-    return f"{names.get(type(value), type(value).__name__)} ({_show(value)})"
+    return f"{names.get(type(value), type(value).__name__)} ({show(value)})"
 
 
 def whole(key: str, value, low: int, high: int) -> int:
     """An int in [low, high]: not a bool, float, string or None. Raises ValueError naming the key."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"config: {key} must be a whole number >= {low}, got {_show(value)}")
+        raise ValueError(f"config: {key} must be a whole number >= {low}, got {show(value)}")
     if value > high:
-        raise ValueError(f"config: {key} must be at most {high} (far beyond any published model), got {_show(value)}")
+        raise ValueError(f"config: {key} must be at most {high} (far beyond any published model), got {show(value)}")
     return int(value)
 
 
@@ -200,7 +200,7 @@ def _number(key: str, value, high: float) -> float:
     """A finite float in (0, high]; ints are accepted (JSON writes 1.0 as 1 at times)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not 0 < value <= high:
-        raise ValueError(f"config: {key} must be a finite number above 0 and at most {high:g}, got {_show(value)}")
+        raise ValueError(f"config: {key} must be a finite number above 0 and at most {high:g}, got {show(value)}")
     return float(value)
 
 
@@ -281,7 +281,7 @@ def check_fields(cfg: Config) -> dict:
             f"{len(values['conv_dim'])}, {len(values['conv_kernel'])} and {len(values['conv_stride'])}"
         )
     if values["feat_extract_norm"] not in ("group", "layer"):
-        raise ValueError(f"config: feat_extract_norm must be 'group' or 'layer', got {_show(values['feat_extract_norm'])}")
+        raise ValueError(f"config: feat_extract_norm must be 'group' or 'layer', got {show(values['feat_extract_norm'])}")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:
@@ -302,7 +302,7 @@ def check_fields(cfg: Config) -> dict:
         if samples > MAX_SAMPLES:
             keys = "conv_kernel and conv_stride" if what == "receptive field" else "conv_stride"
             raise ValueError(f"config: {keys}{' with the adapter' if adapter_layers else ''} make a {what} of "
-                             f"{_show(samples)} samples, more than {MAX_SAMPLES}")
+                             f"{show(samples)} samples, more than {MAX_SAMPLES}")
     return values
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.adapters import language_shapes
 from ..core.backend import to_device
-from ..core.config import MAX_VOCAB, Config
+from ..core.config import MAX_VOCAB, Config, show
 from ..core.heads import model_kind
 from ..core.params import expected_shapes, fold_weight_norm, optional_shapes, unflatten
 
@@ -215,39 +215,34 @@ SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "toke
 SAMPLING_RATES = (1_000, 1_000_000)
 
 
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def check_preprocessor(settings) -> None:
     """preprocessor_config.json's keys npw2v2 reads; ValueError naming the key."""
     if not isinstance(settings, dict):
-        raise ValueError(f"must be a JSON object, got {_show(settings)}")
+        raise ValueError(f"must be a JSON object, got {show(settings)}")
     low, high = SAMPLING_RATES
     rate = settings.get("sampling_rate", 16000)
     if isinstance(rate, bool) or not isinstance(rate, int) or not low <= rate <= high:
         raise ValueError(f"sampling_rate must be a whole number of samples a second from {low} to {high}, "
-                         f"got {_show(rate)}")
+                         f"got {show(rate)}")
     if not isinstance(settings.get("do_normalize", True), bool):
-        raise ValueError(f"do_normalize must be true or false, got {_show(settings['do_normalize'])}")
+        raise ValueError(f"do_normalize must be true or false, got {show(settings['do_normalize'])}")
 
 
 def check_tokenizer(settings) -> None:
     """tokenizer_config.json's keys npw2v2 reads; ValueError naming the key."""
     if not isinstance(settings, dict):
-        raise ValueError(f"must be a JSON object, got {_show(settings)}")
+        raise ValueError(f"must be a JSON object, got {show(settings)}")
     if not isinstance(settings.get("word_delimiter_token", "|"), str):
-        raise ValueError(f"word_delimiter_token must be a string, got {_show(settings['word_delimiter_token'])}")
+        raise ValueError(f"word_delimiter_token must be a string, got {show(settings['word_delimiter_token'])}")
 
 
 def _check_token_ids(vocab, where: str) -> None:
     if not isinstance(vocab, dict) or not vocab:
-        raise ValueError(f"{where}must be a non-empty JSON object of tokens and their ids, got {_show(vocab)}")
+        raise ValueError(f"{where}must be a non-empty JSON object of tokens and their ids, got {show(vocab)}")
     for token, i in vocab.items():
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < MAX_VOCAB:
-            raise ValueError(f"{where}token {_show(token)} must have a whole-number id from 0 to {MAX_VOCAB - 1}, "
-                             f"got {_show(i)}")
+            raise ValueError(f"{where}token {show(token)} must have a whole-number id from 0 to {MAX_VOCAB - 1}, "
+                             f"got {show(i)}")
 
 
 def check_vocab(vocab, rows: int | None, metadata: dict) -> None:
@@ -258,7 +253,7 @@ def check_vocab(vocab, rows: int | None, metadata: dict) -> None:
     from .languages import initial_language, is_nested  # languages imports this module
 
     if not isinstance(vocab, dict) or not vocab:
-        raise ValueError(f"must be a non-empty JSON object of tokens and their ids, got {_show(vocab)}")
+        raise ValueError(f"must be a non-empty JSON object of tokens and their ids, got {show(vocab)}")
     nested = is_nested(vocab)
     for language_, tokens in (vocab.items() if nested else [(None, vocab)]):
         _check_token_ids(tokens, f"language {language_!r}: " if nested else "")
@@ -267,7 +262,7 @@ def check_vocab(vocab, rows: int | None, metadata: dict) -> None:
     if rows is not None and ids and max(ids.values()) >= rows:
         top = max(ids, key=ids.get)
         where = f"language {language!r}: " if nested else ""
-        raise ValueError(f"{where}token {_show(top)} has id {ids[top]}, but the CTC head has {rows} outputs "
+        raise ValueError(f"{where}token {show(top)} has id {ids[top]}, but the CTC head has {rows} outputs "
                          f"(ids 0 to {rows - 1})")
 
 
