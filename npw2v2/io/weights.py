@@ -23,6 +23,7 @@ from ..core.backend import to_device
 from ..core.config import MAX_VOCAB, Config, show
 from ..core.heads import model_kind
 from ..core.params import expected_shapes, fold_weight_norm, optional_shapes, unflatten
+from .audio import MAX_RATE, MIN_RATE
 
 # MMS languages bundled in a converted file: "languages.fra.lm_head.weight", ...
 LANGUAGES = "languages."
@@ -211,15 +212,13 @@ def shard_files(index: Path) -> list[Path]:
 
 # Settings besides the weights: the feature extractor's and the tokenizer's.
 SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
-# Sampling rates a model may name: 8 kHz telephone speech to 192 kHz studio audio, with room on both sides.
-SAMPLING_RATES = (1_000, 1_000_000)
 
 
 def check_preprocessor(settings) -> None:
     """preprocessor_config.json's keys npw2v2 reads; ValueError naming the key."""
     if not isinstance(settings, dict):
         raise ValueError(f"must be a JSON object, got {show(settings)}")
-    low, high = SAMPLING_RATES
+    low, high = MIN_RATE, MAX_RATE  # the rates an audio file's header may claim, for the same reasons
     rate = settings.get("sampling_rate", 16000)
     if isinstance(rate, bool) or not isinstance(rate, int) or not low <= rate <= high:
         raise ValueError(f"sampling_rate must be a whole number of samples a second from {low} to {high}, "
