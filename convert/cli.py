@@ -8,7 +8,7 @@ from pathlib import Path
 
 from npw2v2 import __version__
 from npw2v2.io.hub import locate
-from npw2v2.io.outputs import output_problem, with_contents
+from npw2v2.io.outputs import file_error, output_problem, with_contents
 from npw2v2.io.weights import CheckpointError
 
 from .checkpoint import DTYPES, convert
@@ -66,8 +66,7 @@ def main(argv=None) -> int:
         print(f"npw2v2-convert: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # reading the source or writing the output: the file and the cause
-        cause = (e.strerror or str(e)).lower()
-        print(f"npw2v2-convert: error: {e.filename + ': ' if e.filename else ''}{cause}", file=sys.stderr)
+        print(f"npw2v2-convert: error: {file_error(e)}", file=sys.stderr)
         return 1
     except MemoryError as e:  # a checkpoint larger than this machine can hold
         print(f"npw2v2-convert: error: {args.src}: not enough memory ({e or 'an allocation failed'})", file=sys.stderr)

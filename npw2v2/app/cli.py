@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..core.backend import DeviceError, asnumpy
 from ..io.audio import AudioError, AudioWarning
-from ..io.outputs import folder_problem, output_problem, with_contents, write_atomically
+from ..io.outputs import cause, file_error, folder_problem, output_problem, with_contents, write_atomically
 from ..io.weights import CheckpointError
 from . import pipeline
 from .distributed import RayUnavailable
@@ -250,7 +250,7 @@ def _write_transcript(path: Path, text: str, source: str) -> str | None:
     try:
         write_atomically(path, text)
     except OSError as e:
-        return f"{source}: cannot write {path}: {(e.strerror or str(e)).lower()}"
+        return f"{source}: cannot write {path}: {cause(e)}"
     return None
 
 
@@ -714,7 +714,7 @@ def main(argv=None) -> int:
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
         except OSError as e:
-            print(f"npw2v2: error: {os_error(e)}", file=sys.stderr)
+            print(f"npw2v2: error: {file_error(e)}", file=sys.stderr)
             return 2
         except MemoryError as e:  # an input too long for this machine, read or run whole
             print(f"npw2v2: error: not enough memory ({e or 'an allocation failed'})", file=sys.stderr)
@@ -728,12 +728,6 @@ def located_model(name: str, revision: str | None) -> str:
     """--model as the rest of the command reads it: a hub id becomes its snapshot folder in the
     Hugging Face cache (npw2v2.io.hub); a path or a built-in architecture name stays as it is."""
     return name if is_built_in(name, revision) else str(hub.locate(name, revision))
-
-
-def os_error(e: OSError) -> str:
-    """A file-system error as "PATH: cause", without Python's [Errno N] decoration."""
-    cause = (e.strerror or str(e)).lower()
-    return f"{e.filename}: {cause}" if e.filename else cause
 
 
 if __name__ == "__main__":

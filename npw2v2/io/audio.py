@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import outputs
+
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (full scale is 1.0)
 CLIP_FRACTION = 1e-3  # warn when more than this share of samples is clipped
 # Rates a header may claim. Outside them it is broken or hostile: a header saying 1 Hz would
@@ -81,9 +83,7 @@ def check_regular(path) -> None:
 
 def _cause(error: OSError) -> str:
     """An OSError's cause in words: "no such file", "permission denied", ..."""
-    if isinstance(error, FileNotFoundError):
-        return "no such file"
-    return (error.strerror or type(error).__name__).lower()
+    return "no such file" if isinstance(error, FileNotFoundError) else outputs.cause(error)
 
 
 def _open_error(path, error) -> AudioError:

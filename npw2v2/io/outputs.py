@@ -82,6 +82,16 @@ def write_atomically(path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def cause(error: OSError) -> str:
+    """A file-system error's cause in words ("permission denied"), without Python's [Errno N]."""
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+def file_error(error: OSError) -> str:
+    """A file-system error as "PATH: cause" (the cause alone when it names no file)."""
+    return f"{error.filename}: {cause(error)}" if error.filename else cause(error)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
