@@ -119,23 +119,33 @@ def softmax(x, axis=-1):
     return e
 
 
-def attention(x, valid, p, heads):
-    """Multi-head self-attention over a padded batch: softmax(q k^T / sqrt(D/H)) v, head by head.
+def attention_weights(x, valid, p, heads):
+    """How much each frame attends to each other frame: softmax(q k^T / sqrt(D/H)), head by head.
 
-    x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, T, D].
-    ``p`` holds q_proj, k_proj, v_proj and out_proj, each {"weight", "bias"}. Padded keys
-    score the most negative float, so no frame attends to padding, yet a row is never all
-    -inf. Padded query rows are computed like the others (meaningless, as in transformers).
-    Mirrors Wav2Vec2Attention with eager attention.
+    x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, H, T, T],
+    queries by keys. Padded keys score the most negative float, so their weights are 0, yet a
+    row is never all -inf. ``p`` holds q_proj and k_proj, each {"weight", "bias"}.
     """
     xp = get_xp(x)
-    batch, frames, dim = x.shape
-    head_dim = dim // heads
-    q, k, v = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj", "v_proj"))
-    scores = (q @ k.transpose(0, 1, 3, 2)) * head_dim**-0.5  # [B, H, T, T]: queries by keys
+    head_dim = x.shape[-1] // heads
+    q, k = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj"))
+    scores = (q @ k.transpose(0, 1, 3, 2)) * head_dim**-0.5  # [B, H, T, T]
     if valid is not None:
         scores = xp.where(valid[:, None, None, :], scores, xp.finfo(scores.dtype).min)
-    context = softmax(scores) @ v  # [B, H, T, D/H]
+    return softmax(scores)
+
+
+def attention(x, valid, p, heads):
+    """Multi-head self-attention over a padded batch: the attention weights times v, head by head.
+
+    x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, T, D].
+    ``p`` holds q_proj, k_proj, v_proj and out_proj, each {"weight", "bias"}. No frame
+    attends to padding (attention_weights). Padded query rows are computed like the others
+    (meaningless, as in transformers). Mirrors Wav2Vec2Attention with eager attention.
+    """
+    batch, frames, dim = x.shape
+    v = split_heads(linear(x, **p["v_proj"]), heads)  # [B, H, T, D/H]
+    context = attention_weights(x, valid, p, heads) @ v  # [B, H, T, D/H]
     return linear(context.transpose(0, 2, 1, 3).reshape(batch, frames, dim), **p["out_proj"])
 
 

@@ -62,14 +62,20 @@ def encoder_layer(x, valid, p, cfg: Config, ops: Ops):
         return ops.layer_norm(h, **p[name], eps=cfg.layer_norm_eps)
 
     def attend(h):
-        return ops.attention(h, valid, p["attention"], heads=cfg.num_attention_heads)
+        return ops.attention(attention_input(h, p, cfg, ops), valid, p["attention"], heads=cfg.num_attention_heads)
 
     if cfg.do_stable_layer_norm:
-        x = x + attend(norm(x, "layer_norm"))
+        x = x + attend(x)
         x = x + feed_forward(norm(x, "final_layer_norm"), p["feed_forward"], cfg, ops)
         return x + attention_adapter(x, p["adapter_layer"], ops) if "adapter_layer" in p else x
     x = norm(x + attend(x), "layer_norm")
     return norm(x + feed_forward(x, p["feed_forward"], cfg, ops), "final_layer_norm")
+
+
+def attention_input(x, p, cfg: Config, ops: Ops):
+    """What a layer's attention reads of the layer's input x [B, T, D]: x itself (post-LN), or
+    x layer-normed (pre-LN)."""
+    return ops.layer_norm(x, **p["layer_norm"], eps=cfg.layer_norm_eps) if cfg.do_stable_layer_norm else x
 
 
 def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True):
