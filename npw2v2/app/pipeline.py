@@ -144,16 +144,22 @@ def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
 
 
 def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None) -> None:
-    """Fill item.tokens window by window, keeping each window's frames outside its context.
+    """Fill item.tokens window by window, keeping each window's frames outside its context."""
+    for logits in window_logits(model, item, rate, chunk, stride, on_window):
+        item.tokens.append(ctc.best_tokens(logits))
+
+
+def window_logits(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None):
+    """A long input's logits window by window: each window's frames outside its context, [T_k, V].
 
     One window at a time: a 20 s window is already a large batch for the matrix products,
     and memory stays that of one window. ``on_window(name, done, windows)`` hears of each.
+    Joined, the windows' frames are the whole input's, each once (see _windows).
     """
     windows = _windows(item.samples, chunk, stride, model.config.output_frame_stride)
     for k, (start, end, keep_from, keep_to) in enumerate(windows):
-        x = _read_window(item, start, end, rate)
-        (tokens,) = _run(model, [x])
-        item.tokens.append(tokens[keep_from:keep_to])
+        out = _forward(model, [_read_window(item, start, end, rate)])
+        yield asnumpy(out.logits[0, :out.frame_lengths[0]])[keep_from:keep_to]
         if on_window:
             on_window(item.name, k + 1, len(windows))
 

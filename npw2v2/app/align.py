@@ -1,0 +1,442 @@
+"""CTC forced alignment: when each character and word of a known transcript is spoken.
+
+Given a model's log-probabilities per frame and the transcript, Viterbi over the CTC trellis
+finds the most likely frame-by-frame path that spells exactly that transcript: each frame is
+either the blank or one of the transcript's tokens, tokens come in order, a token may last
+several frames, and two equal consecutive tokens need a blank between them ("LL" is L, blank, L).
+
+The trellis has a blank state before, between and after the L tokens (2L + 1 states). It is
+kept as two arrays, blank states [B, L + 1] and token states [B, L], so each frame's step is a
+few whole-array operations over a padded batch, with no strided access.
+
+Ties are broken as torchaudio.functional.forced_align (its CPU kernel) breaks them, so the
+paths are the same: a state prefers staying over coming from the state before it, and that over
+skipping a blank; each only when strictly better. At the last frame the path ends on the last
+token unless the final blank is strictly better. Sums are in the emissions' own float type,
+one addition per frame in the same order, so equal inputs give bit-equal sums and equal ties.
+
+Memory: back-pointers are one byte per state and frame; a batch whose back-pointers for every
+frame fit PTR_BUDGET bytes keeps them all. Longer ones keep the forward variables every K
+frames (K about 2 sqrt(T)), then recompute one block of K frames at a time while tracing the
+path back: about 4 sqrt(T) bytes per state instead of T, for twice the forward work. One hour
+(T = 180,000 frames) against 50,000 characters: about 170 MB instead of 18 GB.
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.backend import asnumpy
+from . import pipeline
+
+PTR_BUDGET = 256 << 20  # back-pointers kept for every frame up to this many bytes, else blocks
+
+
+class AlignmentError(ValueError):
+    """An input that cannot be aligned; the message names the item."""
+
+
+# ---------------------------------------------------------------------------
+# The trellis: log-probabilities and token ids to the best path
+
+
+def forced_align(log_probs, targets, frame_lengths=None, target_lengths=None, blank: int = 0,
+                 block: int | None = None, names=None) -> tuple[np.ndarray, np.ndarray]:
+    """The best path of each item of a padded batch: (token ids [B, T], their log-probabilities [B, T]).
+
+    ``log_probs`` [B, T, V] (float32 or float64, log-softmax of the logits), ``targets`` [B, L]
+    token ids without the blank, ``frame_lengths`` and ``target_lengths`` [B] (default: all).
+    Frames past an item's length hold the blank and a log-probability of 0. The path equals
+    torchaudio.functional.forced_align's for each item alone. ``block`` forces the block
+    length of the recomputing pass (frames), for tests; None chooses by PTR_BUDGET. Errors
+    name an item by ``names[b]`` when given, else as "item b".
+    """
+    log_probs, targets, frame_lengths, target_lengths = check_inputs(log_probs, targets, frame_lengths,
+                                                                     target_lengths, blank, names)
+    states = best_states(log_probs, targets, frame_lengths, target_lengths, blank, block)  # [B, T]
+    tokens = state_tokens(states, targets, blank)
+    scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
+    past = np.arange(log_probs.shape[1])[None, :] >= frame_lengths[:, None]
+    tokens[past], scores[past] = blank, 0
+    return tokens, scores
+
+
+def state_tokens(states, targets, blank: int) -> np.ndarray:
+    """Token ids of trellis states [B, T]: even states are blanks, state 2k + 1 is targets[k]."""
+    k = np.clip((states - 1) // 2, 0, max(targets.shape[1] - 1, 0))
+    return np.where(states % 2 == 1, np.take_along_axis(targets, k, axis=1), blank)
+
+
+def check_inputs(log_probs, targets, frame_lengths, target_lengths, blank: int, names=None):
+    """The inputs as arrays of the right types, or AlignmentError naming the first item that cannot align."""
+    log_probs = np.asarray(log_probs)
+    if log_probs.dtype not in (np.float32, np.float64):
+        log_probs = log_probs.astype(np.float32)
+    targets = np.asarray(targets, dtype=np.int64)
+    if log_probs.ndim != 3 or targets.ndim != 2 or len(targets) != len(log_probs):
+        raise AlignmentError(f"log_probs must be [B, T, V] and targets [B, L] for the same B, got "
+                             f"{log_probs.shape} and {targets.shape}")
+    B, T, V = log_probs.shape
+    frame_lengths = np.full(B, T) if frame_lengths is None else np.asarray(frame_lengths, dtype=np.int64)
+    target_lengths = np.full(B, targets.shape[1]) if target_lengths is None else \
+        np.asarray(target_lengths, dtype=np.int64)
+    if not 0 <= blank < V:
+        raise AlignmentError(f"blank {blank} is not a token id of a {V}-token vocabulary")
+    for b in range(B):
+        name = names[b] if names is not None else f"item {b}"
+        check_item(name, targets[b, :target_lengths[b]], int(frame_lengths[b]), T, targets.shape[1], V, blank)
+    return log_probs, targets, frame_lengths, target_lengths
+
+
+def check_item(name: str, target, frames: int, max_frames: int, max_tokens: int, V: int, blank: int) -> None:
+    if not 0 < frames <= max_frames:
+        raise AlignmentError(f"{name}: {frames} frames, outside 1 .. {max_frames}")
+    if not 0 < len(target) <= max_tokens:
+        raise AlignmentError(f"{name}: an empty transcript (no tokens to align)")
+    if ((target < 0) | (target >= V) | (target == blank)).any():
+        bad = sorted(set(target[(target < 0) | (target >= V) | (target == blank)].tolist()))
+        raise AlignmentError(f"{name}: token ids {bad} are not tokens of a {V}-token vocabulary besides "
+                             f"the blank ({blank})")
+    needed = needed_frames(target)
+    if needed > frames:
+        raise AlignmentError(f"{name}: {len(target)} tokens, {needed - len(target)} of them repeating the one "
+                             f"before (a blank between), need at least {needed} frames; it has {frames}")
+
+
+def needed_frames(target) -> int:
+    """The fewest frames that can spell ``target``: a frame per token, one more per repeat."""
+    target = np.asarray(target)
+    return len(target) + int((target[1:] == target[:-1]).sum())
+
+
+def best_states(log_probs, targets, frame_lengths, target_lengths, blank: int, block: int | None = None):
+    """The trellis state of every frame on the best path [B, T] (-1 past an item's frames).
+
+    Items are run longest first, so the items still running at frame t are the first n rows
+    and each step works on views of them. Inputs are checked already (check_inputs).
+    """
+    order = np.argsort(-frame_lengths, kind="stable")
+    if (order != np.arange(len(order))).any():  # sorted already (one item, say): no copy of the emissions
+        log_probs, targets, frame_lengths, target_lengths = (a[order] for a in (log_probs, targets, frame_lengths,
+                                                                                 target_lengths))
+    trellis = _Trellis(log_probs, targets, frame_lengths, target_lengths, blank)
+    T = log_probs.shape[1]
+    K = _block_length(T, trellis.bytes_per_frame) if block is None else max(1, block)
+    states = trellis.backtrack(K)
+    out = np.empty_like(states)
+    out[order] = states
+    return out
+
+
+def _block_length(T: int, bytes_per_frame: int) -> int:
+    """Frames per block of back-pointers: all of them within PTR_BUDGET, else about 2 sqrt(T).
+
+    With blocks of K frames the pass keeps T / K checkpoints (4 or 8 bytes a state) and one
+    block of back-pointers (1 byte a state): 4 T / K + K is least at K = 2 sqrt(T).
+    """
+    if T * bytes_per_frame <= PTR_BUDGET:
+        return T
+    return max(1, math.ceil(2 * math.sqrt(T)))
+
+
+class _Trellis:
+    """The Viterbi forward variables of a padded batch sorted by frame length, longest first.
+
+    ``blank_a`` [B, L + 1]: the best log-probability of a path ending at frame t in the blank
+    before token k (k = L: after the last); ``token_a`` [B, L]: ending in token k. Padded token
+    states read an impossible token (-inf), so they and the blanks after them stay -inf.
+    """
+
+    def __init__(self, log_probs, targets, frame_lengths, target_lengths, blank: int):
+        B, T, V = log_probs.shape
+        L = targets.shape[1]
+        self.log_probs, self.frame_lengths, self.target_lengths, self.blank = log_probs, frame_lengths, \
+            target_lengths, blank
+        padded = np.arange(L)[None, :] >= target_lengths[:, None]  # [B, L]
+        self.targets = np.where(padded, V, targets)  # V: the impossible token, a -inf column below
+        self.dtype = log_probs.dtype
+        # a blank may be skipped between two different tokens only: -inf where it may not
+        skip = np.zeros((B, L), self.dtype)
+        skip[:, 0] = -np.inf
+        skip[:, 1:][targets[:, 1:] == targets[:, :-1]] = -np.inf
+        self.skip = skip
+        self.bytes_per_frame = B * (2 * L + 1)
+        self.running = [int((frame_lengths > t).sum()) for t in range(T)]  # rows still running at frame t
+
+    def emissions(self, t: int, n: int):
+        """Frame t's log-probabilities of the first n items' blank [n, 1] and tokens [n, L]."""
+        row = np.empty((n, self.log_probs.shape[2] + 1), self.dtype)  # [n, V + 1]
+        row[:, :-1] = self.log_probs[:n, t]
+        row[:, -1] = -np.inf
+        return row[:, self.blank:self.blank + 1], np.take_along_axis(row, self.targets[:n], axis=1)
+
+    def start(self):
+        """Forward variables at frame 0: the first blank and the first token."""
+        B, L = self.targets.shape
+        blank_a = np.full((B, L + 1), -np.inf, self.dtype)
+        token_a = np.full((B, L), -np.inf, self.dtype)
+        e_blank, e_token = self.emissions(0, B)
+        blank_a[:, 0], token_a[:, 0] = e_blank[:, 0], e_token[:, 0]
+        return blank_a, token_a
+
+    def step(self, blank_a, token_a, t: int, ptr_blank=None, ptr_token=None) -> None:
+        """Advance the running items' forward variables from frame t - 1 to t, in place.
+
+        The back-pointers (0 stay, 1 from the state before, 2 skip a blank) go to
+        ``ptr_blank`` [B, L + 1] and ``ptr_token`` [B, L] when given. Ties: a source wins only
+        when strictly better than the ones before it in stay, previous, skip order.
+        """
+        n = self.running[t]
+        b, k = blank_a[:n], token_a[:n]  # frame t - 1
+        e_blank, e_token = self.emissions(t, n)
+        # token k: stay (k), from its blank (b[k]), or skip from token k - 1 over a blank
+        from_blank = b[:, :-1] > k
+        best = np.where(from_blank, b[:, :-1], k)
+        skip = np.full_like(k, -np.inf)
+        skip[:, 1:] = k[:, :-1]
+        skip += self.skip[:n]
+        skips = skip > best
+        new_k = np.where(skips, skip, best)
+        new_k += e_token
+        # blank k: stay, or from token k - 1
+        from_token = k > b[:, 1:]
+        b[:, 1:] = np.where(from_token, k, b[:, 1:])
+        b += e_blank
+        k[...] = new_k
+        if ptr_token is not None:
+            ptr_token[:n] = from_blank
+            ptr_token[:n][skips] = 2
+            ptr_blank[:n, 0] = 0
+            ptr_blank[:n, 1:] = from_token
+
+    def final_states(self, blank_a, token_a) -> np.ndarray:
+        """Each item's state at its last frame: the last token, or the final blank if strictly better. [B]"""
+        rows = np.arange(len(blank_a))
+        L = self.target_lengths
+        after = blank_a[rows, L] > token_a[rows, L - 1]
+        return np.where(after, 2 * L, 2 * L - 1)
+
+    def backtrack(self, K: int) -> np.ndarray:
+        """The best path's states [B, T]: a forward pass keeping checkpoints every K frames, then
+        block by block from the end, each block recomputed from its checkpoint with back-pointers."""
+        B, T, _ = self.log_probs.shape
+        L = self.targets.shape[1]
+        blank_a, token_a = self.start()
+        blocks = [(t0, min(t0 + K, T)) for t0 in range(1, T, K)]  # frames 1 .. T - 1
+        checkpoints = []
+        kept = None
+        for t0, t1 in blocks:
+            checkpoints.append((blank_a.copy(), token_a.copy()))
+            if len(blocks) == 1:  # one block: keep its back-pointers now rather than recompute them
+                kept = self._run(blank_a, token_a, t0, t1, keep=True)
+            else:
+                self._run(blank_a, token_a, t0, t1, keep=False)
+        state = self.final_states(blank_a, token_a)  # [B]
+        states = np.full((B, T), -1, np.int64)
+        rows = np.arange(B)
+        for (t0, t1), (cb, ck) in zip(reversed(blocks), reversed(checkpoints)):
+            ptr_blank, ptr_token = kept if kept is not None else self._run(cb, ck, t0, t1, keep=True)
+            for t in range(t1 - 1, t0 - 1, -1):
+                n = self.running[t]  # the items whose frames reach t
+                s = state[:n]
+                states[:n, t] = s
+                k = s // 2
+                back = np.where(s % 2 == 1, ptr_token[t - t0, rows[:n], np.minimum(k, L - 1)],
+                                ptr_blank[t - t0, rows[:n], k])
+                state[:n] = s - back
+        states[:, 0] = state
+        return states
+
+    def _run(self, blank_a, token_a, t0: int, t1: int, keep: bool):
+        """Steps t0 .. t1 - 1 in place; with ``keep`` their back-pointers ([K, B, L + 1], [K, B, L])."""
+        B, L = self.targets.shape
+        if not keep:
+            for t in range(t0, t1):
+                self.step(blank_a, token_a, t)
+            return None
+        ptr_blank = np.zeros((t1 - t0, B, L + 1), np.uint8)
+        ptr_token = np.zeros((t1 - t0, B, L), np.uint8)
+        for t in range(t0, t1):
+            self.step(blank_a, token_a, t, ptr_blank[t - t0], ptr_token[t - t0])
+        return ptr_blank, ptr_token
+
+
+# ---------------------------------------------------------------------------
+# Text to token ids
+
+
+@dataclass
+class Transcript:
+    """A transcript as the vocabulary spells it: token ids, and the word each token belongs to."""
+
+    words: list[str]  # as aligned: case folded to the vocabulary, punctuation it lacks dropped
+    tokens: np.ndarray  # [L] token ids, the word delimiter between words when the vocabulary has one
+    word_of: np.ndarray  # [L] the word of each token, -1 for a delimiter
+
+
+def tokenize(text: str, vocab: dict, delimiter: str = "|", name: str = "the transcript") -> Transcript:
+    """Token ids of ``text``: whitespace separates words, each character becomes its token.
+
+    A character the vocabulary lacks is taken in the other case if the vocabulary has that
+    (an upper-case vocabulary aligns lower-case text), dropped if it is punctuation or a
+    symbol, and refused otherwise: AlignmentError names ``name`` and every such character.
+    """
+    if not isinstance(text, str):
+        raise AlignmentError(f"{name}: a transcript must be text, got {type(text).__name__}")
+    words, unknown = [], []
+    for word in text.split():
+        spelled = "".join(_spell(ch, vocab, unknown) for ch in word)
+        if spelled:
+            words.append(spelled)
+    if unknown:
+        shown = ", ".join(repr(ch) for ch in dict.fromkeys(unknown))
+        raise AlignmentError(f"{name}: the model's vocabulary cannot spell {shown} (spell numbers and symbols "
+                             "out in words, or romanise the text)")
+    if not words:
+        raise AlignmentError(f"{name}: an empty transcript (nothing the vocabulary spells)")
+    tokens, word_of = [], []
+    for w, word in enumerate(words):
+        if w and delimiter in vocab:
+            tokens.append(vocab[delimiter])
+            word_of.append(-1)
+        tokens += [vocab[ch] for ch in word]
+        word_of += [w] * len(word)
+    return Transcript(words, np.array(tokens, np.int64), np.array(word_of, np.int64))
+
+
+def _spell(ch: str, vocab: dict, unknown: list) -> str:
+    """The vocabulary's form of one character, "" to drop it; what it cannot spell goes to ``unknown``."""
+    for form in (ch, ch.upper(), ch.lower()):
+        if len(form) == 1 and form in vocab:
+            return form
+    if unicodedata.category(ch)[0] not in "PS":  # letters, digits, marks: words would change
+        unknown.append(ch)
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# Paths to times
+
+
+@dataclass(frozen=True)
+class AlignedSpan:
+    """A token, character or word, when it is spoken (seconds from the input's start) and how surely.
+
+    ``score`` is the mean probability the model gives the span's token over its frames (for a
+    word, over all its characters' frames): near 1 where the audio clearly says it.
+    """
+
+    text: str
+    start: float
+    end: float
+    score: float
+
+
+@dataclass
+class Alignment:
+    """One input aligned to its transcript."""
+
+    source: str
+    text: str  # the transcript as aligned: its words, spaced
+    seconds: float
+    words: list[AlignedSpan]
+    chars: list[AlignedSpan]  # every token of the transcript but the word delimiters
+    frame_tokens: np.ndarray  # [T] the token id of every frame on the path
+    frame_scores: np.ndarray  # [T] its log-probability
+    score: float  # the mean probability over all the transcript's tokens' frames
+
+
+def spans(states, frame_scores, transcript: Transcript, id_to_token: list[str], seconds_per_frame: float):
+    """(chars, words, score) of one item's path: its trellis states [T] and their log-probabilities [T].
+
+    The path never goes back, so token k's frames are the one run of state 2k + 1, found by
+    binary search; a span's score is a difference of cumulative sums of probabilities.
+    """
+    L = len(transcript.tokens)
+    odd = 2 * np.arange(L) + 1
+    first = np.searchsorted(states, odd, side="left")  # [L]
+    end = np.searchsorted(states, odd, side="right")
+    cumulative = np.concatenate([[0.0], np.cumsum(np.exp(frame_scores.astype(np.float64)))])
+    mass, frames = cumulative[end] - cumulative[first], end - first  # [L]
+    starts, ends = (first * seconds_per_frame).tolist(), (end * seconds_per_frame).tolist()
+    chars = [AlignedSpan(id_to_token[transcript.tokens[k]], starts[k], ends[k], float(mass[k] / frames[k]))
+             for k in range(L) if transcript.word_of[k] >= 0]
+    words = []
+    for w, word in enumerate(transcript.words):
+        mine = np.flatnonzero(transcript.word_of == w)
+        words.append(AlignedSpan(word, starts[mine[0]], ends[mine[-1]], float(mass[mine].sum() / frames[mine].sum())))
+    return chars, words, float(mass.sum() / frames.sum())
+
+
+def log_softmax(logits) -> np.ndarray:
+    """log p of every token of every frame, [..., V], in the logits' float type."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+# ---------------------------------------------------------------------------
+# Audio and transcripts to alignments
+
+
+def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float | None = None,
+          stride_seconds: float | None = None) -> list[Alignment]:
+    """Align each file or 1-d array to its transcript: a list of Alignment in their order.
+
+    Inputs up to ``chunk_seconds`` run in padded batches sorted by length, and each batch is
+    aligned in one call; longer ones run window by window with ``stride_seconds`` of context
+    on each side, as transcribe does, and are aligned alone with bounded memory (see the
+    module's note). Transcripts are checked against the vocabulary before any audio is read.
+    """
+    pipeline.check_can_transcribe(model)
+    pipeline._check_batch_size(batch_size)
+    inputs, transcripts = list(inputs), list(transcripts)
+    if len(inputs) != len(transcripts):
+        raise AlignmentError(f"{len(inputs)} inputs and {len(transcripts)} transcripts: one transcript each")
+    names = [_describe(i, x) for i, x in enumerate(inputs)]
+    spelled = [tokenize(text, model.vocab, model.word_delimiter, name) for name, text in zip(names, transcripts)]
+    chunk, stride = pipeline.chunking(model, chunk_seconds or pipeline.DEFAULT_CHUNK_SECONDS, stride_seconds)
+    items = pipeline.prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk)
+    results = [None] * len(items)
+    short = [i for i, item in enumerate(items) if not item.long]
+    for group in pipeline.audio.batches_by_length([items[i].samples for i in short], batch_size):
+        indices = [short[j] for j in group]
+        out = pipeline._forward(model, [items[i].array for i in indices])
+        log_probs = log_softmax(asnumpy(out.logits))  # [B, T, V]
+        _align_batch(model, log_probs, np.asarray(out.frame_lengths), indices, items, spelled, names, results)
+    for i, item in enumerate(items):
+        if item.long:
+            logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride)))
+            log_probs = log_softmax(logits)[None]  # [1, T, V]
+            _align_batch(model, log_probs, np.array([len(logits)]), [i], items, spelled, names, results)
+    return results
+
+
+def _describe(i: int, x) -> str:
+    return f"input {i} ({x})" if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__") else f"input {i}"
+
+
+def _align_batch(model, log_probs, frame_lengths, indices, items, spelled, names, results) -> None:
+    """Align one padded batch of emissions [B, T, V] to its inputs' transcripts, into ``results``."""
+    transcripts = [spelled[i] for i in indices]
+    L = max(len(t.tokens) for t in transcripts)
+    targets = np.ones((len(indices), L), np.int64)  # padding: any id, the lengths hide it
+    for row, t in enumerate(transcripts):
+        targets[row, :len(t.tokens)] = t.tokens
+    lengths = np.array([len(t.tokens) for t in transcripts])
+    blank = model.config.pad_token_id
+    log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank,
+                                                              [names[i] for i in indices])
+    states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
+    tokens = state_tokens(states, targets, blank)
+    scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
+    seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
+    id_to_token = model.id_to_token
+    for row, i in enumerate(indices):
+        n = int(frame_lengths[row])
+        chars, words, score = spans(states[row, :n], scores[row, :n], transcripts[row], id_to_token,
+                                    seconds_per_frame)
+        results[i] = Alignment(items[i].name, " ".join(transcripts[row].words), items[i].samples / model.sampling_rate,
+                               words, chars, tokens[row, :n].copy(), scores[row, :n].copy(), score)
