@@ -9,10 +9,10 @@ The trellis has a blank state before, between and after the L tokens (2L + 1 sta
 kept as two arrays, blank states [B, L + 1] and token states [B, L], so each frame's step is a
 few whole-array operations over a padded batch, with no strided access.
 
-Ties are broken as torchaudio.functional.forced_align (its CPU kernel) breaks them, so the
-paths are the same: a state prefers staying over coming from the state before it, and that over
-skipping a blank; each only when strictly better. At the last frame the path ends on the last
-token unless the final blank is strictly better. Sums are in the emissions' own float type,
+Ties are broken as torchaudio.functional.forced_align (its CPU kernel, 2.9) breaks them, so the
+paths are the same: a state comes from the state before it, or skips a blank, only when that is
+strictly better than both other choices, and otherwise stays. At the last frame the path ends on
+the last token unless the final blank is strictly better. Sums are in the emissions' own float type,
 one addition per frame in the same order, so equal inputs give bit-equal sums and equal ties.
 
 Memory: back-pointers are one byte per state and frame; a batch whose back-pointers for every
@@ -102,8 +102,10 @@ def check_item(name: str, target, frames: int, max_frames: int, max_tokens: int,
                              f"the blank ({blank})")
     needed = needed_frames(target)
     if needed > frames:
-        raise AlignmentError(f"{name}: {len(target)} tokens, {needed - len(target)} of them repeating the one "
-                             f"before (a blank between), need at least {needed} frames; it has {frames}")
+        repeats = f", {needed - len(target)} of them repeating the one before (a blank between)," \
+            if needed > len(target) else ""
+        raise AlignmentError(f"{name}: {len(target)} tokens{repeats} need at least {needed} frames; it has {frames} "
+                             "(is this the transcript of this audio?)")
 
 
 def needed_frames(target) -> int:
@@ -186,20 +188,22 @@ class _Trellis:
         """Advance the running items' forward variables from frame t - 1 to t, in place.
 
         The back-pointers (0 stay, 1 from the state before, 2 skip a blank) go to
-        ``ptr_blank`` [B, L + 1] and ``ptr_token`` [B, L] when given. Ties: a source wins only
-        when strictly better than the ones before it in stay, previous, skip order.
+        ``ptr_blank`` [B, L + 1] and ``ptr_token`` [B, L] when given. As in torchaudio, the
+        state before or the skip wins only when strictly better than both others; otherwise
+        the path stays, even when the two others tie above staying (then its sum is not the
+        largest: a rare exact tie, kept so the paths are torchaudio's).
         """
         n = self.running[t]
         b, k = blank_a[:n], token_a[:n]  # frame t - 1
         e_blank, e_token = self.emissions(t, n)
         # token k: stay (k), from its blank (b[k]), or skip from token k - 1 over a blank
-        from_blank = b[:, :-1] > k
-        best = np.where(from_blank, b[:, :-1], k)
         skip = np.full_like(k, -np.inf)
         skip[:, 1:] = k[:, :-1]
         skip += self.skip[:n]
-        skips = skip > best
-        new_k = np.where(skips, skip, best)
+        before = b[:, :-1]
+        skips = (skip > before) & (skip > k)
+        from_blank = (before > k) & (before > skip)  # not >=: a tie with the skip stays (torchaudio's rule)
+        new_k = np.where(skips, skip, np.where(from_blank, before, k))
         new_k += e_token
         # blank k: stay, or from token k - 1
         from_token = k > b[:, 1:]
@@ -207,8 +211,7 @@ class _Trellis:
         b += e_blank
         k[...] = new_k
         if ptr_token is not None:
-            ptr_token[:n] = from_blank
-            ptr_token[:n][skips] = 2
+            ptr_token[:n] = from_blank.view(np.uint8) | (skips.view(np.uint8) << 1)  # never both
             ptr_blank[:n, 0] = 0
             ptr_blank[:n, 1:] = from_token
 

@@ -1,0 +1,305 @@
+"""npw2v2.app.align: forced alignment against torchaudio's recorded paths (golden/record_align.py),
+batches against items alone, blocks of back-pointers against keeping them all, bad inputs, and
+the bundled model's clips against its greedy decoding."""
+import json
+
+import numpy as np
+import pytest
+
+import npw2v2
+from golden import GOLDEN
+from npw2v2.app import align, ctc, pipeline
+from npw2v2.app.align import AlignmentError, forced_align, tokenize
+from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES
+from npw2v2.io import audio
+
+RECORDED = GOLDEN / "align"
+VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")}}
+
+
+def cases(name: str) -> dict[str, dict[str, np.ndarray]]:
+    """The recorded cases of one file: {case: {log_probs, targets, path, scores}}."""
+    with np.load(RECORDED / name) as data:
+        found = {}
+        for key in data.files:
+            case, field = key.split("/")
+            found.setdefault(case, {})[field] = data[key]
+    return found
+
+
+RANDOM = cases("random.npz")
+BUNDLED = cases("bundled.npz")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return npw2v2.load(DEFAULT_MODEL)
+
+
+def test_the_recordings_are_torchaudios_and_cover_ties_repeats_and_tight_fits():
+    versions = json.loads((RECORDED / "versions.json").read_text())
+    assert versions["versions"]["torchaudio"] and versions["command"] == "python golden/record_align.py"
+    assert len(RANDOM) >= 150 and len(BUNDLED) == len(list(EXAMPLES.glob("*.flac")))
+    tight = repeats = ties = 0
+    for case in RANDOM.values():
+        targets, T = case["targets"], len(case["log_probs"])
+        repeats += bool((targets[1:] == targets[:-1]).any())
+        tight += T == align.needed_frames(targets)
+        ties += len(np.unique(case["log_probs"])) < case["log_probs"].size // 2
+    assert tight >= 20 and repeats >= 40 and ties >= 40, (tight, repeats, ties)
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM), ids=str)
+def test_random_paths_are_torchaudios(name):
+    case = RANDOM[name]
+    paths, scores = forced_align(case["log_probs"][None], case["targets"][None])
+    np.testing.assert_array_equal(paths[0], case["path"])
+    np.testing.assert_allclose(scores[0], case["scores"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED), ids=str)
+def test_the_bundled_models_paths_are_torchaudios(name):
+    case = BUNDLED[name]
+    paths, scores = forced_align(case["log_probs"][None], case["targets"][None])
+    np.testing.assert_array_equal(paths[0], case["path"])
+    np.testing.assert_allclose(scores[0], case["scores"], rtol=0, atol=1e-6)
+
+
+def test_the_recorded_emissions_are_the_bundled_models_today(bundled):
+    """So the recorded paths stay those of what npw2v2 computes now."""
+    for name, case in BUNDLED.items():
+        x = audio.load(EXAMPLES / f"{name}.flac", bundled.sampling_rate, bundled.config.receptive_field)
+        log_probs = align.log_softmax(bundled(audio.normalize(x[None])).logits[0])
+        np.testing.assert_allclose(log_probs, case["log_probs"], rtol=0, atol=1e-4)
+
+
+def padded(names, rng, pad_frames=3, pad_tokens=2):
+    """The recorded cases as one padded batch; the padding holds random numbers, not -inf, so
+    any padding that leaks into a path shows."""
+    chosen = [RANDOM[n] for n in names]
+    T = max(len(c["log_probs"]) for c in chosen) + pad_frames
+    L = max(len(c["targets"]) for c in chosen) + pad_tokens
+    V = max(c["log_probs"].shape[1] for c in chosen)
+    log_probs = rng.normal(size=(len(chosen), T, V)).astype(np.float64)
+    targets = rng.integers(1, 2, (len(chosen), L))
+    for b, c in enumerate(chosen):
+        t, v = c["log_probs"].shape
+        log_probs[b, :t, :v] = c["log_probs"]
+        log_probs[b, :t, v:] = -np.inf  # tokens this item's vocabulary lacks
+        targets[b, :len(c["targets"])] = c["targets"]
+    frames = [len(c["log_probs"]) for c in chosen]
+    return log_probs, targets, frames, [len(c["targets"]) for c in chosen]
+
+
+@pytest.mark.parametrize("block", [None, 1, 5])
+def test_a_padded_batch_gives_each_item_torchaudios_path(block):
+    rng = np.random.default_rng(0)
+    names = sorted(name for name in RANDOM if RANDOM[name]["log_probs"].dtype == np.float32)
+    for first in range(0, len(names), 24):
+        group = names[first:first + 24]
+        rng.shuffle(group)  # unsorted lengths: the aligner sorts and restores the order
+        log_probs, targets, frames, lengths = padded(group, rng)
+        paths, scores = forced_align(log_probs.astype(np.float32), targets, frames, lengths, block=block)
+        for b, name in enumerate(group):
+            np.testing.assert_array_equal(paths[b, :frames[b]], RANDOM[name]["path"], err_msg=name)
+            np.testing.assert_allclose(scores[b, :frames[b]], RANDOM[name]["scores"], rtol=0, atol=1e-6)
+            assert (paths[b, frames[b]:] == 0).all() and (scores[b, frames[b]:] == 0).all()
+
+
+def test_a_batch_equals_its_items_one_by_one():
+    rng = np.random.default_rng(1)
+    names = sorted(RANDOM)[::3]
+    log_probs, targets, frames, lengths = padded(names, rng)
+    log_probs = log_probs.astype(np.float32)
+    paths, scores = forced_align(log_probs, targets, frames, lengths)
+    for b in range(len(names)):
+        alone, alone_scores = forced_align(log_probs[b:b + 1, :frames[b]], targets[b:b + 1, :lengths[b]])
+        np.testing.assert_array_equal(paths[b, :frames[b]], alone[0])
+        np.testing.assert_array_equal(scores[b, :frames[b]], alone_scores[0])
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64])
+def test_blocks_of_back_pointers_give_the_path_of_keeping_them_all(block):
+    for name in sorted(RANDOM)[-12:]:  # the long cases among them
+        case = RANDOM[name]
+        paths, _ = forced_align(case["log_probs"][None], case["targets"][None], block=block)
+        np.testing.assert_array_equal(paths[0], case["path"])
+
+
+def test_block_length_keeps_everything_within_the_budget_and_about_2_sqrt_t_beyond():
+    assert align._block_length(1000, 100) == 1000
+    T = 180_000  # an hour of 20 ms frames
+    K = align._block_length(T, 100_001)
+    assert K == 849 and 4 * T / K + K < 1700  # bytes a state: checkpoints plus one block
+
+
+def naive_path(log_probs, targets, choose, end_on_blank):
+    """A loop over every frame and state, with the tie rule as a function: choose(x0, x1, x2) -> 0, 1 or 2
+    (stay, from the state before, skip a blank); end_on_blank(a_blank, a_token) -> the final blank?"""
+    T, S = len(log_probs), 2 * len(targets) + 1
+    label = [0 if s % 2 == 0 else int(targets[s // 2]) for s in range(S)]
+    a = np.full(S, -np.inf, log_probs.dtype)
+    a[:2] = log_probs[0, label[:2]]
+    back = np.zeros((T, S), int)
+    for t in range(1, T):
+        new = np.full(S, -np.inf, log_probs.dtype)
+        for s in range(S):
+            x1 = a[s - 1] if s else -np.inf
+            x2 = a[s - 2] if s % 2 and s > 1 and label[s] != label[s - 2] else -np.inf
+            back[t, s] = choose(a[s], x1, x2)
+            new[s] = (a[s], x1, x2)[back[t, s]] + log_probs[t, label[s]]
+        a = new
+    s = S - 1 if end_on_blank(a[S - 1], a[S - 2]) else S - 2
+    path = []
+    for t in range(T - 1, -1, -1):
+        path.append(label[s])
+        s -= back[t, s]
+    return path[::-1]
+
+
+def torchaudios_rule(x0, x1, x2):
+    return 2 if x2 > x1 and x2 > x0 else 1 if x1 > x0 and x1 > x2 else 0
+
+
+RULES = {  # other ways to break ties, each a plausible implementation
+    "the largest, staying on ties": (lambda x0, x1, x2: 2 if x2 > max(x0, x1) else int(x1 > x0), np.greater),
+    "the largest, advancing on ties": (lambda x0, x1, x2: 2 if x2 >= max(x0, x1) else int(x1 >= x0), np.greater),
+    "torchaudio's, ending on the blank on ties": (torchaudios_rule, np.greater_equal),
+}
+
+
+def test_the_recordings_pin_torchaudios_tie_breaking_and_no_other():
+    """A loop with torchaudio's rule gives every recorded path; each other rule misses some of them,
+    so a change of tie-breaking in npw2v2 fails test_random_paths_are_torchaudios."""
+    small = [c for c in RANDOM.values() if c["log_probs"].size * len(c["targets"]) < 40_000]
+    assert len(small) > 200
+    for c in small:
+        assert naive_path(c["log_probs"], c["targets"], torchaudios_rule, np.greater) == c["path"].tolist()
+    for name, (choose, end) in RULES.items():
+        missed = sum(naive_path(c["log_probs"], c["targets"], choose, end) != c["path"].tolist() for c in small)
+        assert missed >= 3, f"{name}: the recordings tell it from torchaudio's in {missed} cases"
+
+
+def test_when_every_path_ties_the_last_token_lasts_longest():
+    """All frames equally likely: read back from the end, each state stays as long as it can, and
+    the path ends on the last token, not the final blank (what torchaudio 2.9 gives for these)."""
+    log_probs = np.full((1, 6, 4), -np.log(4), np.float32)
+    assert forced_align(log_probs, [[1, 2]])[0][0].tolist() == [1, 2, 2, 2, 2, 2]
+    assert forced_align(log_probs, [[1, 1]])[0][0].tolist() == [1, 0, 1, 1, 1, 1]
+
+
+def test_impossible_inputs_name_the_item():
+    log_probs = np.log(np.full((3, 5, 4), 0.25, np.float32))
+    with pytest.raises(AlignmentError, match=r"item 1: 4 tokens, 1 of them repeating .* need at least 5 frames; it "
+                                             r"has 4"):
+        forced_align(log_probs, [[1, 2, 0, 0], [1, 1, 2, 3], [1, 0, 0, 0]], [5, 4, 5], [2, 4, 1])
+    with pytest.raises(AlignmentError, match=r"item 2: 4 tokens, 2 of them .* need at least 6 frames; it has 5"):
+        forced_align(log_probs, [[1, 2, 1, 1], [1, 1, 2, 3], [2, 2, 2, 3]])
+    with pytest.raises(AlignmentError, match="item 0: an empty transcript"):
+        forced_align(log_probs, [[1], [1], [1]], target_lengths=[0, 1, 1])
+    with pytest.raises(AlignmentError, match=r"item 2: token ids \[0\] are not tokens .* besides the blank"):
+        forced_align(log_probs, [[1], [1], [0]])
+    with pytest.raises(AlignmentError, match=r"item 1: token ids \[4\] are not tokens of a 4-token"):
+        forced_align(log_probs, [[1], [4], [1]])
+    with pytest.raises(AlignmentError, match="item 0: 6 frames, outside 1 .. 5"):
+        forced_align(log_probs, [[1], [1], [1]], frame_lengths=[6, 5, 5])
+    with pytest.raises(AlignmentError, match="blank 4 is not a token id"):
+        forced_align(log_probs, [[1], [1], [1]], blank=4)
+
+
+def test_text_is_folded_to_the_vocabulary_and_words_get_the_delimiter():
+    spelled = tokenize("  Hello,   world! ", VOCAB)
+    assert spelled.words == ["HELLO", "WORLD"]
+    letters = {i: c for c, i in VOCAB.items()}
+    assert "".join(letters[i] for i in spelled.tokens) == "HELLO|WORLD"
+    assert spelled.word_of.tolist() == [0] * 5 + [-1] + [1] * 5
+    assert tokenize("don't — stop", VOCAB).words == ["DON'T", "STOP"]  # the dash alone is no word
+    lower = {c.lower(): i for c, i in VOCAB.items()}
+    assert tokenize("ABC", lower).words == ["abc"]
+
+
+def test_text_the_vocabulary_cannot_spell_is_refused_with_the_characters():
+    with pytest.raises(AlignmentError, match=r"clip.wav: the model's vocabulary cannot spell '7', 'é'"):
+        tokenize("7 cafés at 7", VOCAB, name="clip.wav")
+    with pytest.raises(AlignmentError, match="x: an empty transcript"):
+        tokenize(" ?! ", VOCAB, name="x")
+
+
+def test_without_a_delimiter_in_the_vocabulary_words_still_get_their_times():
+    vocab = {c: i for c, i in VOCAB.items() if c != "|"}
+    spelled = tokenize("ab c", vocab)
+    assert len(spelled.tokens) == 3 and spelled.word_of.tolist() == [0, 0, 1]
+
+
+def test_spans_are_the_runs_of_the_path():
+    id_to_token = [c for c, _ in sorted(VOCAB.items(), key=lambda kv: kv[1])]
+    spelled = tokenize("AB A", VOCAB)  # A B | A: states 1, 3, 5, 7
+    states = np.array([0, 1, 1, 2, 3, 5, 6, 7, 8])
+    scores = np.log(np.array([1, .5, .7, 1, .9, .8, 1, .6, 1], np.float32))
+    chars, words, score = align.spans(states, scores, spelled, id_to_token, 0.02)
+    assert [(c.text, c.start, c.end) for c in chars] == [("A", 0.02, 0.06), ("B", 0.08, 0.1), ("A", 0.14, 0.16)]
+    assert [c.score for c in chars] == pytest.approx([0.6, 0.9, 0.6])
+    assert [(w.text, w.start, w.end) for w in words] == [("AB", 0.02, 0.1), ("A", 0.14, 0.16)]
+    assert words[0].score == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert score == pytest.approx((0.5 + 0.7 + 0.9 + 0.8 + 0.6) / 5)
+
+
+def spoken(path) -> str:
+    return path.stem.replace("-", " ").upper()
+
+
+def test_the_bundled_examples_align_to_their_words(bundled):
+    files = sorted(EXAMPLES.glob("*.flac"))
+    results = align.align(bundled, files, [spoken(f).lower() + "." for f in files], batch_size=3)
+    for f, r in zip(files, results):
+        assert r.text == spoken(f) and [w.text for w in r.words] == spoken(f).split()
+        assert all(0 <= w.start < w.end <= r.seconds + 0.02 for w in r.words)
+        assert all(a.end <= b.start for a, b in zip(r.words, r.words[1:]))
+        assert 0.8 < r.score <= 1 and len(r.frame_tokens) == len(r.frame_scores)
+
+
+def test_long_inputs_run_in_windows_and_in_blocks(bundled, monkeypatch):
+    """Windows of 1 s (far shorter than the clips) and back-pointers in blocks: the same words,
+    each boundary within a frame of the whole clip's (the windows' emissions differ a little)."""
+    files = sorted(EXAMPLES.glob("*.flac"))
+    texts = [spoken(f) for f in files]
+    whole = align.align(bundled, files, texts)
+    monkeypatch.setattr(align, "PTR_BUDGET", 0)
+    windowed = align.align(bundled, files, texts, chunk_seconds=1.0)
+    for a, b in zip(whole, windowed):
+        assert [w.text for w in a.words] == [w.text for w in b.words]
+        for x, y in zip(a.words, b.words):
+            assert abs(x.start - y.start) <= 0.0201 and abs(x.end - y.end) <= 0.0201
+
+
+def test_held_out_word_times_are_within_a_frame_of_greedy_decodings(bundled):
+    """Where greedy decoding already spells the truth, aligning the truth puts each word where greedy
+    decoding puts it, give or take a frame at each end."""
+    held_out = GOLDEN / "tiny_digits"
+    chosen = [i for i in json.loads((held_out / "held_out.json").read_text()) if i["pytorch"] == i["text"]][:40]
+    files = [held_out / "held_out" / i["file"] for i in chosen]
+    greedy = bundled.transcribe(files, batch_size=16, timestamps=True)
+    aligned = align.align(bundled, files, [i["text"] for i in chosen], batch_size=16)
+    off = [max(abs(g.start - a.start), abs(g.end - a.end))
+           for gr, al in zip(greedy, aligned) for g, a in zip(gr.words, al.words)]
+    assert len(off) > 60 and max(off) <= 0.0201, max(off)
+
+
+def test_align_refuses_mismatched_lists_and_names_the_input(bundled):
+    clip = EXAMPLES / "eight.flac"
+    with pytest.raises(AlignmentError, match="2 inputs and 1 transcripts"):
+        align.align(bundled, [clip, clip], ["EIGHT"])
+    with pytest.raises(AlignmentError, match=r"input 1 \(.*eight.flac\): the model's vocabulary cannot spell '8'"):
+        align.align(bundled, [clip, clip], ["EIGHT", "8"])
+    with pytest.raises(AlignmentError, match=r"input 0 \(.*eight.flac\): 137 tokens need at least 137 frames; it has 22"):
+        align.align(bundled, [clip], ["EIGHT " * 23])
+
+
+def test_greedy_decoding_and_alignment_share_the_window_machinery(bundled):
+    """transcribe's long path and align's read the same windows (pipeline.window_logits)."""
+    clip = EXAMPLES / "seven-six-three-one.flac"
+    item = pipeline.prepare([clip], bundled.sampling_rate, bundled.config.receptive_field, 16000)[0]
+    chunk, stride = pipeline.chunking(bundled, 1.0)
+    logits = np.concatenate(list(pipeline.window_logits(bundled, item, bundled.sampling_rate, chunk, stride)))
+    result = bundled.transcribe([clip], chunk_seconds=1.0)[0]
+    np.testing.assert_array_equal(ctc.best_tokens(logits), result.frame_tokens)
