@@ -167,13 +167,20 @@ class _Trellis:
         self.skip = skip
         self.bytes_per_frame = B * (2 * L + 1)
         self.running = [int((frame_lengths > t).sum()) for t in range(T)]  # rows still running at frame t
+        # where each token's log-probability sits in a frame's rows of V + 1 (the last: impossible)
+        self.flat_targets = self.targets + (V + 1) * np.arange(B)[:, None]  # [B, L]
+        self.row = np.empty((B, V + 1), self.dtype)
+        self.row[:, -1] = -np.inf
+        # scratch arrays for step, sliced to the running rows: no allocation per frame
+        self.values = {name: np.empty((B, L), self.dtype) for name in ("e_token", "skip", "new")}
+        self.masks = {name: np.empty((B, L), bool) for name in ("skips", "from_blank", "from_token", "other")}
 
     def emissions(self, t: int, n: int):
         """Frame t's log-probabilities of the first n items' blank [n, 1] and tokens [n, L]."""
-        row = np.empty((n, self.log_probs.shape[2] + 1), self.dtype)  # [n, V + 1]
+        row = self.row[:n]
         row[:, :-1] = self.log_probs[:n, t]
-        row[:, -1] = -np.inf
-        return row[:, self.blank:self.blank + 1], np.take_along_axis(row, self.targets[:n], axis=1)
+        e_token = np.take(self.row, self.flat_targets[:n], out=self.values["e_token"][:n])
+        return row[:, self.blank:self.blank + 1], e_token
 
     def start(self):
         """Forward variables at frame 0: the first blank and the first token."""
@@ -196,20 +203,25 @@ class _Trellis:
         n = self.running[t]
         b, k = blank_a[:n], token_a[:n]  # frame t - 1
         e_blank, e_token = self.emissions(t, n)
+        skip, new = self.values["skip"][:n], self.values["new"][:n]
+        skips, from_blank, from_token, other = (self.masks[name][:n] for name in
+                                                ("skips", "from_blank", "from_token", "other"))
         # token k: stay (k), from its blank (b[k]), or skip from token k - 1 over a blank
-        skip = np.full_like(k, -np.inf)
-        skip[:, 1:] = k[:, :-1]
-        skip += self.skip[:n]
+        skip[:, 0] = -np.inf
+        np.add(k[:, :-1], self.skip[:n, 1:], out=skip[:, 1:])
         before = b[:, :-1]
-        skips = (skip > before) & (skip > k)
-        from_blank = (before > k) & (before > skip)  # not >=: a tie with the skip stays (torchaudio's rule)
-        new_k = np.where(skips, skip, np.where(from_blank, before, k))
-        new_k += e_token
-        # blank k: stay, or from token k - 1
-        from_token = k > b[:, 1:]
-        b[:, 1:] = np.where(from_token, k, b[:, 1:])
+        np.greater(skip, before, out=skips)
+        skips &= np.greater(skip, k, out=other)
+        np.greater(before, k, out=from_blank)
+        from_blank &= np.greater(before, skip, out=other)  # not >=: a tie with the skip stays (torchaudio's)
+        np.copyto(new, k)
+        np.copyto(new, before, where=from_blank)
+        np.copyto(new, skip, where=skips)
+        # blank k: stay, or from token k - 1 (read before token k's new values go in)
+        np.greater(k, b[:, 1:], out=from_token)
+        np.copyto(b[:, 1:], k, where=from_token)
         b += e_blank
-        k[...] = new_k
+        np.add(new, e_token, out=k)
         if ptr_token is not None:
             ptr_token[:n] = from_blank.view(np.uint8) | (skips.view(np.uint8) << 1)  # never both
             ptr_blank[:n, 0] = 0
