@@ -303,3 +303,13 @@ def test_greedy_decoding_and_alignment_share_the_window_machinery(bundled):
     logits = np.concatenate(list(pipeline.window_logits(bundled, item, bundled.sampling_rate, chunk, stride)))
     result = bundled.transcribe([clip], chunk_seconds=1.0)[0]
     np.testing.assert_array_equal(ctc.best_tokens(logits), result.frame_tokens)
+
+
+def test_the_model_object_aligns_one_pair_or_lists(bundled):
+    clip = EXAMPLES / "nine-one.flac"
+    one = bundled.align(clip, "nine one")
+    assert isinstance(one, align.Alignment) and [w.text for w in one.words] == ["NINE", "ONE"]
+    x = audio.load(clip, bundled.sampling_rate, bundled.config.receptive_field)
+    both = bundled.align([clip, x], ["nine one", "Nine, one!"])
+    assert [w.start for w in both[1].words] == [w.start for w in one.words] == [w.start for w in both[0].words]
+    assert both[1].source == "<array>"

@@ -2,7 +2,7 @@
 
 A thin facade. Calling it runs npw2v2.core.wav2vec2.forward (or, for a padded batch on the
 fast path, forward_items_alone when that saves work); transcribe, embed and classify are
-npw2v2.app.pipeline's; MMS languages come from npw2v2.io.languages.
+npw2v2.app.pipeline's, align is npw2v2.app.align's; MMS languages come from npw2v2.io.languages.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..core.params import random_weights
 from ..core.trace import untraced
 from ..core.wav2vec2 import Output, can_run_items_alone, forward, forward_items_alone
 from ..io import hub, languages, weights
-from . import pipeline
+from . import align, pipeline
 
 
 class Wav2Vec2:
@@ -134,6 +134,15 @@ class Wav2Vec2:
     def classify(self, inputs, batch_size: int = 8, **options):
         """Label scores of each file or 1-d array (see npw2v2.app.pipeline.classify)."""
         return pipeline.classify(self, inputs, batch_size=batch_size, **options)
+
+    def align(self, audio, text, batch_size: int = 8, **options):
+        """When each word and character of a known transcript is spoken (npw2v2.app.align.align).
+
+        One file or 1-d array and its text give one Alignment; a list of each gives a list.
+        """
+        if isinstance(text, str):
+            return align.align(self, [audio], [text], batch_size=batch_size, **options)[0]
+        return align.align(self, audio, text, batch_size=batch_size, **options)
 
     def contrastive_logits(self, out: Output, negative_indices):
         """Pretraining's scores of each frame's target against negatives: [1 + N, B, T] (npw2v2.core.heads)."""
