@@ -313,3 +313,24 @@ def test_the_model_object_aligns_one_pair_or_lists(bundled):
     both = bundled.align([clip, x], ["nine one", "Nine, one!"])
     assert [w.start for w in both[1].words] == [w.start for w in one.words] == [w.start for w in both[0].words]
     assert both[1].source == "<array>"
+
+
+def test_alignments_are_written_as_json_srt_textgrid_and_audacity_labels(bundled):
+    from npw2v2.app.writers import render_alignment
+
+    r = bundled.align(EXAMPLES / "nine-one.flac", "nine one")
+    record = json.loads(render_alignment(r, "json", chars=True))
+    assert [w["word"] for w in record["words"]] == ["NINE", "ONE"] and len(record["chars"]) == 7
+    assert set(record["words"][0]) == {"word", "start", "end", "score"} and "chars" not in json.loads(
+        render_alignment(r, "json"))
+    assert render_alignment(r, "srt").splitlines()[2] == "NINE ONE"
+    labels = [line.split("\t") for line in render_alignment(r, "audacity").splitlines()]
+    assert [(float(a), float(b), t) for a, b, t in labels] == [(w.start, w.end, w.text) for w in r.words]
+    grid = render_alignment(r, "textgrid", chars=True)
+    assert grid.startswith('File type = "ooTextFile"\nObject class = "TextGrid"') and "size = 2" in grid
+    tiers = grid.split("item [")[2:]
+    assert [t.split('name = "')[1].split('"')[0] for t in tiers] == ["words", "chars"]
+    texts = [line.split('"')[1] for line in tiers[0].splitlines() if "text =" in line]
+    assert [t for t in texts if t] == ["NINE", "ONE"] and "" in texts  # silences are empty intervals
+    bounds = [float(line.split("=")[1]) for line in tiers[0].splitlines() if "min =" in line or "max =" in line][2:]
+    assert bounds[0] == 0 and all(a == b for a, b in zip(bounds[1::2], bounds[2::2]))  # no gaps, no overlaps

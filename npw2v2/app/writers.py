@@ -1,4 +1,5 @@
-"""Output writers: transcripts as text, TSV, JSON lines or subtitles; label scores; feature files.
+"""Output writers: transcripts as text, TSV, JSON lines or subtitles; alignments also as Praat TextGrids and
+Audacity labels; label scores; feature files.
 
 Each renders or writes one result; the command line decides where results go.
 """
@@ -60,6 +61,74 @@ def render_classification(result, fmt: str) -> str:
         return json.dumps({"path": result.source, "seconds": round(result.seconds, 3), "labels": labels},
                           ensure_ascii=False) + "\n"
     return "\t".join([result.source, *(f"{label} {score:.4f}" for label, score in result.scores)]) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Alignments (npw2v2.app.align.Alignment)
+
+ALIGNMENT_FORMATS = {"json": "json", "srt": "srt", "textgrid": "TextGrid", "audacity": "txt"}
+
+
+def render_alignment(result, fmt: str, chars: bool = False) -> str:
+    """One alignment as JSON (a line), SRT subtitles, a Praat TextGrid or Audacity labels.
+
+    ``chars`` adds the characters: to the JSON, as a second TextGrid tier, as labels of their own.
+    """
+    if fmt == "json":
+        return json.dumps(alignment_record(result, chars), ensure_ascii=False) + "\n"
+    if fmt == "srt":
+        return srt(result.words)
+    if fmt == "textgrid":
+        tiers = [("words", result.words)] + ([("chars", result.chars)] if chars else [])
+        return textgrid(tiers, result.seconds)
+    return audacity_labels(result.words + (result.chars if chars else []))
+
+
+def alignment_record(result, chars: bool = False) -> dict:
+    """path, text, seconds, score, and each word (and character) with start, end and score."""
+    def spans(items, key):
+        return [{key: s.text, "start": round(s.start, 3), "end": round(s.end, 3), "score": round(s.score, 4)}
+                for s in items]
+
+    out = {"path": result.source, "text": result.text, "seconds": round(result.seconds, 3),
+           "score": round(result.score, 4), "words": spans(result.words, "word")}
+    if chars:
+        out["chars"] = spans(result.chars, "char")
+    return out
+
+
+def textgrid(tiers, seconds: float) -> str:
+    """Praat's TextGrid (long text format): an interval tier per (name, spans), the gaps as empty intervals."""
+    end = max([seconds] + [s.end for _, spans in tiers for s in spans])
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {end:.3f}",
+             "tiers? <exists>", f"size = {len(tiers)}", "item []:"]
+    for number, (name, spans) in enumerate(tiers, 1):
+        intervals = _intervals(spans, end)
+        lines += [f"    item [{number}]:", '        class = "IntervalTier"', f'        name = "{name}"',
+                  "        xmin = 0", f"        xmax = {end:.3f}", f"        intervals: size = {len(intervals)}"]
+        for k, (start, stop, text) in enumerate(intervals, 1):
+            text = text.replace('"', '""')  # Praat doubles a quote inside a string
+            lines += [f"        intervals [{k}]:", f"            xmin = {start:.3f}", f"            xmax = {stop:.3f}",
+                      f'            text = "{text}"']
+    return "\n".join(lines) + "\n"
+
+
+def _intervals(spans, end: float) -> list[tuple[float, float, str]]:
+    """Spans and the silences between them as (start, end, text), covering 0 .. end without gaps."""
+    intervals, now = [], 0.0
+    for s in spans:
+        if s.start > now:
+            intervals.append((now, s.start, ""))
+        intervals.append((s.start, s.end, s.text))
+        now = s.end
+    if now < end:
+        intervals.append((now, end, ""))
+    return intervals
+
+
+def audacity_labels(spans) -> str:
+    """Audacity's label track: "start<TAB>end<TAB>label" a line, seconds, in order of start."""
+    return "".join(f"{s.start:.6f}\t{s.end:.6f}\t{s.text}\n" for s in sorted(spans, key=lambda s: (s.start, -s.end)))
 
 
 # ---------------------------------------------------------------------------
