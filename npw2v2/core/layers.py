@@ -127,9 +127,8 @@ def attention_weights(x, valid, p, heads):
     row is never all -inf. ``p`` holds q_proj and k_proj, each {"weight", "bias"}.
     """
     xp = get_xp(x)
-    head_dim = x.shape[-1] // heads
-    q, k = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj"))
-    scores = (q @ k.transpose(0, 1, 3, 2)) * head_dim**-0.5  # [B, H, T, T]
+    q, k = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj"))  # [B, H, T, D/H]
+    scores = (q @ k.transpose(0, 1, 3, 2)) * q.shape[-1]**-0.5  # [B, H, T, T]
     if valid is not None:
         scores = xp.where(valid[:, None, None, :], scores, xp.finfo(scores.dtype).min)
     return softmax(scores)
