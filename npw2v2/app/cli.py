@@ -412,25 +412,26 @@ def check_traceable(lengths: list[int], rate: int) -> None:
 
 
 def run_explain(args) -> int:
-    from .explain import Trace, describe
+    from .explain import Trace, alone_traces, describe, differences_from_alone
 
-    if args.save:
-        check_output(args.save, with_contents([args.model]) + list(args.inputs), "--save")
+    check_explain_outputs(args)
     model, name = load_model(args.model, args.seed, device=args.device)
+    layer, head = attention_choice(args, model.config)
     x, mask = explain_inputs(args, model)
     trace = Trace()
-    out = model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
-                trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
-    alone = largest_difference_from_alone(model, x, mask, out, args.reference)
+    model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
+          trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
+    alone = alone_traces(model, x, mask, args.reference)
+    largest = max(differences_from_alone(trace, alone)["last_hidden_state"])
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
                           "config": model.config.to_dict(), "stages": trace.as_data(),
-                          "largest_difference_from_alone": alone}))
+                          "largest_difference_from_alone": largest}))
     else:
         path = "the reference path" if args.reference else "the fast path"
         print(f"npw2v2 explain: {name}, {path}\n  {model!r}\n")
         print(describe(trace, model, model.sampling_rate))
-        print(f"\nEach input run alone gives the same valid frames: largest difference {alone:.1e}"
+        print(f"\nEach input run alone gives the same valid frames: largest difference {largest:.1e}"
               + (" (group norm sees the padding here)" if args.norm_over_padding else ""))
     if args.save:
         from safetensors.numpy import save_file
@@ -438,7 +439,37 @@ def run_explain(args) -> int:
         arrays, metadata = trace.arrays(), {"model": name, "source": "npw2v2 explain"}
         write_atomically(args.save, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
         print(f"npw2v2: wrote {len(arrays)} stages to {args.save}", file=sys.stderr)
+    if args.html:
+        from .explain_page import explain_page, promise_series
+
+        series = promise_series(model, x, mask, trace, alone, args.reference, args.norm_over_padding)
+        page = explain_page(trace, model, name, series, layer, head, args.reference)
+        write_atomically(args.html, page)
+        print(f"npw2v2: wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)
     return 0
+
+
+def check_explain_outputs(args) -> None:
+    """--save and --html: writable, neither an input nor each other; --layer and --head only with --html."""
+    inputs = with_contents([args.model]) + list(args.inputs)
+    if args.save:
+        check_output(args.save, inputs, "--save")
+    if args.html:
+        check_output(args.html, inputs + ([args.save] if args.save else []), "--html")
+    elif args.layer is not None or args.head is not None:
+        raise UsageError("--layer and --head choose the attention figure of --html; add --html PAGE.html")
+
+
+def attention_choice(args, cfg) -> tuple[int, int]:
+    """The layer and head whose attention --html draws: the last layer and head 0 unless asked."""
+    layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    layer = layers - 1 if args.layer is None else args.layer
+    head = args.head or 0
+    if layer >= layers:
+        raise UsageError(f"--layer {layer}: this model has {layers} layers, 0 to {layers - 1}")
+    if head >= heads:
+        raise UsageError(f"--head {head}: this model has {heads} heads per layer, 0 to {heads - 1}")
+    return layer, head
 
 
 def with_progress(trace, progress: Progress | None):
@@ -453,15 +484,6 @@ def with_progress(trace, progress: Progress | None):
             progress.close()
 
     return traced
-
-
-def largest_difference_from_alone(model, x, mask, batched, reference: bool) -> float:
-    """How far each input's valid frames in the padded batch are from the input run alone."""
-    worst = 0.0
-    for i, n in enumerate(mask.sum(axis=1)):
-        alone = asnumpy(model(model.xp.asarray(x[i:i + 1, :n]), reference=reference).last_hidden_state[0])  # [T_i, D]
-        worst = max(worst, float(np.abs(asnumpy(batched.last_hidden_state[i, :len(alone)]) - alone).max()))
-    return worst
 
 
 def run_compare(args) -> int:
@@ -528,6 +550,7 @@ def finite_number(minimum: float, above: bool):
 
 POSITIVE = whole_number(1)
 SECONDS = finite_number(0.0, above=True)
+WHOLE = whole_number(0)
 SEED = whole_number(0, 2**32 - 1)  # what numpy.random.RandomState takes
 
 
@@ -651,6 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="print the trace as JSON")
     x.add_argument("--save", type=Path, metavar="ACTS.safetensors",
                    help="write every stage's activations (with the inputs and masks)")
+    x.add_argument("--html", type=Path, metavar="PAGE.html",
+                   help="also write one self-contained page of figures drawn from the trace (opens offline)")
+    x.add_argument("--layer", type=WHOLE, help="the transformer layer whose attention --html draws (default: the last)")
+    x.add_argument("--head", type=WHOLE, help="the attention head --html draws (default: 0)")
     x.add_argument("--seed", type=SEED, default=0, help="seed of the random weights and inputs")
     x.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     add_quiet(x)

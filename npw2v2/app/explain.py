@@ -63,6 +63,38 @@ def _plain(value):
 
 
 # ---------------------------------------------------------------------------
+# The core promise, stage by stage: each item of the padded batch against the item run alone
+
+
+def alone_traces(model, x: np.ndarray, mask: np.ndarray, reference: bool = False) -> list[Trace]:
+    """The trace of each item of a padded batch ([B, S], mask [B, S]) run alone over its real samples."""
+    traces = []
+    for i, n in enumerate(mask.sum(axis=1)):
+        trace = Trace()
+        model(model.xp.asarray(x[i:i + 1, :n]), reference=reference, trace=trace)
+        traces.append(trace)
+    return traces
+
+
+def differences_from_alone(batched: Trace, alone: list[Trace]) -> dict[str, list[float]]:
+    """Per stage, each item's largest |batched - alone| over what the item has alone.
+
+    The lone run's shape says what is real: its frames (or samples) are the first ones of the
+    batch's row, so ``batched[i]`` is cut to the lone array's shape. Masks (bools) are left
+    out, and stages a lone run lacks (the attention mask) too. In forward order.
+    """
+    differences = {}
+    for stage in batched.stages:
+        lone = [next((s.array for s in t.stages if s.name == stage.name), None) for t in alone]
+        if stage.array is None or stage.array.dtype == bool or stage.array.ndim < 2 or any(a is None for a in lone):
+            continue
+        differences[stage.name] = [
+            float(np.abs(stage.array[i][tuple(slice(0, n) for n in a.shape[1:])].astype(np.float64) - a[0]).max())
+            for i, a in enumerate(lone)]
+    return differences
+
+
+# ---------------------------------------------------------------------------
 # The printed walkthrough
 
 

@@ -1,0 +1,266 @@
+"""npw2v2 explain --html: the page is parsed, and the facts its figures carry are checked against
+lengths worked out here, the model's own transcripts and the traces themselves. No browser."""
+import re
+import struct
+import zlib
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from golden import GOLDEN, model
+from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES, main
+from npw2v2.app.explain import Trace, differences_from_alone
+from npw2v2.app.explain_page import Batch, head_weights
+from npw2v2.app.svg import colour, png
+from npw2v2.core.layers import attention_weights
+from npw2v2.core.transformer import attention_input
+from npw2v2.core.ops import REFERENCE
+
+FIGURES = ["waveforms", "ladder", "mask", "sizes", "attention", "ctc", "promise"]
+BASE_KERNELS, BASE_STRIDES = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
+
+
+class Element:
+    def __init__(self, tag, attrs, figure):
+        self.tag, self.attrs, self.figure = tag, dict(attrs), figure
+
+    def __getitem__(self, name):
+        return self.attrs[name]
+
+    def int(self, name) -> int:
+        return int(self.attrs[name])
+
+
+class Page(HTMLParser):
+    """Every element of the page with its attributes and the figure it is in."""
+
+    VOID = {"meta", "br", "img", "input", "link"}
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.elements, self.open, self.text = [], [], text
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        figure = dict(attrs).get("data-figure") or next((e.figure for e in reversed(self.open) if e.figure), None)
+        element = Element(tag, attrs, figure)
+        self.elements.append(element)
+        if tag not in self.VOID:
+            self.open.append(element)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.open.pop()
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1].tag == tag, f"</{tag}> closes <{self.open[-1].tag if self.open else None}>"
+        self.open.pop()
+
+    def find(self, figure=None, tag=None, **attrs):
+        """The elements of a figure with the given tag and attribute values (data_item=0 for data-item="0")."""
+        wanted = {k.rstrip("_").replace("_", "-"): str(v) for k, v in attrs.items()}
+        return [e for e in self.elements if (figure is None or e.figure == figure) and (tag is None or e.tag == tag)
+                and all(e.attrs.get(k) == v or (v == "*" and k in e.attrs) for k, v in wanted.items())]
+
+
+def conv_lengths(samples: int) -> list[int]:
+    lengths = []
+    for k, s in zip(BASE_KERNELS, BASE_STRIDES):
+        samples = (samples - k) // s + 1
+        lengths.append(samples)
+    return lengths
+
+
+@pytest.fixture(scope="module")
+def base_page(tmp_path_factory):
+    path = tmp_path_factory.mktemp("page") / "page.html"
+    assert main(["explain", "--seconds", "1.3", "2.7", "--html", str(path), "--quiet"]) == 0
+    text = path.read_text(encoding="utf-8")
+    return Page(text)
+
+
+@pytest.fixture(scope="module")
+def digits_page(tmp_path_factory):
+    path = tmp_path_factory.mktemp("page") / "digits.html"
+    clips = sorted(EXAMPLES.glob("*.flac"))
+    assert main(["explain", "-m", str(DEFAULT_MODEL), *map(str, clips), "--html", str(path), "--quiet"]) == 0
+    return Page(path.read_text(encoding="utf-8")), clips
+
+
+def test_every_figure_is_there_in_the_order_the_batch_travels(base_page):
+    assert [e["data-figure"] for e in base_page.find(tag="figure")] == FIGURES
+    assert base_page.text.startswith("<!DOCTYPE html>")
+
+
+def test_the_page_names_no_address_and_embeds_only_data(base_page, digits_page):
+    for page in (base_page, digits_page[0]):
+        assert not re.search(r"(?i)(https?|ftp|file):|//[a-z0-9-]+\.[a-z]", page.text)
+        links = [v for e in page.elements for k, v in e.attrs.items() if k in ("href", "src")]
+        assert links and all(v.startswith("data:image/png;base64,") for v in links)
+        assert not page.find(tag="script") and not page.find(tag="link")
+        assert len(page.text.encode()) < 1_000_000
+
+
+def test_waveforms_show_each_items_samples_and_its_padding(base_page):
+    lengths = [round(1.3 * 16000), round(2.7 * 16000)]
+    for i, n in enumerate(lengths):
+        (item,) = base_page.find("waveforms", "g", data_item=i, class_="item")
+        assert (item.int("data-samples"), item.int("data-padded-samples")) == (n, max(lengths))
+        (valid,) = base_page.find("waveforms", "rect", class_="valid", data_unit="samples",
+                                  data_from=0, data_to=n)
+        (padding,) = base_page.find("waveforms", "rect", class_="padding", data_from=n, data_to=max(lengths))
+        assert float(padding["width"]) == (0 if n == max(lengths) else pytest.approx(780 * (1 - n / max(lengths)), 0.01))
+
+
+def test_the_ladder_gives_every_layers_frames(base_page):
+    for i, seconds in enumerate((1.3, 2.7)):
+        expected = conv_lengths(round(seconds * 16000))
+        bars = sorted(base_page.find("ladder", "rect", class_="bar", data_item=i), key=lambda e: e.int("data-layer"))
+        assert [b.int("data-frames") for b in bars] == expected
+    (zoom,) = base_page.find("ladder", "svg", class_="zoom")
+    assert (zoom.int("data-receptive-field"), zoom.int("data-hop")) == (400, 320)
+    assert [e.int("data-first-sample") for e in base_page.find("ladder", "rect", class_="field")] == [0, 320, 640]
+
+
+def test_the_mask_figure_shows_each_place_the_mask_acts(base_page):
+    padded = conv_lengths(round(2.7 * 16000))
+    for i, seconds in enumerate((1.3, 2.7)):
+        layers = conv_lengths(round(seconds * 16000))
+        frames = layers[-1]
+        (item,) = base_page.find("mask", "g", data_item=i, class_="item")
+        assert (item.int("data-valid-frames"), item.int("data-frames")) == (frames, padded[-1])
+        base_page.find("mask", "rect", class_="valid", data_unit="frames", data_from=0, data_to=frames)[0]
+        (norm,) = base_page.find("mask", "rect", class_="norm", data_item=i)
+        assert (norm.int("data-norm-frames"), norm.int("data-layer-frames")) == (layers[0], padded[0])
+        (zeroed,) = base_page.find("mask", "path", class_="sizes", data_item=i)
+        assert zeroed.int("data-zero-frames") == padded[-1] - frames  # read off the traced array
+        (blocked,) = base_page.find("mask", "rect", class_="blocked", data_item=i)
+        assert (blocked.int("data-from"), blocked.int("data-to")) == (frames, padded[-1])
+
+
+def test_heat_maps_and_attention_cover_each_items_frames(base_page):
+    for i, seconds in enumerate((1.3, 2.7)):
+        frames, padded = conv_lengths(round(seconds * 16000))[-1], conv_lengths(round(2.7 * 16000))[-1]
+        (heat,) = base_page.find("sizes", "image", data_item=i)
+        assert (heat.int("data-layers"), heat.int("data-valid-frames"), heat.int("data-frames")) == (13, frames, padded)
+        (attention,) = base_page.find("attention", "g", data_item=i)
+        assert attention.int("data-valid-keys") == frames
+        assert attention.int("data-zero-key-columns") == padded - frames  # computed from the weights
+    (figure,) = base_page.find(tag="figure", data_figure="attention")
+    assert (figure.int("data-layer"), figure.int("data-head")) == (11, 0)
+
+
+def test_the_promise_figure_shows_the_masked_batch_exact_and_group_norm_over_padding_not(base_page):
+    dots = base_page.find("promise", "circle")
+    series = sorted({d["data-series"] for d in dots})
+    assert len(series) == 2 and series[0].startswith("npw2v2") and series[1].startswith("transformers")
+    stages = {d["data-stage"] for d in dots}
+    assert {"conv_layers.0", "projected", "hidden_states.12", "last_hidden_state"} <= stages
+    assert len(dots) == 2 * 2 * len(stages)
+
+    def difference(label, stage, item):
+        (dot,) = [d for d in dots if d["data-series"] == label and d["data-stage"] == stage and d.int("data-item") == item]
+        return float(dot["data-difference"])
+
+    assert max(difference(series[0], s, i) for s in stages for i in (0, 1)) < 1e-4
+    assert difference(series[1], "conv_layers.0", 0) > 1e-2  # group norm saw item 0's padding
+    assert difference(series[1], "last_hidden_state", 1) == 0  # item 1 is the longest: no padding to see
+    assert base_page.find("ctc", "figure", data_absent="no CTC head")
+
+
+def test_group_norm_over_the_padding_is_drawn_over_every_frame(tmp_path):
+    path = tmp_path / "page.html"
+    assert main(["explain", "--samples", "4000", "8000", "--norm-over-padding", "--html", str(path), "--quiet"]) == 0
+    page = Page(path.read_text(encoding="utf-8"))
+    (norm,) = page.find("mask", "rect", class_="norm", data_item=0)
+    assert norm.int("data-norm-frames") == norm.int("data-layer-frames") == conv_lengths(8000)[0]
+    # the traced run is now transformers' way; the figure still shows both, npw2v2's first
+    worst = {}
+    for dot in page.find("promise", "circle", data_item=0):
+        worst[dot["data-series"]] = max(worst.get(dot["data-series"], 0), float(dot["data-difference"]))
+    (ours, theirs) = sorted(worst)
+    assert ours.startswith("npw2v2") and worst[ours] < 1e-4 < 1e-2 < worst[theirs]
+
+
+def test_the_bundled_model_page_spells_its_examples(digits_page):
+    page, clips = digits_page
+    for i, clip in enumerate(clips):
+        spoken = clip.name.split(".")[0].replace("-", " ").upper()
+        (item,) = page.find("ctc", "g", data_item=i, class_="item")
+        assert item["data-text"] == spoken
+        words = page.find("ctc", "g", class_="word", data_item=i)
+        assert [w["data-word"] for w in words] == spoken.split()
+        ends = [(float(w["data-start"]), float(w["data-end"])) for w in words]
+        assert all(a < b for a, b in ends) and all(b1 <= a2 for (_, b1), (a2, _) in zip(ends, ends[1:]))
+    (figure,) = page.find(tag="figure", data_figure="attention")
+    assert figure.int("data-layer") == 2  # the last of the bundled model's 3 layers
+    assert len(page.find("promise", "circle", data_stage="logits")) == len(clips)
+
+
+def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes():
+    for name in ("tiny_base", "tiny_stable"):  # post-LN and pre-LN
+        m = model(GOLDEN / name)
+        x = np.random.RandomState(0).standard_normal((2, 3000)).astype(np.float32)
+        mask = np.ones(x.shape, bool)
+        mask[0, 1700:] = False
+        trace = Trace()
+        m(x * mask, attention_mask=mask, trace=trace)
+        b = Batch.of(trace, m)
+        layer = m.config.num_hidden_layers - 1
+        p = m.params["encoder"]["layers"][layer]
+        h = attention_input(trace[f"hidden_states.{layer}"].array, p, m.config, REFERENCE)
+        every = attention_weights(h, trace["frame_mask"].array, p["attention"], m.config.num_attention_heads)
+        for head in range(m.config.num_attention_heads):
+            one = head_weights(b, layer, head)
+            np.testing.assert_allclose(one, every[:, head], rtol=1e-5, atol=1e-7)
+            n = int(b.frames[0])
+            assert (one[0, :, n:] == 0).all() and np.allclose(one[0, :n].sum(axis=1), 1)
+
+
+def test_differences_from_alone_look_at_the_real_frames_only():
+    batched, alone = Trace(), [Trace(), Trace()]
+    x = np.arange(24, dtype=np.float32).reshape(2, 4, 3)  # [B, T, C]
+    batched("projected", x)
+    alone[0]("projected", x[:1, :2].copy())  # item 0 has 2 real frames
+    alone[1]("projected", x[1:].copy())
+    batched("frame_mask", np.ones((2, 4), bool))
+    assert differences_from_alone(batched, alone) == {"projected": [0.0, 0.0]}
+    x[0, 3] += 5  # a padded frame: not compared
+    x[1, 3, 2] += 0.5  # a real one: reported
+    assert differences_from_alone(batched, alone) == {"projected": [0.0, 0.5]}
+
+
+def test_png_holds_the_pixels_it_was_given():
+    rgb = np.random.RandomState(1).randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    data = png(rgb)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    start = data.index(b"IDAT") + 4
+    length = struct.unpack(">I", data[start - 8:start - 4])[0]
+    rows = np.frombuffer(zlib.decompress(data[start:start + length]), np.uint8).reshape(height, 1 + 3 * width)
+    assert (width, height) == (7, 5) and (rows[:, 0] == 0).all()
+    np.testing.assert_array_equal(rows[:, 1:].reshape(5, 7, 3), rgb)
+
+
+def test_colour_runs_dark_to_bright_and_greys_what_is_hidden():
+    rgb = colour(np.array([0.0, 0.5, 1.0, np.nan]), hidden=np.array([False, False, False, True]))
+    brightness = rgb.astype(int).sum(axis=1)
+    assert brightness[0] < brightness[1] < brightness[2]
+    assert tuple(rgb[3]) == (214, 214, 214)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "1"], "--html"),
+    (["--head", "0"], "--html"),
+    (["--html", "PAGE", "--layer", "12"], "12 layers, 0 to 11"),
+    (["--html", "PAGE", "--head", "12"], "12 heads per layer, 0 to 11"),
+    (["--html", "PAGE", "--save", "PAGE"], "--html"),
+])
+def test_attention_choices_and_outputs_are_checked_before_any_work(tmp_path, capsys, args, message):
+    args = [str(tmp_path / "p.html") if a == "PAGE" else a for a in args]
+    assert main(["explain", "--samples", "800", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.html").exists()
