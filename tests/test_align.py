@@ -334,3 +334,18 @@ def test_alignments_are_written_as_json_srt_textgrid_and_audacity_labels(bundled
     assert [t for t in texts if t] == ["NINE", "ONE"] and "" in texts  # silences are empty intervals
     bounds = [float(line.split("=")[1]) for line in tiers[0].splitlines() if "min =" in line or "max =" in line][2:]
     assert bounds[0] == 0 and all(a == b for a, b in zip(bounds[1::2], bounds[2::2]))  # no gaps, no overlaps
+
+
+def test_a_star_lets_the_transcript_cover_part_of_the_audio(bundled):
+    """The last two words of a clip: with <star> they land where the whole transcript puts them, and
+    the words left out go to the <star>."""
+    clip = EXAMPLES / "seven-six-three-one.flac"
+    whole = bundled.align(clip, "seven six three one")
+    part = bundled.align(clip, "three one", star=True)
+    assert [w.text for w in part.words] == ["THREE", "ONE"] and len(part.chars) == 8
+    for x, y in zip(whole.words[2:], part.words):
+        assert abs(x.start - y.start) <= 0.0201 and abs(x.end - y.end) <= 0.0201
+    star = bundled.config.vocab_size
+    assert part.frame_tokens[0] == star and part.frame_tokens[-1] == star
+    left_out = part.frame_tokens[:round(whole.words[1].end / 0.02)]  # SEVEN SIX's frames
+    assert (left_out == star).mean() > 0.8

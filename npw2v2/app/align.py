@@ -289,7 +289,21 @@ class Transcript:
 
     words: list[str]  # as aligned: case folded to the vocabulary, punctuation it lacks dropped
     tokens: np.ndarray  # [L] token ids, the word delimiter between words when the vocabulary has one
-    word_of: np.ndarray  # [L] the word of each token, -1 for a delimiter
+    word_of: np.ndarray  # [L] the word of each token, -1 for a delimiter, -2 for a <star>
+
+
+STAR = -2  # word_of's mark of a <star> token
+
+
+def with_star(transcript: Transcript, star: int) -> Transcript:
+    """The transcript between two <star> tokens (id ``star``): any audio before or after it.
+
+    As MMS's alignment recipe does, the <star> token has log-probability 0 in every frame
+    (a column the aligner adds), so frames the transcript does not cover go to it, not to
+    the first or last word.
+    """
+    tokens = np.concatenate([[star], transcript.tokens, [star]])
+    return Transcript(transcript.words, tokens, np.concatenate([[STAR], transcript.word_of, [STAR]]))
 
 
 def tokenize(text: str, vocab: dict, delimiter: str = "|", name: str = "the transcript") -> Transcript:
@@ -383,7 +397,8 @@ def spans(states, frame_scores, transcript: Transcript, id_to_token: list[str], 
     for w, word in enumerate(transcript.words):
         mine = np.flatnonzero(transcript.word_of == w)
         words.append(AlignedSpan(word, starts[mine[0]], ends[mine[-1]], float(mass[mine].sum() / frames[mine].sum())))
-    return chars, words, float(mass.sum() / frames.sum())
+    spoken = transcript.word_of != STAR
+    return chars, words, float(mass[spoken].sum() / frames[spoken].sum())
 
 
 def log_softmax(logits) -> np.ndarray:
@@ -397,13 +412,15 @@ def log_softmax(logits) -> np.ndarray:
 
 
 def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float | None = None,
-          stride_seconds: float | None = None) -> list[Alignment]:
+          stride_seconds: float | None = None, star: bool = False) -> list[Alignment]:
     """Align each file or 1-d array to its transcript: a list of Alignment in their order.
 
     Inputs up to ``chunk_seconds`` run in padded batches sorted by length, and each batch is
     aligned in one call; longer ones run window by window with ``stride_seconds`` of context
     on each side, as transcribe does, and are aligned alone with bounded memory (see the
     module's note). Transcripts are checked against the vocabulary before any audio is read.
+    ``star`` lets audio before and after the transcript go unaligned (see with_star); its
+    frames' token id in ``frame_tokens`` is the vocabulary's size.
     """
     pipeline.check_can_transcribe(model)
     pipeline._check_batch_size(batch_size)
@@ -412,6 +429,8 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
         raise AlignmentError(f"{len(inputs)} inputs and {len(transcripts)} transcripts: one transcript each")
     names = [_describe(i, x) for i, x in enumerate(inputs)]
     spelled = [tokenize(text, model.vocab, model.word_delimiter, name) for name, text in zip(names, transcripts)]
+    if star:
+        spelled = [with_star(t, model.config.vocab_size) for t in spelled]
     chunk, stride = pipeline.chunking(model, chunk_seconds or pipeline.DEFAULT_CHUNK_SECONDS, stride_seconds)
     items = pipeline.prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk)
     results = [None] * len(items)
@@ -420,12 +439,13 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
         indices = [short[j] for j in group]
         out = pipeline._forward(model, [items[i].array for i in indices])
         log_probs = log_softmax(asnumpy(out.logits))  # [B, T, V]
-        _align_batch(model, log_probs, np.asarray(out.frame_lengths), indices, items, spelled, names, results)
+        _align_batch(model, log_probs, np.asarray(out.frame_lengths), indices, items, spelled, names, results,
+                     star)
     for i, item in enumerate(items):
         if item.long:
             logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride)))
             log_probs = log_softmax(logits)[None]  # [1, T, V]
-            _align_batch(model, log_probs, np.array([len(logits)]), [i], items, spelled, names, results)
+            _align_batch(model, log_probs, np.array([len(logits)]), [i], items, spelled, names, results, star)
     return results
 
 
@@ -433,8 +453,10 @@ def _describe(i: int, x) -> str:
     return f"input {i} ({x})" if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__") else f"input {i}"
 
 
-def _align_batch(model, log_probs, frame_lengths, indices, items, spelled, names, results) -> None:
+def _align_batch(model, log_probs, frame_lengths, indices, items, spelled, names, results, star: bool) -> None:
     """Align one padded batch of emissions [B, T, V] to its inputs' transcripts, into ``results``."""
+    if star:  # the <star> token's column: log-probability 0 in every frame
+        log_probs = np.concatenate([log_probs, np.zeros_like(log_probs[..., :1])], axis=-1)  # [B, T, V + 1]
     transcripts = [spelled[i] for i in indices]
     L = max(len(t.tokens) for t in transcripts)
     targets = np.ones((len(indices), L), np.int64)  # padding: any id, the lengths hide it
