@@ -349,3 +349,66 @@ def test_a_star_lets_the_transcript_cover_part_of_the_audio(bundled):
     assert part.frame_tokens[0] == star and part.frame_tokens[-1] == star
     left_out = part.frame_tokens[:round(whole.words[1].end / 0.02)]  # SEVEN SIX's frames
     assert (left_out == star).mean() > 0.8
+
+
+# ---------------------------------------------------------------------------
+# npw2v2 align
+
+
+def cli(*argv) -> int:
+    from npw2v2.app.cli import main
+
+    return main(["align", *map(str, argv)])
+
+
+@pytest.fixture
+def transcripts(tmp_path):
+    """A transcript file for each example clip, and a manifest of them all (relative paths)."""
+    lines = []
+    for clip in sorted(EXAMPLES.glob("*.flac")):
+        (tmp_path / f"{clip.stem}.txt").write_text(spoken(clip).title() + ".\n")
+        lines.append(f"{clip}\t{clip.stem}.txt")
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_cli_aligns_a_pair_to_json_lines(transcripts, capsys):
+    clip = EXAMPLES / "nine-one.flac"
+    assert cli(clip, transcripts / "nine-one.txt") == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["text"] == "NINE ONE" and [w["word"] for w in record["words"]] == ["NINE", "ONE"]
+    assert cli(clip, transcripts / "nine-one.txt", "--chars", "-f", "audacity") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2 + 7
+
+
+@pytest.mark.parametrize("fmt,suffix", [("json", "json"), ("srt", "srt"), ("textgrid", "TextGrid"),
+                                        ("audacity", "txt")])
+def test_cli_writes_a_file_per_pair_of_a_manifest(transcripts, fmt, suffix, capsys):
+    out = transcripts / "out"
+    assert cli("--manifest", transcripts / "pairs.tsv", "-f", fmt, "-o", out) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{c.stem}.{suffix}" for c in EXAMPLES.glob("*.flac"))
+    assert "SEVEN" in (out / f"seven-six-three-one.{suffix}").read_text()
+    assert f"wrote {len(written)} files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "give AUDIO TEXT_FILE, or --manifest"),
+    ([EXAMPLES / "eight.flac"], "give its transcript's file after it"),
+    (["--manifest", "{tmp}/pairs.tsv", "-f", "srt"], "--format srt writes one file per input: give --output DIR"),
+    ([EXAMPLES / "eight.flac", "{tmp}/eight.txt", "-f", "srt", "--chars"], "--chars has no place in --format srt"),
+    ([EXAMPLES / "eight.flac", "{tmp}/missing.txt"], "missing.txt"),
+    ([EXAMPLES / "eight.flac", "{tmp}/digits.txt"], "cannot spell '8'"),
+    ([EXAMPLES / "eight.flac", "{tmp}/binary.txt"], "binary.txt: not UTF-8 text"),
+    (["--manifest", "{tmp}/bad.tsv"], "bad.tsv, line 2: want AUDIO<TAB>TEXT_FILE"),
+    ([EXAMPLES / "eight.flac", "{tmp}/long.txt"], r"need at least 137 frames; it has 22"),
+])
+def test_cli_mistakes_are_one_line_and_exit_2(transcripts, capsys, argv, message):
+    (transcripts / "digits.txt").write_text("8\n")
+    (transcripts / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    (transcripts / "long.txt").write_text("eight " * 23)
+    (transcripts / "bad.tsv").write_text(f"{EXAMPLES / 'eight.flac'}\teight.txt\njust one field\n")
+    assert cli(*[str(a).replace("{tmp}", str(transcripts)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("npw2v2: error: ")
+    assert message in err, err

@@ -22,7 +22,8 @@ from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
 from ..io import hub
 from .model import is_built_in, load_model
-from .writers import output_paths, record, render, render_classification, write_features
+from .writers import (ALIGNMENT_FORMATS, output_paths, record, render, render_alignment, render_classification,
+                      write_features)
 
 # What a folder argument contributes: files libsndfile reads, by their usual suffixes.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -162,13 +163,19 @@ def transcriptions(args, files: list[str], timestamps: bool):
         batches = distributed.transcribe(args.model, files, args.batch_size, timestamps, args.chunk_seconds,
                                          args.workers, args.address)
         return (pair for results in finished_batches(args, batches, len(files)) for pair in results)
+    model = load_ctc_model(args)
+    return pipeline.transcribe_each(model, files, args.batch_size, timestamps, args.chunk_seconds,
+                                    progress=progress_printer(args), errors="keep")
+
+
+def load_ctc_model(args):
+    """The model of transcribe and align, in the --language asked for."""
     model, _ = load_model(args.model, device=args.device)
     if args.language:
         if model.config.adapter_attn_dim is None:
             raise UsageError(f"{args.model}: --language needs an MMS model with language adapters (adapter_attn_dim)")
         model.set_language(args.language)
-    return pipeline.transcribe_each(model, files, args.batch_size, timestamps, args.chunk_seconds,
-                                    progress=progress_printer(args), errors="keep")
+    return model
 
 
 def run_transcribe(args) -> int:
@@ -252,6 +259,72 @@ def _write_transcript(path: Path, text: str, source: str) -> str | None:
     except OSError as e:
         return f"{source}: cannot write {path}: {cause(e)}"
     return None
+
+
+# ---------------------------------------------------------------------------
+# align
+
+
+def run_align(args) -> int:
+    """Each audio file aligned to its transcript, printed or written a file per input into --output."""
+    pairs = alignment_pairs(args)
+    if args.format in ("srt", "textgrid") and args.output is None and len(pairs) > 1:
+        raise UsageError(f"--format {args.format} writes one file per input: give --output DIR")
+    if args.chars and args.format == "srt":
+        raise UsageError("--chars has no place in --format srt: use json, textgrid or audacity")
+    texts = [read_transcript(text) for _, text in pairs]
+    inputs = [audio for audio, _ in pairs]
+    paths = None
+    if args.output is not None:
+        problem = folder_problem(args.output, inputs)
+        if problem:
+            raise UsageError(f"--output {args.output}: {problem}")
+        args.output.mkdir(parents=True, exist_ok=True)
+        paths = output_paths(inputs, args.output, ALIGNMENT_FORMATS[args.format])
+        for path in paths:
+            check_output(path, inputs, "--output")
+    model = load_ctc_model(args)
+    results = model.align(inputs, texts, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds,
+                          star=args.star)
+    if paths is None:
+        for r in results:
+            sys.stdout.write(render_alignment(r, args.format, args.chars))
+        return 0
+    for r, path in zip(results, paths):
+        write_atomically(path, render_alignment(r, args.format, args.chars))
+    print(f"npw2v2: wrote {len(paths)} files to {args.output}", file=sys.stderr)
+    return 0
+
+
+def alignment_pairs(args) -> list[tuple[str, str]]:
+    """(audio, transcript file) pairs: AUDIO TEXT_FILE, or each line "AUDIO<TAB>TEXT_FILE" of --manifest
+    (relative paths from the manifest's folder)."""
+    if (args.manifest is None) == (args.audio is None):
+        raise UsageError("give AUDIO TEXT_FILE, or --manifest FILE of AUDIO<TAB>TEXT_FILE lines (not both)")
+    if args.manifest is None:
+        if args.text is None:
+            raise UsageError(f"{args.audio}: give its transcript's file after it (AUDIO TEXT_FILE)")
+        return [(args.audio, args.text)]
+    pairs, folder = [], args.manifest.parent
+    for number, line in enumerate(read_transcript(str(args.manifest)).splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(f.strip() for f in fields):
+            raise UsageError(f"{args.manifest}, line {number}: want AUDIO<TAB>TEXT_FILE, got {line!r}")
+        pairs.append(tuple(str(folder / f.strip()) for f in fields))
+    if not pairs:
+        raise UsageError(f"{args.manifest}: no AUDIO<TAB>TEXT_FILE lines")
+    return pairs
+
+
+def read_transcript(path: str) -> str:
+    """A text file's contents (UTF-8); a file that is not text is a usage error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
 
 
 # ---------------------------------------------------------------------------
@@ -627,6 +700,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "each side (default 20)")
     add_engine_options(t)
     t.set_defaults(run=run_transcribe)
+
+    a = commands.add_parser(
+        "align", help="audio and its transcript to word and character times (CTC forced alignment)",
+        description="Find when each word (and character) of a known transcript is spoken: the most likely "
+                    "frame-by-frame path of a CTC model through exactly that text. Text is folded to the "
+                    "vocabulary's case and punctuation it lacks is dropped; other characters it cannot spell "
+                    "are refused by name. Files longer than --chunk-seconds run in windows with context, "
+                    "and the alignment keeps bounded memory, so hours of audio fit.")
+    a.add_argument("audio", nargs="?", metavar="AUDIO")
+    a.add_argument("text", nargs="?", metavar="TEXT_FILE", help="the transcript, UTF-8 text")
+    a.add_argument("--manifest", type=Path, metavar="FILE",
+                   help="many pairs: a line 'AUDIO<TAB>TEXT_FILE' each, paths relative to FILE's folder")
+    a.add_argument("--model", "-m", default=str(DEFAULT_MODEL),
+                   help=MODEL_HELP + " (default: the bundled model, English digits only)")
+    add_revision(a)
+    a.add_argument("--format", "-f", choices=ALIGNMENT_FORMATS, default="json",
+                   help="json: an object per input (words with start, end, score); srt: subtitles; "
+                        "textgrid: Praat; audacity: a label track")
+    a.add_argument("--chars", action="store_true", help="characters too (json, textgrid, audacity)")
+    a.add_argument("--star", action="store_true",
+                   help="the transcript may cover part of the audio: a <star> token takes what is before and "
+                        "after it (as MMS's alignment recipe)")
+    a.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
+    a.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
+    a.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    a.add_argument("--language", "-l", metavar="LANG", help="MMS models: the language to use (e.g. fra)")
+    a.add_argument("--chunk-seconds", type=SECONDS, default=20.0,
+                   help="longer files run in windows of this length with a sixth of it as context on "
+                        "each side (default 20)")
+    a.set_defaults(run=run_align)
 
     e = commands.add_parser(
         "embed", help="audio files to hidden states",
