@@ -392,23 +392,46 @@ def test_cli_writes_a_file_per_pair_of_a_manifest(transcripts, fmt, suffix, caps
     assert f"wrote {len(written)} files" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,message", [
-    ([], "give AUDIO TEXT_FILE, or --manifest"),
-    ([EXAMPLES / "eight.flac"], "give its transcript's file after it"),
-    (["--manifest", "{tmp}/pairs.tsv", "-f", "srt"], "--format srt writes one file per input: give --output DIR"),
-    ([EXAMPLES / "eight.flac", "{tmp}/eight.txt", "-f", "srt", "--chars"], "--chars has no place in --format srt"),
-    ([EXAMPLES / "eight.flac", "{tmp}/missing.txt"], "missing.txt"),
-    ([EXAMPLES / "eight.flac", "{tmp}/digits.txt"], "cannot spell '8'"),
-    ([EXAMPLES / "eight.flac", "{tmp}/binary.txt"], "binary.txt: not UTF-8 text"),
-    (["--manifest", "{tmp}/bad.tsv"], "bad.tsv, line 2: want AUDIO<TAB>TEXT_FILE"),
-    ([EXAMPLES / "eight.flac", "{tmp}/long.txt"], r"need at least 137 frames; it has 22"),
+@pytest.mark.parametrize("argv,status,message", [
+    ([], 2, "give AUDIO TEXT_FILE, or --manifest"),
+    ([EXAMPLES / "eight.flac"], 2, "give its transcript's file after it"),
+    (["--manifest", "{tmp}/pairs.tsv", "-f", "srt"], 2, "--format srt writes one file per input: give --output DIR"),
+    ([EXAMPLES / "eight.flac", "{tmp}/eight.txt", "-f", "srt", "--chars"], 2, "--chars has no place in --format srt"),
+    (["--manifest", "{tmp}/bad.tsv"], 2, "bad.tsv, line 2: want AUDIO<TAB>TEXT_FILE"),
+    (["--manifest", "{tmp}/missing.tsv"], 2, "missing.tsv"),
+    # a pair that cannot be aligned: its error, exit status 1 (as transcribe's unreadable files)
+    ([EXAMPLES / "eight.flac", "{tmp}/missing.txt"], 1, "missing.txt"),
+    ([EXAMPLES / "eight.flac", "{tmp}/digits.txt"], 1, "cannot spell '8'"),
+    ([EXAMPLES / "eight.flac", "{tmp}/binary.txt"], 1, "binary.txt: not UTF-8 text"),
+    ([EXAMPLES / "eight.flac", "{tmp}/long.txt"], 1, r"need at least 137 frames; it has 22"),
+    (["{tmp}/no.flac", "{tmp}/digits.txt"], 1, "cannot spell '8'"),  # the text is checked before the audio
 ])
-def test_cli_mistakes_are_one_line_and_exit_2(transcripts, capsys, argv, message):
+def test_cli_mistakes_are_one_line(transcripts, capsys, argv, status, message):
     (transcripts / "digits.txt").write_text("8\n")
     (transcripts / "binary.txt").write_bytes(b"\xff\xfe\x00")
     (transcripts / "long.txt").write_text("eight " * 23)
     (transcripts / "bad.tsv").write_text(f"{EXAMPLES / 'eight.flac'}\teight.txt\njust one field\n")
-    assert cli(*[str(a).replace("{tmp}", str(transcripts)) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("npw2v2: error: ")
-    assert message in err, err
+    assert cli(*[str(a).replace("{tmp}", str(transcripts)) for a in argv]) == status
+    out = capsys.readouterr()
+    assert len(out.err.strip().splitlines()) == 1 and out.err.startswith("npw2v2: error: ")
+    assert message in out.err, out.err
+    assert out.out == ""
+
+
+def test_cli_a_manifests_bad_pairs_are_reported_and_the_rest_written(transcripts, capsys):
+    (transcripts / "nine-one.txt").write_text("nine one 9\n")
+    (transcripts / "eight.txt").unlink()
+    out = transcripts / "out"
+    assert cli("--manifest", transcripts / "pairs.tsv", "-o", out) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "eight.txt" in err[0] and "nine-one.flac): the model's vocabulary cannot spell '9'" in err[1]
+    assert err[2].endswith(f"wrote 2 files to {out}")
+    assert sorted(p.name for p in out.iterdir()) == ["seven-six-three-one.json", "zero-eight-three-seven.json"]
+
+
+def test_align_keeps_going_past_bad_inputs_when_asked(bundled, tmp_path):
+    clips = [EXAMPLES / "eight.flac", tmp_path / "missing.flac", EXAMPLES / "nine-one.flac", EXAMPLES / "eight.flac"]
+    results = align.align(bundled, clips, ["eight", "eight", "nine one", "eight " * 23], errors="keep")
+    assert [r.error is None for r in results] == [True, False, True, False]
+    assert "missing.flac" in results[1].error and "need at least 137 frames" in results[3].error
+    assert [w.text for w in results[2].words] == ["NINE", "ONE"] and results[1].words == []

@@ -100,12 +100,20 @@ def check_item(name: str, target, frames: int, max_frames: int, max_tokens: int,
         bad = sorted(set(target[(target < 0) | (target >= V) | (target == blank)].tolist()))
         raise AlignmentError(f"{name}: token ids {bad} are not tokens of a {V}-token vocabulary besides "
                              f"the blank ({blank})")
+    problem = too_few_frames(name, target, frames)
+    if problem:
+        raise AlignmentError(problem)
+
+
+def too_few_frames(name: str, target, frames: int) -> str | None:
+    """Why ``frames`` cannot spell ``target``, or None when they can."""
     needed = needed_frames(target)
-    if needed > frames:
-        repeats = f", {needed - len(target)} of them repeating the one before (a blank between)," \
-            if needed > len(target) else ""
-        raise AlignmentError(f"{name}: {len(target)} tokens{repeats} need at least {needed} frames; it has {frames} "
-                             "(is this the transcript of this audio?)")
+    if needed <= frames:
+        return None
+    repeats = f", {needed - len(target)} of them repeating the one before (a blank between)," \
+        if needed > len(target) else ""
+    return (f"{name}: {len(target)} tokens{repeats} need at least {needed} frames; it has {frames} "
+            "(is this the transcript of this audio?)")
 
 
 def needed_frames(target) -> int:
@@ -376,6 +384,7 @@ class Alignment:
     frame_tokens: np.ndarray  # [T] the token id of every frame on the path
     frame_scores: np.ndarray  # [T] its log-probability
     score: float  # the mean probability over all the transcript's tokens' frames
+    error: str | None = None  # why this input could not be aligned, with errors="keep"
 
 
 def spans(states, frame_scores, transcript: Transcript, id_to_token: list[str], seconds_per_frame: float):
@@ -412,7 +421,7 @@ def log_softmax(logits) -> np.ndarray:
 
 
 def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float | None = None,
-          stride_seconds: float | None = None, star: bool = False) -> list[Alignment]:
+          stride_seconds: float | None = None, star: bool = False, errors: str = "raise") -> list[Alignment]:
     """Align each file or 1-d array to its transcript: a list of Alignment in their order.
 
     Inputs up to ``chunk_seconds`` run in padded batches sorted by length, and each batch is
@@ -420,7 +429,9 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
     on each side, as transcribe does, and are aligned alone with bounded memory (see the
     module's note). Transcripts are checked against the vocabulary before any audio is read.
     ``star`` lets audio before and after the transcript go unaligned (see with_star); its
-    frames' token id in ``frame_tokens`` is the vocabulary's size.
+    frames' token id in ``frame_tokens`` is the vocabulary's size. An input that cannot be
+    aligned (audio, text, too short for its text) raises, or with ``errors="keep"`` comes back
+    with its ``error`` set while the others are aligned.
     """
     pipeline.check_can_transcribe(model)
     pipeline._check_batch_size(batch_size)
@@ -428,52 +439,110 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
     if len(inputs) != len(transcripts):
         raise AlignmentError(f"{len(inputs)} inputs and {len(transcripts)} transcripts: one transcript each")
     names = [_describe(i, x) for i, x in enumerate(inputs)]
-    spelled = [tokenize(text, model.vocab, model.word_delimiter, name) for name, text in zip(names, transcripts)]
-    if star:
-        spelled = [with_star(t, model.config.vocab_size) for t in spelled]
     chunk, stride = pipeline.chunking(model, chunk_seconds or pipeline.DEFAULT_CHUNK_SECONDS, stride_seconds)
-    items = pipeline.prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk)
+    spelled, failed = _spell_all(model, names, transcripts, star, errors)
+    items = pipeline.prepare(inputs, model.sampling_rate, model.config.receptive_field, chunk, errors)
     results = [None] * len(items)
-    short = [i for i, item in enumerate(items) if not item.long]
+    for i, item in enumerate(items):
+        if item.error or i in failed:
+            results[i] = _failure(model, item, failed.get(i) or item.error)  # the text's error first, as raise
+    run = _Run(model, items, spelled, names, results, star, errors)
+    short = [i for i, item in enumerate(items) if results[i] is None and not item.long]
     for group in pipeline.audio.batches_by_length([items[i].samples for i in short], batch_size):
         indices = [short[j] for j in group]
         out = pipeline._forward(model, [items[i].array for i in indices])
-        log_probs = log_softmax(asnumpy(out.logits))  # [B, T, V]
-        _align_batch(model, log_probs, np.asarray(out.frame_lengths), indices, items, spelled, names, results,
-                     star)
+        run.batch(log_softmax(asnumpy(out.logits)), np.asarray(out.frame_lengths), indices)  # [B, T, V]
     for i, item in enumerate(items):
-        if item.long:
-            logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride)))
-            log_probs = log_softmax(logits)[None]  # [1, T, V]
-            _align_batch(model, log_probs, np.array([len(logits)]), [i], items, spelled, names, results, star)
+        if results[i] is None and item.long:
+            try:
+                logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride)))
+            except pipeline.audio.AudioError as e:
+                if errors == "raise":
+                    raise
+                results[i] = _failure(model, item, str(e))
+                continue
+            run.batch(log_softmax(logits)[None], np.array([len(logits)]), [i])  # [1, T, V]
     return results
+
+
+def _spell_all(model, names, transcripts, star: bool, errors: str):
+    """Each transcript's tokens (None where it fails), and {index: error} of those that fail."""
+    if errors not in ("raise", "keep"):
+        raise ValueError(f'errors must be "raise" or "keep", got {errors!r}')
+    spelled, failed = [], {}
+    for i, (name, text) in enumerate(zip(names, transcripts)):
+        try:
+            spelled.append(tokenize(text, model.vocab, model.word_delimiter, name))
+        except AlignmentError as e:
+            if errors == "raise":
+                raise
+            spelled.append(None)
+            failed[i] = str(e)
+    if star:
+        spelled = [t and with_star(t, model.config.vocab_size) for t in spelled]
+    return spelled, failed
+
+
+def _failure(model, item, error: str) -> Alignment:
+    return Alignment(item.name, "", item.samples / model.sampling_rate, [], [], np.zeros(0, np.int64),
+                     np.zeros(0, np.float32), 0.0, error=error)
 
 
 def _describe(i: int, x) -> str:
     return f"input {i} ({x})" if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__") else f"input {i}"
 
 
-def _align_batch(model, log_probs, frame_lengths, indices, items, spelled, names, results, star: bool) -> None:
-    """Align one padded batch of emissions [B, T, V] to its inputs' transcripts, into ``results``."""
-    if star:  # the <star> token's column: log-probability 0 in every frame
-        log_probs = np.concatenate([log_probs, np.zeros_like(log_probs[..., :1])], axis=-1)  # [B, T, V + 1]
-    transcripts = [spelled[i] for i in indices]
-    L = max(len(t.tokens) for t in transcripts)
-    targets = np.ones((len(indices), L), np.int64)  # padding: any id, the lengths hide it
-    for row, t in enumerate(transcripts):
-        targets[row, :len(t.tokens)] = t.tokens
-    lengths = np.array([len(t.tokens) for t in transcripts])
-    blank = model.config.pad_token_id
-    log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank,
-                                                              [names[i] for i in indices])
-    states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
-    tokens = state_tokens(states, targets, blank)
-    scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
-    seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
-    id_to_token = model.id_to_token
-    for row, i in enumerate(indices):
-        n = int(frame_lengths[row])
-        chars, words, score = spans(states[row, :n], scores[row, :n], transcripts[row], id_to_token,
-                                    seconds_per_frame)
-        results[i] = Alignment(items[i].name, " ".join(transcripts[row].words), items[i].samples / model.sampling_rate,
-                               words, chars, tokens[row, :n].copy(), scores[row, :n].copy(), score)
+@dataclass
+class _Run:
+    """What align's batches share: the model, the inputs, their transcripts and names, where results go."""
+
+    model: object
+    items: list
+    spelled: list
+    names: list[str]
+    results: list
+    star: bool
+    errors: str
+
+    def batch(self, log_probs, frame_lengths, indices: list[int]) -> None:
+        """Align one padded batch of emissions [B, T, V] to its inputs' transcripts, into ``results``.
+
+        An input too short for its transcript raises, or with errors="keep" gets its error and
+        leaves the batch.
+        """
+        rows = []
+        for row, i in enumerate(indices):
+            problem = too_few_frames(self.names[i], self.spelled[i].tokens, int(frame_lengths[row]))
+            if problem and self.errors == "raise":
+                raise AlignmentError(problem)
+            if problem:
+                self.results[i] = _failure(self.model, self.items[i], problem)
+            else:
+                rows.append(row)
+        if rows:
+            self._align(log_probs[rows], frame_lengths[rows], [indices[row] for row in rows])
+
+    def _align(self, log_probs, frame_lengths, indices: list[int]) -> None:
+        model = self.model
+        if self.star:  # the <star> token's column: log-probability 0 in every frame
+            log_probs = np.concatenate([log_probs, np.zeros_like(log_probs[..., :1])], axis=-1)  # [B, T, V + 1]
+        transcripts = [self.spelled[i] for i in indices]
+        targets = np.ones((len(indices), max(len(t.tokens) for t in transcripts)), np.int64)  # padding: any id
+        for row, t in enumerate(transcripts):
+            targets[row, :len(t.tokens)] = t.tokens
+        lengths = np.array([len(t.tokens) for t in transcripts])
+        blank = model.config.pad_token_id
+        log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank,
+                                                                  [self.names[i] for i in indices])
+        states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
+        tokens = state_tokens(states, targets, blank)
+        scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
+        seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
+        id_to_token = model.id_to_token
+        for row, i in enumerate(indices):
+            n = int(frame_lengths[row])
+            chars, words, score = spans(states[row, :n], scores[row, :n], transcripts[row], id_to_token,
+                                        seconds_per_frame)
+            item = self.items[i]
+            self.results[i] = Alignment(item.name, " ".join(transcripts[row].words), item.samples / model.sampling_rate,
+                                        words, chars, tokens[row, :n].copy(), scores[row, :n].copy(), score)

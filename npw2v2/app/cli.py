@@ -266,34 +266,59 @@ def _write_transcript(path: Path, text: str, source: str) -> str | None:
 
 
 def run_align(args) -> int:
-    """Each audio file aligned to its transcript, printed or written a file per input into --output."""
+    """Each audio file aligned to its transcript, printed or written a file per input into --output.
+
+    A pair that cannot be aligned (its text unreadable or unspellable, its audio unreadable or too
+    short for the text) is reported on stderr and skipped; the exit status is then 1.
+    """
     pairs = alignment_pairs(args)
     if args.format in ("srt", "textgrid") and args.output is None and len(pairs) > 1:
         raise UsageError(f"--format {args.format} writes one file per input: give --output DIR")
     if args.chars and args.format == "srt":
         raise UsageError("--chars has no place in --format srt: use json, textgrid or audacity")
-    texts = [read_transcript(text) for _, text in pairs]
     inputs = [audio for audio, _ in pairs]
-    paths = None
-    if args.output is not None:
-        problem = folder_problem(args.output, inputs)
-        if problem:
-            raise UsageError(f"--output {args.output}: {problem}")
-        args.output.mkdir(parents=True, exist_ok=True)
-        paths = output_paths(inputs, args.output, ALIGNMENT_FORMATS[args.format])
-        for path in paths:
-            check_output(path, inputs, "--output")
+    paths = alignment_outputs(args, inputs)
+    texts, errors = {}, {}
+    for i, (_, text) in enumerate(pairs):
+        try:
+            texts[i] = read_transcript(text)
+        except (UsageError, OSError) as e:
+            errors[i] = str(e) if isinstance(e, UsageError) else file_error(e)
     model = load_ctc_model(args)
-    results = model.align(inputs, texts, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds,
-                          star=args.star)
-    if paths is None:
-        for r in results:
-            sys.stdout.write(render_alignment(r, args.format, args.chars))
-        return 0
-    for r, path in zip(results, paths):
-        write_atomically(path, render_alignment(r, args.format, args.chars))
-    print(f"npw2v2: wrote {len(paths)} files to {args.output}", file=sys.stderr)
-    return 0
+    todo = sorted(texts)
+    results = dict(zip(todo, model.align([inputs[i] for i in todo], [texts[i] for i in todo],
+                                         batch_size=args.batch_size, chunk_seconds=args.chunk_seconds,
+                                         star=args.star, errors="keep")))
+    written = 0
+    for i in range(len(pairs)):
+        error = errors.get(i) or results[i].error
+        if error is None:
+            text = render_alignment(results[i], args.format, args.chars)
+            if paths:
+                error = _write_transcript(paths[i], text, inputs[i])
+            else:
+                sys.stdout.write(text)
+            written += error is None
+        if error:
+            errors[i] = error
+            print(f"npw2v2: error: {error}", file=sys.stderr)
+    if paths:
+        print(f"npw2v2: wrote {written} files to {args.output}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def alignment_outputs(args, inputs: list[str]) -> list[Path] | None:
+    """The file each input's alignment goes to in --output (checked before any work), or None for stdout."""
+    if args.output is None:
+        return None
+    problem = folder_problem(args.output, inputs)
+    if problem:
+        raise UsageError(f"--output {args.output}: {problem}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(inputs, args.output, ALIGNMENT_FORMATS[args.format])
+    for path in paths:
+        check_output(path, inputs, "--output")
+    return paths
 
 
 def alignment_pairs(args) -> list[tuple[str, str]]:
@@ -485,7 +510,7 @@ def check_traceable(lengths: list[int], rate: int) -> None:
 
 
 def run_explain(args) -> int:
-    from .explain import Trace, alone_traces, describe, differences_from_alone
+    from .explain import Trace, describe, differences_from_alone
 
     check_explain_outputs(args)
     model, name = load_model(args.model, args.seed, device=args.device)
@@ -494,8 +519,7 @@ def run_explain(args) -> int:
     trace = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
           trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
-    alone = alone_traces(model, x, mask, args.reference)
-    largest = max(differences_from_alone(trace, alone)["last_hidden_state"])
+    largest = max(differences_from_alone(model, x, mask, [trace], args.reference)[0]["last_hidden_state"])
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
                           "config": model.config.to_dict(), "stages": trace.as_data(),
@@ -515,7 +539,7 @@ def run_explain(args) -> int:
     if args.html:
         from .explain_page import explain_page, promise_series
 
-        series = promise_series(model, x, mask, trace, alone, args.reference, args.norm_over_padding)
+        series = promise_series(model, x, mask, trace, args.reference, args.norm_over_padding)
         page = explain_page(trace, model, name, series, layer, head, args.reference)
         write_atomically(args.html, page)
         print(f"npw2v2: wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)
