@@ -435,3 +435,30 @@ def test_align_keeps_going_past_bad_inputs_when_asked(bundled, tmp_path):
     assert [r.error is None for r in results] == [True, False, True, False]
     assert "missing.flac" in results[1].error and "need at least 137 frames" in results[3].error
     assert [w.text for w in results[2].words] == ["NINE", "ONE"] and results[1].words == []
+
+
+def test_cli_segment_cuts_a_file_per_line_that_transcribes_to_the_line(transcripts, bundled, capsys):
+    clip = EXAMPLES / "zero-eight-three-seven.flac"
+    (transcripts / "lines.txt").write_text("Zero eight,\n\n  three\n…\nseven.\n")
+    folder = transcripts / "cuts"
+    assert cli(clip, transcripts / "lines.txt", "--segment", folder) == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"zero-eight-three-seven-00{n}.{s}" for n in (1, 2, 3) for s in ("txt", "wav")]
+    lines = [(folder / f"zero-eight-three-seven-00{n}.txt").read_text() for n in (1, 2, 3)]
+    assert lines == ["ZERO EIGHT\n", "THREE\n", "SEVEN\n"]
+    heard = bundled.transcribe(sorted(folder.glob("*.wav")))
+    assert [r.text + "\n" for r in heard] == lines
+    whole = audio.info(clip)
+    cuts = [audio.info(p) for p in sorted(folder.glob("*.wav"))]
+    assert all(c.rate == whole.rate for c in cuts) and sum(c.frames for c in cuts) < whole.frames
+
+
+def test_line_spans_skip_lines_without_words(bundled):
+    result = bundled.align(EXAMPLES / "seven-six-three-one.flac", "seven six\n?\nthree one")
+    lines = align.line_spans(bundled, result, "seven six\n?\nthree one")
+    assert [(s.text, s.start, s.end) for s in lines] == [
+        ("SEVEN SIX", result.words[0].start, result.words[1].end), ("THREE ONE", result.words[2].start,
+                                                                    result.words[3].end)]
+    padded = align.line_spans(bundled, result, "seven six\n?\nthree one", pad=0.2)
+    assert padded[0].start == max(0, lines[0].start - 0.2) and padded[1].end == min(result.seconds, lines[1].end + 0.2)
+    assert padded[0].end == padded[1].start == (lines[0].end + lines[1].start) / 2  # the gap is narrower than 0.4 s

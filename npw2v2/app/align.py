@@ -410,6 +410,35 @@ def spans(states, frame_scores, transcript: Transcript, id_to_token: list[str], 
     return chars, words, float(mass[spoken].sum() / frames[spoken].sum())
 
 
+def line_spans(model, result: Alignment, text: str, pad: float = 0.0) -> list[AlignedSpan]:
+    """Each line of ``text`` that has words, from its first word's start to its last word's end
+    (its score: the mean of its words'), for cutting a recording into utterances.
+
+    ``pad`` seconds are added on each side, as far as the audio's edges and the middle of the
+    gap to the next line allow: a CTC model marks a character where it is recognised, often
+    before its sound has died away, so cuts at the words' ends can clip them.
+    """
+    lines = _lines(model, result, text)
+    bounds = [0.0] + [(a.end + b.start) / 2 for a, b in zip(lines, lines[1:])] + [result.seconds]
+    return [AlignedSpan(s.text, max(bounds[k], s.start - pad), min(bounds[k + 1], s.end + pad), s.score)
+            if pad else s for k, s in enumerate(lines)]
+
+
+def _lines(model, result: Alignment, text: str) -> list[AlignedSpan]:
+    lines, first = [], 0
+    for line in text.splitlines():
+        try:
+            count = len(tokenize(line, model.vocab, model.word_delimiter).words)
+        except AlignmentError:  # a line of nothing the vocabulary spells: no words (the whole text spelled)
+            count = 0
+        words = result.words[first:first + count]
+        first += count
+        if words:
+            lines.append(AlignedSpan(" ".join(w.text for w in words), words[0].start, words[-1].end,
+                                     float(np.mean([w.score for w in words]))))
+    return lines
+
+
 def log_softmax(logits) -> np.ndarray:
     """log p of every token of every frame, [..., V], in the logits' float type."""
     shifted = logits - logits.max(axis=-1, keepdims=True)

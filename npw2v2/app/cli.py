@@ -278,6 +278,11 @@ def run_align(args) -> int:
         raise UsageError("--chars has no place in --format srt: use json, textgrid or audacity")
     inputs = [audio for audio, _ in pairs]
     paths = alignment_outputs(args, inputs)
+    if args.segment is not None:
+        problem = folder_problem(args.segment, inputs)
+        if problem:
+            raise UsageError(f"--segment {args.segment}: {problem}")
+        args.segment.mkdir(parents=True, exist_ok=True)
     texts, errors = {}, {}
     for i, (_, text) in enumerate(pairs):
         try:
@@ -298,6 +303,8 @@ def run_align(args) -> int:
                 error = _write_transcript(paths[i], text, inputs[i])
             else:
                 sys.stdout.write(text)
+            if error is None and args.segment is not None:
+                error = write_segments(args.segment, model, inputs[i], texts[i], results[i])
             written += error is None
         if error:
             errors[i] = error
@@ -305,6 +312,29 @@ def run_align(args) -> int:
     if paths:
         print(f"npw2v2: wrote {written} files to {args.output}", file=sys.stderr)
     return 1 if errors else 0
+
+
+SEGMENT_PAD = 0.2  # seconds of context each side of a --segment cut, where the gap to the next line allows
+
+
+def write_segments(folder: Path, model, source: str, text: str, result) -> str | None:
+    """Each transcript line's stretch of the audio, at the file's own rate (mixed to mono), into FOLDER
+    as STEM-NNN.wav with its words in STEM-NNN.txt; on failure, the input's error message."""
+    from ..io import audio
+
+    from .align import line_spans
+
+    rate = audio.info(source).rate
+    for n, line in enumerate(line_spans(model, result, text, pad=SEGMENT_PAD), 1):
+        first, last = math.floor(line.start * rate), math.ceil(line.end * rate)
+        x, _ = audio.read(source, first, last - first)
+        stem = folder / f"{Path(source).stem}-{n:03d}"
+        try:
+            audio.write_wav(stem.with_suffix(".wav"), x, rate)
+            write_atomically(stem.with_suffix(".txt"), line.text + "\n")
+        except OSError as e:
+            return f"{source}: cannot write {stem}.wav: {cause(e)}"
+    return None
 
 
 def alignment_outputs(args, inputs: list[str]) -> list[Path] | None:
@@ -747,6 +777,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the transcript may cover part of the audio: a <star> token takes what is before and "
                         "after it (as MMS's alignment recipe)")
     a.add_argument("--output", "-o", type=Path, metavar="DIR", help="write one file per input into DIR")
+    a.add_argument("--segment", type=Path, metavar="DIR",
+                   help="also cut each input into a WAV file per transcript line (its words, and up to 0.2 s "
+                        "around them short of the next line) with the line's words beside it: DIR/STEM-001.wav, "
+                        "DIR/STEM-001.txt, ...")
     a.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
     a.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     a.add_argument("--language", "-l", metavar="LANG", help="MMS models: the language to use (e.g. fra)")

@@ -130,6 +130,12 @@ def read(path, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
     return _mono(data), int(rate)
 
 
+def write_wav(path, x: np.ndarray, rate: int) -> None:
+    """1-d samples to a 32-bit float WAV file, written whole (float: nothing read as float32 is lost)."""
+    sf = _soundfile()
+    outputs.write_atomically(path, lambda tmp: sf.write(str(tmp), x, rate, format="WAV", subtype="FLOAT"))
+
+
 def _mono(data: np.ndarray) -> np.ndarray:
     """[S, channels] -> [S]: the channels' mean."""
     return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
