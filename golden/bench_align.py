@@ -106,8 +106,18 @@ def hour_child(which: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "before_mb": before, "digest": digest}))
 
 
+def available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) / 1024
+
+
 def bench_hour(runs: int, with_torchaudio: bool) -> dict:
     found = {"npw2v2": [], "torchaudio": []}
+    needed = HOUR * (2 * round(HOUR * TOKENS_PER_FRAME) + 1) / 2**20 + 1024  # its back-pointers, and torch
+    if with_torchaudio and available_mb() < needed:
+        found["torchaudio"].append({"error": f"skipped: it needs about {needed / 1024:.1f} GB, "
+                                             f"{available_mb() / 1024:.1f} GB are available"})
+        with_torchaudio = False
     for _ in range(runs):
         for which in ("npw2v2", "torchaudio") if with_torchaudio else ("npw2v2",):
             out = subprocess.run([sys.executable, __file__, "--hour-child", which], capture_output=True, text=True)
