@@ -10,7 +10,7 @@ import pytest
 
 from golden import GOLDEN, model
 from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES, main
-from npw2v2.app.explain import Trace, differences_from_alone
+from npw2v2.app.explain import Against, Trace
 from npw2v2.app.explain_page import Batch, head_weights
 from npw2v2.app.svg import colour, png
 from npw2v2.core.layers import attention_weights
@@ -99,7 +99,9 @@ def test_the_page_names_no_address_and_embeds_only_data(base_page, digits_page):
     for page in (base_page, digits_page[0]):
         assert not re.search(r"(?i)(https?|ftp|file):|//[a-z0-9-]+\.[a-z]", page.text)
         links = [v for e in page.elements for k, v in e.attrs.items() if k in ("href", "src")]
-        assert links and all(v.startswith("data:image/png;base64,") for v in links)
+        ids = {"#" + e["id"] for e in page.elements if "id" in e.attrs}
+        assert links and all(v.startswith("data:image/png;base64,") or v in ids for v in links)
+        assert len([v for v in links if v in ids]) == len(FIGURES)  # the contents
         assert not page.find(tag="script") and not page.find(tag="link")
         assert len(page.text.encode()) < 1_000_000
 
@@ -220,17 +222,25 @@ def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes()
             assert (one[0, :, n:] == 0).all() and np.allclose(one[0, :n].sum(axis=1), 1)
 
 
-def test_differences_from_alone_look_at_the_real_frames_only():
-    batched, alone = Trace(), [Trace(), Trace()]
+def test_a_lone_run_is_compared_on_the_real_frames_only():
+    batched = Trace()
     x = np.arange(24, dtype=np.float32).reshape(2, 4, 3)  # [B, T, C]
     batched("projected", x)
-    alone[0]("projected", x[:1, :2].copy())  # item 0 has 2 real frames
-    alone[1]("projected", x[1:].copy())
     batched("frame_mask", np.ones((2, 4), bool))
-    assert differences_from_alone(batched, alone) == {"projected": [0.0, 0.0]}
+
+    alone = [x[:1, :2].copy(), x[1:].copy()]  # item 0 alone has 2 real frames, item 1 all 4
+
+    def found():
+        numbers = [{}]
+        for i, lone in enumerate(alone):
+            Against([batched], i, 2, numbers)("projected", lone)
+            Against([batched], i, 2, numbers)("frame_mask", np.ones(lone.shape[:2], bool))
+        return numbers[0]
+
+    assert found() == {"projected": [0.0, 0.0]}
     x[0, 3] += 5  # a padded frame: not compared
     x[1, 3, 2] += 0.5  # a real one: reported
-    assert differences_from_alone(batched, alone) == {"projected": [0.0, 0.5]}
+    assert found() == {"projected": [0.0, 0.5]}
 
 
 def test_png_holds_the_pixels_it_was_given():

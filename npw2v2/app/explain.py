@@ -66,32 +66,55 @@ def _plain(value):
 # The core promise, stage by stage: each item of the padded batch against the item run alone
 
 
-def alone_traces(model, x: np.ndarray, mask: np.ndarray, reference: bool = False) -> list[Trace]:
-    """The trace of each item of a padded batch ([B, S], mask [B, S]) run alone over its real samples."""
-    traces = []
+def differences_from_alone(model, x: np.ndarray, mask: np.ndarray, batched: list[Trace],
+                           reference: bool = False) -> list[dict[str, list[float]]]:
+    """For each trace of the padded batch ([B, S], mask [B, S]): per stage, each item's largest
+    |batched - alone|, running each item alone over its real samples.
+
+    Each lone run is compared stage by stage as it goes (``Against``), so memory holds the
+    batched traces and one lone stage, never a lone trace.
+    """
+    items = len(mask)
+    found = [{} for _ in batched]
     for i, n in enumerate(mask.sum(axis=1)):
-        trace = Trace()
-        model(model.xp.asarray(x[i:i + 1, :n]), reference=reference, trace=trace)
-        traces.append(trace)
-    return traces
+        model(model.xp.asarray(x[i:i + 1, :n]), reference=reference, trace=Against(batched, i, items, found))
+    return found
 
 
-def differences_from_alone(batched: Trace, alone: list[Trace]) -> dict[str, list[float]]:
-    """Per stage, each item's largest |batched - alone| over what the item has alone.
+@dataclass
+class Against:
+    """A trace for item ``item``'s lone run: each stage is compared with that item's row in every
+    batched trace, and the largest difference written to ``found[k][stage][item]``.
 
     The lone run's shape says what is real: its frames (or samples) are the first ones of the
-    batch's row, so ``batched[i]`` is cut to the lone array's shape. Masks (bools) are left
-    out, and stages a lone run lacks (the attention mask) too. In forward order.
+    batch's row, so the row is cut to the lone array's shape. Masks (bools), stages without a
+    batch axis (a perplexity) and stages one run lacks (the attention mask) are left out; the
+    stages come in forward order.
     """
-    differences = {}
-    for stage in batched.stages:
-        lone = [next((s.array for s in t.stages if s.name == stage.name), None) for t in alone]
-        if stage.array is None or stage.array.dtype == bool or stage.array.ndim < 2 or any(a is None for a in lone):
-            continue
-        differences[stage.name] = [
-            float(np.abs(stage.array[i][tuple(slice(0, n) for n in a.shape[1:])].astype(np.float64) - a[0]).max())
-            for i, a in enumerate(lone)]
-    return differences
+    batched: list[Trace]
+    item: int
+    items: int
+    found: list[dict]
+
+    def __call__(self, name, value, **facts):
+        if value is None:
+            return
+        lone = asnumpy(value)
+        for trace, found in zip(self.batched, self.found):
+            stage = next((s for s in trace.stages if s.name == name), None)
+            if stage is None or stage.array.dtype == bool or stage.array.ndim < 2:
+                continue
+            row = stage.array[self.item][tuple(slice(0, n) for n in lone.shape[1:])]
+            found.setdefault(name, [0.0] * self.items)[self.item] = _largest_gap(row, lone[0])
+
+
+def _largest_gap(a: np.ndarray, b: np.ndarray, block: int = 1 << 20) -> float:
+    """max |a - b| in float64, a block of rows at a time: a long first conv layer's float64
+    copies would otherwise take several times the memory of the stage itself."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    rows = max(1, block // max(1, a.shape[1]))
+    return max((float(np.abs(a[k:k + rows].astype(np.float64) - b[k:k + rows]).max(initial=0.0))
+                for k in range(0, len(a), rows)), default=0.0)
 
 
 # ---------------------------------------------------------------------------

@@ -432,23 +432,21 @@ def ctc_tokens(b: Batch) -> str:
 FLOOR, CEILING = -10, 2  # log10 of the smallest and largest difference drawn
 
 
-def promise_series(model, x: np.ndarray, mask: np.ndarray, trace: Trace, alone: list[Trace], reference: bool,
+def promise_series(model, x: np.ndarray, mask: np.ndarray, trace: Trace, reference: bool,
                    norm_over_padding: bool) -> dict[str, dict[str, list[float]]]:
-    """Per way of running the batch, per stage, each item's largest difference from its lone run
-    (``alone``: npw2v2.app.explain.alone_traces).
+    """Per way of running the batch, per stage, each item's largest difference from its lone run.
 
     The traced run, and for group-norm models the other way: npw2v2's (group norm over the valid
     frames) beside transformers' (group norm over the padding too, norm_over_padding).
     """
-    names = {False: "npw2v2: group norm over the valid frames", True: "transformers: group norm over the padding too"}
     if model.config.feat_extract_norm != "group":
-        return {"npw2v2, the padded batch": differences_from_alone(trace, alone)}
+        return {"npw2v2, the padded batch": differences_from_alone(model, x, mask, [trace], reference)[0]}
     other = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=not norm_over_padding, trace=other,
           reference=reference)
-    series = {names[norm_over_padding]: differences_from_alone(trace, alone),
-              names[not norm_over_padding]: differences_from_alone(other, alone)}
-    return dict(sorted(series.items()))
+    found = differences_from_alone(model, x, mask, [trace, other], reference)
+    names = {False: "npw2v2: group norm over the valid frames", True: "transformers: group norm over the padding too"}
+    return dict(sorted({names[norm_over_padding]: found[0], names[not norm_over_padding]: found[1]}.items()))
 
 
 def _height(difference: float, top: float, height: float) -> float:
@@ -521,8 +519,20 @@ figure { margin: 0 0 2em 0; } svg { display: block; overflow: visible; }
 .word { fill: #ffe08a; stroke: #b38f00; } g.word text { fill: #222; }
 circle.series-0 { fill: var(--item); } circle.series-1 { fill: #fff; stroke: var(--item); stroke-width: 1.5; }
 table.numbers { border-collapse: collapse; font-size: 12px; } .numbers td, .numbers th { padding: 2px 8px; text-align: right; }
-.facts { color: #555; }
+.facts { color: #555; } nav ol { columns: 2; margin: 0; }
 """
+
+
+READING = ("One padded batch, drawn from the trace of its own forward pass: the figures follow it from samples "
+           "to frames to the transformer's output. They share one time axis, the padded batch's length, so each "
+           "frame sits under the samples it came from; padding is grey. Hover a bar or a dot for its numbers.")
+
+
+def _contents(figures: list[str]) -> str:
+    """Links to the figures, by their headings."""
+    entries = [re.search(r'id="(fig-[a-z]+)".*?<h2>(.*?)</h2>', f) for f in figures]
+    return tag("nav", tag("ol", *(tag("li", tag("a", m.group(2).split(". ", 1)[1], href=f"#{m.group(1)}"))
+                                  for m in entries)))
 
 
 def page(b: Batch, figures: list[str], name: str, path: str) -> str:
@@ -533,7 +543,8 @@ def page(b: Batch, figures: list[str], name: str, path: str) -> str:
     return ("<!DOCTYPE html>\n" + tag("html", tag("head", '<meta charset="utf-8">',
                                                   tag("title", f"npw2v2 explain: {html.escape(name)}"),
                                                   tag("style", STYLE)),
-                                      tag("body", heading, facts, *figures), lang="en") + "\n")
+                                      tag("body", heading, facts, tag("p", READING), _contents(figures), *figures),
+                                      lang="en") + "\n")
 
 
 def explain_page(trace: Trace, model, name: str, series: dict, layer: int, head: int, reference: bool) -> str:
