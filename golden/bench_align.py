@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -83,9 +82,14 @@ def bench_batch(runs: int) -> dict:
             **{name: statistics.median(t) for name, t in times.items()}}
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB: VmRSS (now) or VmHWM (the peak of this program).
+
+    Not getrusage's ru_maxrss: Linux carries it across exec, so a child started from this
+    (torch-laden) parent would report the parent's size as its own peak.
+    """
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def hour_child(which: str) -> None:
@@ -94,14 +98,14 @@ def hour_child(which: str) -> None:
     if which == "torchaudio":
         import torch  # noqa: F401  (loaded before the baseline, as npw2v2 is)
         import torchaudio.functional  # noqa: F401
-    before = rss_mb()
+    before = status_mb("VmRSS")
     start = time.perf_counter()
     if which == "npw2v2":
         path = forced_align(log_probs[None], targets[None])[0][0]
     else:
         path = torchaudio_path(log_probs, targets)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM")
     digest = int(np.asarray(path, np.int64) @ np.arange(1, HOUR + 1, dtype=np.int64) % 1_000_000_007)
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "before_mb": before, "digest": digest}))
 
