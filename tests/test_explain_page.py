@@ -1,9 +1,11 @@
 """npw2v2 explain --html: the page is parsed, and the facts its figures carry are checked against
 lengths worked out here, the model's own transcripts and the traces themselves. No browser."""
+import json
 import re
 import struct
 import zlib
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from npw2v2.core.layers import attention_weights
 from npw2v2.core.transformer import attention_input
 from npw2v2.core.ops import REFERENCE
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 FIGURES = ["waveforms", "ladder", "mask", "sizes", "attention", "ctc", "promise"]
 BASE_KERNELS, BASE_STRIDES = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
 
@@ -114,7 +117,8 @@ def test_waveforms_show_each_items_samples_and_its_padding(base_page):
         (valid,) = base_page.find("waveforms", "rect", class_="valid", data_unit="samples",
                                   data_from=0, data_to=n)
         (padding,) = base_page.find("waveforms", "rect", class_="padding", data_from=n, data_to=max(lengths))
-        assert float(padding["width"]) == (0 if n == max(lengths) else pytest.approx(780 * (1 - n / max(lengths)), 0.01))
+        shaded = 0 if n == max(lengths) else pytest.approx(780 * (1 - n / max(lengths)), 0.01)  # of 780 pixels
+        assert float(padding["width"]) == shaded
 
 
 def test_the_ladder_gives_every_layers_frames(base_page):
@@ -164,7 +168,8 @@ def test_the_promise_figure_shows_the_masked_batch_exact_and_group_norm_over_pad
     assert len(dots) == 2 * 2 * len(stages)
 
     def difference(label, stage, item):
-        (dot,) = [d for d in dots if d["data-series"] == label and d["data-stage"] == stage and d.int("data-item") == item]
+        (dot,) = [d for d in dots
+                  if d["data-series"] == label and d["data-stage"] == stage and d.int("data-item") == item]
         return float(dot["data-difference"])
 
     assert max(difference(series[0], s, i) for s in stages for i in (0, 1)) < 1e-4
@@ -200,6 +205,40 @@ def test_the_bundled_model_page_spells_its_examples(digits_page):
     (figure,) = page.find(tag="figure", data_figure="attention")
     assert figure.int("data-layer") == 2  # the last of the bundled model's 3 layers
     assert len(page.find("promise", "circle", data_stage="logits")) == len(clips)
+
+
+@pytest.mark.parametrize("name", ["tiny_adapter", "tiny_classifier", "tiny_pretraining", "tiny_frame_classifier",
+                                  "tiny_mms", "tiny_odd_pos", "tiny_stable", "tiny_ctc"])
+def test_every_head_and_layout_gets_a_whole_page(tmp_path, name):
+    path = tmp_path / "page.html"
+    assert main(["explain", "-m", str(GOLDEN / name), "--samples", "16000", "8000", "--html", str(path),
+                 "--quiet"]) == 0
+    page = Page(path.read_text(encoding="utf-8"))
+    assert [e["data-figure"] for e in page.find(tag="figure")] == FIGURES
+    cfg = json.loads((GOLDEN / name / "config.json").read_text())
+    frames = [conv_lengths(n)[-1] for n in (16000, 8000)]
+    assert [page.find("mask", "g", class_="item", data_item=i)[0].int("data-valid-frames") for i in (0, 1)] == frames
+    spelled = page.find("ctc", "g", class_="item")
+    assert bool(spelled) == ("Wav2Vec2ForCTC" in cfg["architectures"])
+    for _ in range(cfg.get("num_adapter_layers", 3) if cfg.get("add_adapter") else 0):  # the adapter's frames
+        k, s = cfg.get("adapter_kernel_size", 3), cfg.get("adapter_stride", 2)
+        frames = [(t + 2 - k) // s + 1 for t in frames]
+    assert [e.int("data-valid-frames") for e in spelled] == (frames if spelled else [])
+
+
+def facts(page: Page) -> list:
+    """Every element's data- attributes, but the differences (float32 sums may round apart on another CPU)."""
+    return [(e.figure, e.tag, sorted((k, v) for k, v in e.attrs.items()
+                                     if k.startswith("data-") and k != "data-difference"))
+            for e in page.elements if any(k.startswith("data-") for k in e.attrs)]
+
+
+def test_the_example_page_in_the_docs_is_what_the_command_makes_today(digits_page):
+    """docs/explain/digits.html, made by the command docs/padding-and-masks.md names, is not stale."""
+    committed = Page((DOCS / "explain" / "digits.html").read_text(encoding="utf-8"))
+    assert facts(committed) == facts(digits_page[0])
+    command = "npw2v2/bundled/examples/*.flac --html docs/explain/digits.html"
+    assert command in (DOCS / "padding-and-masks.md").read_text()
 
 
 def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes():

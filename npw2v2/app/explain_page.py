@@ -43,13 +43,16 @@ class Batch:
     frames: np.ndarray  # [B] valid frames per item
     total_frames: int  # T: the padded batch's frames
     masked: bool  # whether the forward pass had an attention mask
+    output_frames: np.ndarray  # [B] valid frames of last_hidden_state and frame logits (fewer after an adapter)
 
     @classmethod
     def of(cls, trace: Trace, model) -> Batch:
         x = trace["input_values"]
         frames = trace["conv_lengths"].facts["per_layer"][-1]
+        adapter = [s.facts["lengths"] for s in trace.stages if s.name.startswith("adapter.layers.")]
         return cls(trace, model, model.sampling_rate, np.asarray(x.facts["lengths"]), x.array.shape[1],
-                   np.asarray(frames), trace["frame_mask"].array.shape[1], trace["frame_mask"].facts["used"])
+                   np.asarray(frames), trace["frame_mask"].array.shape[1], trace["frame_mask"].facts["used"],
+                   np.asarray(adapter[-1] if adapter else frames))
 
     def x(self, sample: float) -> float:
         """The horizontal position of a sample index on the shared time axis."""
@@ -154,7 +157,8 @@ def _zoom(b: Batch, cfg) -> str:
         top = 80 + 22 * j
         parts += [rect(at(j * hop), top, at(j * hop + field) - at(j * hop), 16, class_="field", data_frame=j,
                        data_first_sample=j * hop, data_last_sample=j * hop + field - 1),
-                  text(at(j * hop) + 4, top + 12, f"frame {j}: samples {j * hop}-{j * hop + field - 1}", class_="small")]
+                  text(at(j * hop) + 4, top + 12, f"frame {j}: samples {j * hop}-{j * hop + field - 1}",
+                       class_="small")]
     parts += [line(at(0), 152, at(hop), 152, class_="arrow"),
               text(at(hop) + 6, 156, f"hop: {hop} samples = {1000 * hop / b.rate:g} ms between frames; "
                                      f"receptive field: {field} samples = {1000 * field / b.rate:g} ms per frame",
@@ -216,7 +220,7 @@ def _norm_row(b: Batch, i: int, y: float) -> str:
     counted = valid if "valid frames only" in norm else first.array.shape[1]
     k = cfg.conv_kernel[0]
     stride = cfg.conv_stride[0]
-    return (_label(y + 9, "group norm", f"conv_layers.0: {counted:,} frames") +
+    return (_label(y + 9, "group norm", f"over {counted:,} of {first.array.shape[1]:,} conv_layers.0 frames") +
             rect(b.x(0), y, b.x((counted - 1) * stride + k) - b.x(0), 10, class_="norm", data_item=i,
                  data_norm_frames=counted, data_layer_frames=first.array.shape[1]))
 
@@ -287,13 +291,15 @@ def frame_mask(b: Batch) -> str:
 # 4. Activation sizes, layer by layer
 
 
-def _frame_image(b: Batch, values: np.ndarray, padded_from: int, y: float, row_height: float, **facts) -> str:
-    """A heat map [rows, T] over the frames' place on the time axis, frames from ``padded_from`` grey."""
+def _frame_image(b: Batch, values: np.ndarray, padded_from: int, y: float, row_height: float, stride: int,
+                 **facts) -> str:
+    """A heat map [rows, T] of frames ``stride`` samples apart over their place on the time axis,
+    frames from ``padded_from`` grey."""
     hidden = np.zeros(values.shape, bool)
     hidden[:, padded_from:] = True
+    width = b.x(values.shape[1] * stride) - b.x(0)
     values, hidden = pooled(values, MOST_PIXELS, 1), ~pooled(~hidden, MOST_PIXELS, 1)
-    return image(b.frame_x(0), y, b.frame_x(b.total_frames) - b.frame_x(0), row_height * values.shape[0],
-                 colour(values, hidden), **facts)
+    return image(b.x(0), y, width, row_height * values.shape[0], colour(values, hidden), **facts)
 
 
 def activation_sizes(b: Batch) -> str:
@@ -307,7 +313,8 @@ def activation_sizes(b: Batch) -> str:
         low, high = size[:, :n].min(axis=1, keepdims=True), size[:, :n].max(axis=1, keepdims=True)
         scaled = (size - low) / np.maximum(high - low, 1e-30)  # each row from its smallest to its largest
         parts.append(tag("g", _label(y + 12, f"item {i}", f"{n} valid frames"),
-                         _frame_image(b, scaled, n, y, row, class_="heat", data_item=i, data_layers=len(layers),
+                         _frame_image(b, scaled, n, y, row, b.model.config.frame_stride, class_="heat",
+                                      data_item=i, data_layers=len(layers),
                                       data_frames=b.total_frames, data_valid_frames=n),
                          text(LEFT - 4, y + 7, "0", class_="tiny", text_anchor="end"),
                          text(LEFT - 4, y + row * len(layers), str(len(layers) - 1), class_="tiny", text_anchor="end"),
@@ -319,7 +326,8 @@ def activation_sizes(b: Batch) -> str:
         f"Each row is one hidden state (hidden_states.0, the first layer's input, at the top; "
         f"hidden_states.{len(layers) - 1}, the last layer's output, at the bottom) and each column one frame: "
         f"the colour is the frame vector's length ({b.model.config.hidden_size} numbers), from the row's "
-        f"smallest to its largest over the valid frames. Padded frames are grey: the padded batch computes numbers there too, "
+        f"smallest to its largest over the valid frames. Padded frames are grey: the padded batch computes numbers "
+        f"there too, "
         f"but they mean nothing, and the mask keeps every valid frame from looking at them.",
         svg(LEFT + WIDTH + RIGHT, y + 40, *parts, _time_axis(b, y + 24)))
 
@@ -391,29 +399,37 @@ def _words(b: Batch, decoded: ctc.Decoded, y: float, i: int) -> list[str]:
             for w in decoded.words]
 
 
+def _token_name(names: list[str], token: int, blank: int) -> str:
+    if token == blank:
+        return "blank"
+    return names[token] if token < len(names) and names[token] else f"#{token}"  # no vocabulary: the id
+
+
 def ctc_tokens(b: Batch) -> str:
     model = b.model
-    if not model.has_ctc_head or not model.vocab or not any(s.name == "logits" for s in b.trace.stages):
+    if not model.has_ctc_head or not any(s.name == "logits" for s in b.trace.stages):
         return _figure("ctc", 6, "CTC: token probabilities over time",
-                       "This model has no CTC head with a vocabulary, so there is nothing to spell.", data_absent="no CTC head")
-    blank, names = model.config.pad_token_id, model.id_to_token
+                       "This model has no CTC head, so there is nothing to spell.", data_absent="no CTC head")
+    blank, names, stride = model.config.pad_token_id, model.id_to_token, model.config.output_frame_stride
     probabilities = asnumpy(softmax(b.trace["logits"].array.astype(np.float64)))  # [B, T, V]
-    shown = _shown_tokens(probabilities, b.frames, blank)
+    shown = _shown_tokens(probabilities, b.output_frames, blank)
     row, parts, y, texts = 9, [], 10, []
-    for i, n in enumerate(b.frames):
+    for i, n in enumerate(b.output_frames):
         n = int(n)
         best = ctc.best_tokens(probabilities[i, :n])
-        decoded = ctc.decode(best, names, blank, model.config.output_frame_stride / b.rate, model.word_delimiter)
+        decoded = ctc.decode(best, names, blank, stride / b.rate, model.word_delimiter)
         texts.append(decoded.text)
-        path = " ".join(f"M{b.frame_x(j + 0.5):.1f},{y + row * (np.flatnonzero(shown == t)[0] + 0.5):.1f} h0.1"
+        path = " ".join(f"M{b.x((j + 0.5) * stride):.1f},{y + row * (np.flatnonzero(shown == t)[0] + 0.5):.1f} h0.1"
                         for j, t in enumerate(best))
-        labels = [text(LEFT - 4, y + row * (k + 0.8), "blank" if t == blank else (names[t] or f"#{t}"),
-                       class_="tiny", text_anchor="end") for k, t in enumerate(shown)]
-        parts.append(tag("g", _label(y + 12, f"item {i}", f"{len(decoded.words)} word" + "s" * (len(decoded.words) != 1)), *labels,
-                         _frame_image(b, probabilities[i][:, shown].T, n, y, row),
+        labels = [text(LEFT - 4, y + row * (k + 0.8), _token_name(names, t, blank), class_="tiny", text_anchor="end")
+                  for k, t in enumerate(shown)]
+        words = f"{len(decoded.words)} word" + "s" * (len(decoded.words) != 1) if names else "no vocabulary"
+        parts.append(tag("g", _label(y + 12, f"item {i}", words), *labels,
+                         _frame_image(b, probabilities[i][:, shown].T, n, y, row, stride),
                          tag("path", d=path, class_="greedy"),
                          *_words(b, decoded, y + row * len(shown) + 4, i),
-                         class_="item", data_item=i, data_text=decoded.text, data_words=len(decoded.words)))
+                         class_="item", data_item=i, data_valid_frames=n, data_text=decoded.text,
+                         data_words=len(decoded.words)))
         y += row * len(shown) + 30
     parts.append(colour_bar(LEFT, y, 240, 8, "probability 0", "1"))
     return _figure(
@@ -421,7 +437,8 @@ def ctc_tokens(b: Batch) -> str:
         "Each column is a frame, each row a token: the colour is the token's probability (softmax of the logits). "
         "The white dots are the greedy path, the likeliest token of each frame; merging its repeats and dropping "
         "the blanks spells the text, and the runs between word delimiters give each word's span (the bars). "
-        + " ".join(f'Item {i}: "{t}".' for i, t in enumerate(texts)),
+        + (" ".join(f'Item {i}: "{t}".' for i, t in enumerate(texts)) if names else
+           "This model has no vocabulary, so its tokens are named by their ids and nothing is spelled."),
         svg(LEFT + WIDTH + RIGHT, y + 40, *parts, _time_axis(b, y + 24)))
 
 
@@ -509,7 +526,8 @@ STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 980px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 figure { margin: 0 0 2em 0; } svg { display: block; overflow: visible; }
-.label { font-size: 12px; font-weight: 600; } .small { font-size: 11px; fill: #444; } .tiny { font-size: 9px; fill: #555; }
+.label { font-size: 12px; font-weight: 600; }
+.small { font-size: 11px; fill: #444; } .tiny { font-size: 9px; fill: #555; }
 .wave { fill: var(--item); stroke: none; } .line { fill: none; stroke: #1f77b4; stroke-width: 1; }
 .padding-shade { fill: #eee; } .valid { fill: #4caf50; } .padding { fill: #cfcfcf; }
 .field { fill: #1f77b4; fill-opacity: 0.25; stroke: #1f77b4; } .arrow { stroke: #222; stroke-width: 2; }
@@ -518,7 +536,8 @@ figure { margin: 0 0 2em 0; } svg { display: block; overflow: visible; }
 .sizes { fill: var(--item); } .greedy { stroke: #fff; stroke-width: 3; stroke-linecap: round; }
 .word { fill: #ffe08a; stroke: #b38f00; } g.word text { fill: #222; }
 circle.series-0 { fill: var(--item); } circle.series-1 { fill: #fff; stroke: var(--item); stroke-width: 1.5; }
-table.numbers { border-collapse: collapse; font-size: 12px; } .numbers td, .numbers th { padding: 2px 8px; text-align: right; }
+table.numbers { border-collapse: collapse; font-size: 12px; }
+.numbers td, .numbers th { padding: 2px 8px; text-align: right; }
 .facts { color: #555; } nav ol { columns: 2; margin: 0; }
 """
 

@@ -54,7 +54,8 @@ def title(words: str) -> str:
 
 def svg(width: float, height: float, *children: str, **attrs) -> str:
     # No xmlns: SVG inside HTML needs none, and the page names no address at all.
-    return tag("svg", *children, width=round(width), height=round(height), viewBox=f"0 0 {round(width)} {round(height)}", **attrs)
+    return tag("svg", *children, width=round(width), height=round(height),
+               viewBox=f"0 0 {round(width)} {round(height)}", **attrs)
 
 
 def image(x: float, y: float, width: float, height: float, rgb: np.ndarray, **attrs) -> str:
