@@ -226,6 +226,18 @@ def test_every_head_and_layout_gets_a_whole_page(tmp_path, name):
     assert [e.int("data-valid-frames") for e in spelled] == (frames if spelled else [])
 
 
+def test_many_items_stay_within_the_page_width(tmp_path):
+    path = tmp_path / "page.html"
+    lengths = [4000 + 1000 * i for i in range(9)]
+    assert main(["explain", "-m", str(DEFAULT_MODEL), "--samples", *map(str, lengths), "--html", str(path),
+                 "--quiet"]) == 0
+    page = Page(path.read_text(encoding="utf-8"))
+    images = page.find("attention", "image", class_="heat")
+    assert len(images) == 9
+    assert all(float(e["x"]) >= 150 and float(e["x"]) + float(e["width"]) <= 950 for e in images)
+    assert min(float(e["width"]) for e in images) >= 100
+
+
 def facts(page: Page) -> list:
     """Every element's data- attributes, but the differences (float32 sums may round apart on another CPU)."""
     return [(e.figure, e.tag, sorted((k, v) for k, v in e.attrs.items()

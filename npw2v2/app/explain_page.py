@@ -83,7 +83,7 @@ def _time_axis(b: Batch, y: float) -> str:
 
 
 def _figure(key: str, number: int, heading: str, explanation: str, *body: str, **facts) -> str:
-    return tag("figure", tag("h2", f"{number}. {html.escape(heading)}"), tag("p", explanation), *body,
+    return tag("figure", tag("h2", f"{number}. {html.escape(heading)}"), tag("p", html.escape(explanation)), *body,
                id=f"fig-{key}", data_figure=key, **facts)
 
 
@@ -352,22 +352,26 @@ def head_weights(b: Batch, layer: int, head: int) -> np.ndarray:
 
 def attention(b: Batch, layer: int, head: int) -> str:
     weights = head_weights(b, layer, head)
-    side = min(300, WIDTH // max(1, len(b.frames)) - 20)
+    items = len(b.frames)
+    side = 300 if items <= 2 else max(120, WIDTH // min(items, 6) - 20)  # one row of up to 6, then more rows
+    across = max(1, (WIDTH + 20) // (side + 20))
     parts = []
     for i, n in enumerate(b.frames):
-        n, left = int(n), LEFT + i * (side + 20)
+        n, left, top = int(n), LEFT + (i % across) * (side + 20), 20 + (i // across) * (side + 30)
         shown = np.sqrt(weights[i] / max(float(weights[i, :n].max()), 1e-30))  # square root: small weights show
-        queries_hidden = np.zeros(shown.shape, bool)
-        queries_hidden[n:] = True
+        real_queries = np.zeros(shown.shape, bool)
+        real_queries[:n] = True
         zero_columns = int((weights[i, :n] == 0).all(axis=0).sum())
-        shown, queries_hidden = (pooled(pooled(a, MOST_PIXELS, 0), MOST_PIXELS, 1) for a in (shown, queries_hidden))
+        shown, real_queries = (pooled(pooled(a, MOST_PIXELS, 0), MOST_PIXELS, 1) for a in (shown, real_queries))
         parts.append(tag(
-            "g", text(left, 14, f"item {i}: {n} of {b.total_frames} keys real", class_="small"),
-            image(left, 20, side, side, colour(shown, queries_hidden), class_="heat"),
+            "g", text(left, top - 6, f"item {i}: {n} of {b.total_frames} keys real" if side >= 200 else
+                      f"item {i}: {n}/{b.total_frames} real", class_="small"),
+            image(left, top, side, side, colour(shown, ~real_queries), class_="heat"),
             class_="item", data_item=i, data_keys=b.total_frames, data_valid_keys=n,
             data_zero_key_columns=zero_columns))
+    bottom = 20 + -(-items // across) * (side + 30)
     parts += [_label(34, "queries", "down"), _label(70, "keys", "across"),
-              colour_bar(LEFT, side + 34, 240, 8, "0", "largest weight (square root)")]
+              colour_bar(LEFT, bottom, 240, 8, "0", "largest weight (square root)")]
     why = (" The padded keys are columns of exact zeros: their scores were set to the most negative float before "
            "the softmax, so each real frame's weights add up to 1 over the real frames alone, as they would if "
            "the item ran alone. The padded queries (grey rows) are computed too, but nothing reads them."
@@ -376,7 +380,7 @@ def attention(b: Batch, layer: int, head: int) -> str:
         "attention", 5, f"Attention weights: layer {layer}, head {head}",
         f"Row q, column k: how much frame q takes from frame k, softmax(q·k / sqrt(d)) for head {head} of "
         f"layer {layer} (--layer, --head), computed by the reference attention from the layer's traced input.{why}",
-        svg(LEFT + len(b.frames) * (side + 20) + RIGHT, side + 70, *parts),
+        svg(LEFT + min(items, across) * (side + 20) + RIGHT, bottom + 30, *parts),
         data_layer=layer, data_head=head)
 
 
@@ -498,7 +502,7 @@ def _promise_plot(series: dict, stages: list[str], items: int) -> str:
 def _promise_table(series: dict, stages: list[str], items: int) -> str:
     head = tag("tr", tag("th", "stage"), *(tag("th", f"item {i}: {html.escape(label.split(':')[0])}")
                                            for label in series for i in range(items)))
-    rows = [tag("tr", tag("td", stage), *(tag("td", f"{d:.1e}" if d else "0") for label in series
+    rows = [tag("tr", tag("td", html.escape(stage)), *(tag("td", f"{d:.1e}" if d else "0") for label in series
                                           for d in series[label][stage])) for stage in stages]
     return tag("details", tag("summary", "the numbers"), tag("table", head, *rows, class_="numbers"))
 
