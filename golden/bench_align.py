@@ -2,7 +2,7 @@
 
 Runs where torchaudio is installed beside npw2v2 (see golden/record_align.py for that environment):
 
-    /work/venv-align/bin/python golden/bench_align.py            # about five minutes
+    /work/venv-align/bin/python golden/bench_align.py            # about three minutes
 
 Two workloads, on log-softmaxed random logits over a 32-token vocabulary (the aligner's work
 does not depend on the values) and transcripts of one token every four frames (12.5 a second,
