@@ -462,3 +462,33 @@ def test_line_spans_skip_lines_without_words(bundled):
     padded = align.line_spans(bundled, result, "seven six\n?\nthree one", pad=0.2)
     assert padded[0].start == max(0, lines[0].start - 0.2) and padded[1].end == min(result.seconds, lines[1].end + 0.2)
     assert padded[0].end == padded[1].start == (lines[0].end + lines[1].start) / 2  # the gap is narrower than 0.4 s
+
+
+def test_bad_log_probabilities_and_lengths_name_the_item():
+    log_probs = np.log(np.full((2, 5, 4), 0.25, np.float32))
+    with pytest.raises(AlignmentError, match=r"item 1: 3 tokens, outside 1 .. 2 \(the targets' columns\)"):
+        forced_align(log_probs, [[1, 2], [1, 2]], target_lengths=[2, 3])
+    log_probs[1, 2, 3] = np.nan
+    with pytest.raises(AlignmentError, match="item 1: log-probabilities hold NaN or"):
+        forced_align(log_probs, [[1], [1]])
+    forced_align(log_probs, [[1], [1]], frame_lengths=[5, 2])  # the NaN is past item 1's frames
+
+
+def test_a_token_the_model_never_allows_fails_that_input_alone(bundled, monkeypatch):
+    """forced_align returns torchaudio's path whatever it scores; align refuses a path of -inf."""
+    log_probs = np.log(np.full((1, 5, 4), 0.25, np.float32))
+    log_probs[0, :, 2] = -np.inf
+    paths, scores = forced_align(log_probs, [[1, 2]])
+    assert np.isneginf(scores).any()
+    real_log_softmax = align.log_softmax
+
+    def never_e(logits):  # the bundled model, made unable to say E
+        out = real_log_softmax(logits)
+        out[..., bundled.vocab["E"]] = -np.inf
+        return out
+
+    monkeypatch.setattr(align, "log_softmax", never_e)
+    results = align.align(bundled, [EXAMPLES / "nine-one.flac", EXAMPLES / "eight.flac"], ["nine one", "eight"],
+                          errors="keep")
+    assert [r.error for r in results] == [f"input {i} ({EXAMPLES / f}): the aligned path has a log-probability of -inf"
+                                          for i, f in enumerate(["nine-one.flac", "eight.flac"])]

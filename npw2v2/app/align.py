@@ -45,7 +45,7 @@ class AlignmentError(ValueError):
 
 def forced_align(log_probs, targets, frame_lengths=None, target_lengths=None, blank: int = 0,
                  block: int | None = None, names=None) -> tuple[np.ndarray, np.ndarray]:
-    """The best path of each item of a padded batch: (token ids [B, T], their log-probabilities [B, T]).
+    """The Viterbi path of each item of a padded batch: (token ids [B, T], their log-probabilities [B, T]).
 
     ``log_probs`` [B, T, V] (float32 or float64, log-softmax of the logits), ``targets`` [B, L]
     token ids without the blank, ``frame_lengths`` and ``target_lengths`` [B] (default: all).
@@ -57,11 +57,16 @@ def forced_align(log_probs, targets, frame_lengths=None, target_lengths=None, bl
     log_probs, targets, frame_lengths, target_lengths = check_inputs(log_probs, targets, frame_lengths,
                                                                      target_lengths, blank, names)
     states = best_states(log_probs, targets, frame_lengths, target_lengths, blank, block)  # [B, T]
-    tokens = state_tokens(states, targets, blank)
-    scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
+    tokens, scores = path_scores(log_probs, states, targets, blank)
     past = np.arange(log_probs.shape[1])[None, :] >= frame_lengths[:, None]
     tokens[past], scores[past] = blank, 0
     return tokens, scores
+
+
+def path_scores(log_probs, states, targets, blank: int):
+    """The token ids [B, T] of the paths' states and their log-probabilities [B, T]."""
+    tokens = state_tokens(states, targets, blank)
+    return tokens, np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]
 
 
 def state_tokens(states, targets, blank: int) -> np.ndarray:
@@ -87,15 +92,22 @@ def check_inputs(log_probs, targets, frame_lengths, target_lengths, blank: int, 
         raise AlignmentError(f"blank {blank} is not a token id of a {V}-token vocabulary")
     for b in range(B):
         name = names[b] if names is not None else f"item {b}"
-        check_item(name, targets[b, :target_lengths[b]], int(frame_lengths[b]), T, targets.shape[1], V, blank)
+        check_item(name, log_probs[b], targets[b], int(frame_lengths[b]), int(target_lengths[b]), blank)
     return log_probs, targets, frame_lengths, target_lengths
 
 
-def check_item(name: str, target, frames: int, max_frames: int, max_tokens: int, V: int, blank: int) -> None:
-    if not 0 < frames <= max_frames:
-        raise AlignmentError(f"{name}: {frames} frames, outside 1 .. {max_frames}")
-    if not 0 < len(target) <= max_tokens:
+def check_item(name: str, log_probs, targets, frames: int, length: int, blank: int) -> None:
+    """One item of a batch: log_probs [T, V] over ``frames``, targets [L] over ``length``."""
+    (T, V), L = log_probs.shape, len(targets)
+    if not 0 < frames <= T:
+        raise AlignmentError(f"{name}: {frames} frames, outside 1 .. {T}")
+    if length == 0:
         raise AlignmentError(f"{name}: an empty transcript (no tokens to align)")
+    if not 0 < length <= L:
+        raise AlignmentError(f"{name}: {length} tokens, outside 1 .. {L} (the targets' columns)")
+    if np.isnan(log_probs[:frames]).any() or np.isposinf(log_probs[:frames]).any():
+        raise AlignmentError(f"{name}: log-probabilities hold NaN or +inf")
+    target = targets[:length]
     if ((target < 0) | (target >= V) | (target == blank)).any():
         bad = sorted(set(target[(target < 0) | (target >= V) | (target == blank)].tolist()))
         raise AlignmentError(f"{name}: token ids {bad} are not tokens of a {V}-token vocabulary besides "
@@ -553,14 +565,17 @@ class _Run:
         rows = []
         for row, i in enumerate(indices):
             problem = too_few_frames(self.names[i], self.spelled[i].tokens, int(frame_lengths[row]))
-            if problem and self.errors == "raise":
-                raise AlignmentError(problem)
             if problem:
-                self.results[i] = _failure(self.model, self.items[i], problem)
+                self._fail(i, problem)
             else:
                 rows.append(row)
         if rows:
             self._align(log_probs[rows], frame_lengths[rows], [indices[row] for row in rows])
+
+    def _fail(self, i: int, problem: str) -> None:
+        if self.errors == "raise":
+            raise AlignmentError(problem)
+        self.results[i] = _failure(self.model, self.items[i], problem)
 
     def _align(self, log_probs, frame_lengths, indices: list[int]) -> None:
         model = self.model
@@ -575,12 +590,16 @@ class _Run:
         log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank,
                                                                   [self.names[i] for i in indices])
         states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
-        tokens = state_tokens(states, targets, blank)
-        scores = np.take_along_axis(log_probs, tokens[:, :, None], axis=2)[:, :, 0]  # [B, T]
+        tokens, scores = path_scores(log_probs, states, targets, blank)
         seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
         id_to_token = model.id_to_token
         for row, i in enumerate(indices):
             n = int(frame_lengths[row])
+            # Every path -inf (a token the model gives no chance where it must be said): the
+            # back-pointers then only stay, and the "path" sits in its last state from frame 0.
+            if states[row, 0] > 1 or np.isneginf(scores[row, :n]).any():
+                self._fail(i, f"{self.names[i]}: the aligned path has a log-probability of -inf")
+                continue
             chars, words, score = spans(states[row, :n], scores[row, :n], transcripts[row], id_to_token,
                                         seconds_per_frame)
             item = self.items[i]
