@@ -153,6 +153,31 @@ def best_states(log_probs, targets, frame_lengths, target_lengths, blank: int, b
     return out
 
 
+def _bands(targets, frame_lengths, target_lengths, T: int) -> np.ndarray:
+    """[T, 2]: at each frame, the states some running item can be in and still finish from, as
+    (lo, hi): blanks lo .. hi - 1 and tokens lo .. min(hi, L) - 1.
+
+    Token k is reached at the earliest at frame k + (repeats before it) and must be left by
+    T_b - 1 - (tokens after it) - (repeats after it); the blank before it lives one frame less
+    late, the blank after it one frame later. Only these states matter: a state on a path that
+    finishes takes its values from states on such paths too, so the others are never read
+    while they matter, and skipping them changes no path (the first and last L frames of an
+    item, where the band is narrow, cost about half).
+    """
+    B, L = targets.shape
+    lo = np.full((B, T), L + 1)  # frames past an item's: no states (frames past all items' are skipped)
+    hi = np.zeros((B, T), np.int64)
+    for b in range(B):
+        n, frames = int(target_lengths[b]), int(frame_lengths[b])
+        repeats = np.concatenate([[0], np.cumsum(targets[b, 1:n] == targets[b, :n - 1])])  # [n]
+        earliest = np.arange(n) + repeats
+        latest = frames - 1 - (n - 1 - np.arange(n)) - (repeats[-1] - repeats)
+        t = np.arange(frames)
+        lo[b, :frames] = np.searchsorted(latest, t, side="left")
+        hi[b, :frames] = np.minimum(n + 1, 1 + np.searchsorted(earliest, t - 1, side="right"))
+    return np.stack([lo.min(axis=0), hi.max(axis=0)], axis=1)
+
+
 def _block_length(T: int, bytes_per_frame: int) -> int:
     """Frames per block of back-pointers: all of them within PTR_BUDGET, else about 2 sqrt(T).
 
@@ -187,50 +212,54 @@ class _Trellis:
         self.skip = skip
         self.bytes_per_frame = B * (2 * L + 1)
         self.running = [int((frame_lengths > t).sum()) for t in range(T)]  # rows still running at frame t
+        self.band = _bands(targets, frame_lengths, target_lengths, T)  # [T, 2]
         # where each token's log-probability sits in a frame's rows of V + 1 (the last: impossible)
         self.flat_targets = self.targets + (V + 1) * np.arange(B)[:, None]  # [B, L]
         self.row = np.empty((B, V + 1), self.dtype)
         self.row[:, -1] = -np.inf
-        # scratch arrays for step, sliced to the running rows: no allocation per frame
+        # scratch arrays for step, sliced to the running rows and the band: no allocation per frame
         self.values = {name: np.empty((B, L), self.dtype) for name in ("e_token", "skip", "new")}
         self.masks = {name: np.empty((B, L), bool) for name in ("skips", "from_blank", "tie", "other")}
-
-    def emissions(self, t: int, n: int):
-        """Frame t's log-probabilities of the first n items' blank [n, 1] and tokens [n, L]."""
-        row = self.row[:n]
-        row[:, :-1] = self.log_probs[:n, t]
-        e_token = np.take(self.row, self.flat_targets[:n], out=self.values["e_token"][:n])
-        return row[:, self.blank:self.blank + 1], e_token
 
     def start(self):
         """Forward variables at frame 0: the first blank and the first token."""
         B, L = self.targets.shape
         blank_a = np.full((B, L + 1), -np.inf, self.dtype)
         token_a = np.full((B, L), -np.inf, self.dtype)
-        e_blank, e_token = self.emissions(0, B)
-        blank_a[:, 0], token_a[:, 0] = e_blank[:, 0], e_token[:, 0]
+        self.row[:, :-1] = self.log_probs[:, 0]
+        blank_a[:, 0], token_a[:, 0] = self.row[:, self.blank], np.take(self.row, self.flat_targets[:, 0])
         return blank_a, token_a
 
     def step(self, blank_a, token_a, t: int, ptr_blank=None, ptr_token=None) -> None:
         """Advance the running items' forward variables from frame t - 1 to t, in place.
 
-        The back-pointers (0 stay, 1 from the state before, 2 skip a blank) go to
+        Only the band of states some running item can be in at frame t, and still finish from,
+        is computed (see _bands): blank states lo .. hi - 1 and token states lo .. min(hi, L) - 1.
+        The back-pointers (0 stay, 1 from the state before, 2 skip a blank) go to the band of
         ``ptr_blank`` [B, L + 1] and ``ptr_token`` [B, L] when given. As in torchaudio, the
         state before or the skip wins only when strictly better than both others; otherwise
         the path stays, even when the two others tie above staying (then its sum is not the
         largest: a rare exact tie, kept so the paths are torchaudio's).
         """
-        n = self.running[t]
-        b, k = blank_a[:n], token_a[:n]  # frame t - 1
-        e_blank, e_token = self.emissions(t, n)
-        skip, new = self.values["skip"][:n], self.values["new"][:n]
-        tie, other = self.masks["tie"][:n], self.masks["other"][:n]
+        n, L = self.running[t], token_a.shape[1]
+        if n == 0:  # padding past every item's frames
+            return
+        lo, hi = self.band[t]
+        end, first = min(hi, L), max(lo, 1)  # the band's token states end; the first state with one before
+        width = end - lo
+        b_all, k_all = blank_a[:n], token_a[:n]  # frame t - 1
+        self.row[:n, :-1] = self.log_probs[:n, t]
+        e_blank = self.row[:n, self.blank:self.blank + 1]  # [n, 1]
         # token k: stay (k), from its blank (b[k]), or skip from token k - 1 over a blank
-        skip[:, 0] = -np.inf
-        np.add(k[:, :-1], self.skip[:n, 1:], out=skip[:, 1:])
-        before = b[:, :-1]
+        k, before = k_all[:, lo:end], b_all[:, lo:end]
+        skip, new, e_token = (self.values[name][:n, :width] for name in ("skip", "new", "e_token"))
+        tie, other = self.masks["tie"][:n, :width], self.masks["other"][:n, :width]
+        skip[:, :first - lo] = -np.inf  # token 0 has no token before it
+        np.add(k_all[:, first - 1:end - 1], self.skip[:n, first:end], out=skip[:, first - lo:])
         if ptr_token is not None:  # the choices, read before the values change
-            self._choices(k, b, skip, ptr_token[:n], ptr_blank[:n])
+            self._choices(k, before, skip, ptr_token[:n, lo:end])
+            ptr_blank[:n, lo:first] = 0
+            np.greater(k_all[:, first - 1:hi - 1], b_all[:, first:hi], out=ptr_blank[:n, first:hi])
         # the chosen value is the largest of the three, except where the state before and the skip
         # tie above staying: then it is staying's. Maxima and a mostly-false mask, not a selection
         # by the (random) choices themselves, whose branches the CPU cannot predict: 3.5x faster.
@@ -241,23 +270,21 @@ class _Trellis:
         if tie.any():
             np.copyto(new, k, where=tie)
         # blank k: stay, or from token k - 1 (read before token k's new values go in)
-        np.maximum(b[:, 1:], k, out=b[:, 1:])
-        b += e_blank
+        np.maximum(b_all[:, first:hi], k_all[:, first - 1:hi - 1], out=b_all[:, first:hi])
+        b_all[:, lo:hi] += e_blank
+        np.take(self.row, self.flat_targets[:n, lo:end], out=e_token)
         np.add(new, e_token, out=k)
 
-    def _choices(self, k, b, skip, ptr_token, ptr_blank) -> None:
-        """One frame's back-pointers: token states' [n, L] and blank states' [n, L + 1] (see step)."""
-        n = len(k)
-        skips, from_blank, other = (self.masks[name][:n] for name in ("skips", "from_blank", "other"))
-        before = b[:, :-1]
+    def _choices(self, k, before, skip, ptr_token) -> None:
+        """One frame's back-pointers of the token states in the band [n, width] (see step)."""
+        n, width = k.shape
+        skips, from_blank, other = (self.masks[name][:n, :width] for name in ("skips", "from_blank", "other"))
         np.greater(skip, before, out=skips)
         skips &= np.greater(skip, k, out=other)
         np.greater(before, k, out=from_blank)
         from_blank &= np.greater(before, skip, out=other)  # not >=: a tie with the skip stays (torchaudio's)
         np.left_shift(skips.view(np.uint8), 1, out=ptr_token)
         ptr_token |= from_blank.view(np.uint8)  # never both
-        ptr_blank[:, 0] = 0
-        np.greater(k, b[:, 1:], out=ptr_blank[:, 1:])
 
     def final_states(self, blank_a, token_a) -> np.ndarray:
         """Each item's state at its last frame: the last token, or the final blank if strictly better. [B]"""
@@ -273,9 +300,11 @@ class _Trellis:
         L = self.targets.shape[1]
         blank_a, token_a = self.start()
         blocks = [(t0, min(t0 + K, T)) for t0 in range(1, T, K)]  # frames 1 .. T - 1
-        # one block's back-pointers, reused by every block (rows past an item's frames stay unread)
-        ptr_blank = np.empty((min(K, T - 1), B, L + 1), np.uint8)
-        ptr_token = np.empty((min(K, T - 1), B, L), np.uint8)
+        # one block's back-pointers, reused by every block. A path that finishes only visits states
+        # in the bands, whose pointers each block writes; the rest is read only on the way back from
+        # a final state of -inf (no path finishes), whose "path" is no path (align refuses it).
+        ptr_blank = np.zeros((min(K, T - 1), B, L + 1), np.uint8)
+        ptr_token = np.zeros((min(K, T - 1), B, L), np.uint8)
         checkpoints = []
         for t0, t1 in blocks:
             if len(blocks) == 1:  # one block: keep its back-pointers now rather than recompute them
@@ -296,7 +325,7 @@ class _Trellis:
                 token = s // 2
                 back = np.where(s % 2 == 1, ptr_token[t - t0, rows[:n], np.minimum(token, L - 1)],
                                 ptr_blank[t - t0, rows[:n], token])
-                state[:n] = s - back
+                state[:n] = np.maximum(s - back, 0)  # >= 0 on a path that finishes; no path: anything
         states[:, 0] = state
         return states
 
