@@ -214,6 +214,9 @@ def test_text_is_folded_to_the_vocabulary_and_words_get_the_delimiter():
     assert "".join(letters[i] for i in spelled.tokens) == "HELLO|WORLD"
     assert spelled.word_of.tolist() == [0] * 5 + [-1] + [1] * 5
     assert tokenize("don't — stop", VOCAB).words == ["DON'T", "STOP"]  # the dash alone is no word
+    assert tokenize("don\u2019t", VOCAB).words == ["DON'T"]  # a typographic apostrophe is the vocabulary's
+    accented = {**VOCAB, "É": len(VOCAB)}
+    assert tokenize("cafe\u0301", accented).words == ["CAFÉ"]  # e and a combining accent: one character
     lower = {c.lower(): i for c, i in VOCAB.items()}
     assert tokenize("ABC", lower).words == ["abc"]
 

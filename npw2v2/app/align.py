@@ -370,13 +370,14 @@ def tokenize(text: str, vocab: dict, delimiter: str = "|", name: str = "the tran
     """Token ids of ``text``: whitespace separates words, each character becomes its token.
 
     A character the vocabulary lacks is taken in the other case if the vocabulary has that
-    (an upper-case vocabulary aligns lower-case text), dropped if it is punctuation or a
-    symbol, and refused otherwise: AlignmentError names ``name`` and every such character.
+    (an upper-case vocabulary aligns lower-case text), a typographic apostrophe as "'", dropped
+    if it is punctuation or a symbol, and refused otherwise: AlignmentError names ``name`` and
+    every such character. Text is put in Unicode's composed form (NFC) first.
     """
     if not isinstance(text, str):
         raise AlignmentError(f"{name}: a transcript must be text, got {type(text).__name__}")
     words, unknown = [], []
-    for word in text.split():
+    for word in unicodedata.normalize("NFC", text).split():  # é as one character, as vocabularies have it
         spelled = "".join(_spell(ch, vocab, unknown) for ch in word)
         if spelled:
             words.append(spelled)
@@ -396,9 +397,12 @@ def tokenize(text: str, vocab: dict, delimiter: str = "|", name: str = "the tran
     return Transcript(words, np.array(tokens, np.int64), np.array(word_of, np.int64))
 
 
+APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'"}  # typographic ones, as the ASCII one
+
+
 def _spell(ch: str, vocab: dict, unknown: list) -> str:
     """The vocabulary's form of one character, "" to drop it; what it cannot spell goes to ``unknown``."""
-    for form in (ch, ch.upper(), ch.lower()):
+    for form in (ch, ch.upper(), ch.lower(), APOSTROPHES.get(ch, "")):
         if len(form) == 1 and form in vocab:
             return form
     if unicodedata.category(ch)[0] not in "PS":  # letters, digits, marks: words would change
