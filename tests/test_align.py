@@ -495,3 +495,12 @@ def test_a_token_the_model_never_allows_fails_that_input_alone(bundled, monkeypa
                           errors="keep")
     assert [r.error for r in results] == [f"input {i} ({EXAMPLES / f}): the aligned path has a log-probability of -inf"
                                           for i, f in enumerate(["nine-one.flac", "eight.flac"])]
+
+
+def test_progress_hears_of_each_input_and_each_window(bundled):
+    heard = []
+    files = [EXAMPLES / "eight.flac", EXAMPLES / "seven-six-three-one.flac"]
+    align.align(bundled, files, ["eight", "seven six three one"], chunk_seconds=1.0,
+                progress=lambda done, total, detail=None: heard.append((done, total, detail)))
+    assert heard[-1] == (2, 2, None) and (1, 2, None) in heard
+    assert any(detail and detail.startswith("seven-six-three-one.flac: window 1/") for _, _, detail in heard)

@@ -506,7 +506,8 @@ def log_softmax(logits) -> np.ndarray:
 
 
 def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float | None = None,
-          stride_seconds: float | None = None, star: bool = False, errors: str = "raise") -> list[Alignment]:
+          stride_seconds: float | None = None, star: bool = False, errors: str = "raise",
+          progress=None) -> list[Alignment]:
     """Align each file or 1-d array to its transcript: a list of Alignment in their order.
 
     Inputs up to ``chunk_seconds`` run in padded batches sorted by length, and each batch is
@@ -516,7 +517,8 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
     ``star`` lets audio before and after the transcript go unaligned (see with_star); its
     frames' token id in ``frame_tokens`` is the vocabulary's size. An input that cannot be
     aligned (audio, text, too short for its text) raises, or with ``errors="keep"`` comes back
-    with its ``error`` set while the others are aligned.
+    with its ``error`` set while the others are aligned. ``progress(done, total, detail=None)``
+    hears of each input aligned and each window of a long one read (as transcribe's).
     """
     pipeline.check_can_transcribe(model)
     pipeline._check_batch_size(batch_size)
@@ -532,21 +534,26 @@ def align(model, inputs, transcripts, batch_size: int = 8, chunk_seconds: float 
         if item.error or i in failed:
             results[i] = _failure(model, item, failed.get(i) or item.error)  # the text's error first, as raise
     run = _Run(model, items, spelled, names, results, star, errors)
+    counter = pipeline._Counter(len(items), progress)
     short = [i for i, item in enumerate(items) if results[i] is None and not item.long]
     for group in pipeline.audio.batches_by_length([items[i].samples for i in short], batch_size):
         indices = [short[j] for j in group]
         out = pipeline._forward(model, [items[i].array for i in indices])
         run.batch(log_softmax(asnumpy(out.logits)), np.asarray(out.frame_lengths), indices)  # [B, T, V]
+        for _ in indices:
+            counter.finished()
     for i, item in enumerate(items):
         if results[i] is None and item.long:
             try:
-                logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride)))
+                logits = np.concatenate(list(pipeline.window_logits(model, item, model.sampling_rate, chunk, stride,
+                                                                    counter.window)))
             except pipeline.audio.AudioError as e:
                 if errors == "raise":
                     raise
                 results[i] = _failure(model, item, str(e))
                 continue
             run.batch(log_softmax(logits)[None], np.array([len(logits)]), [i])  # [1, T, V]
+            counter.finished()
     return results
 
 

@@ -293,7 +293,7 @@ def run_align(args) -> int:
     todo = sorted(texts)
     results = dict(zip(todo, model.align([inputs[i] for i in todo], [texts[i] for i in todo],
                                          batch_size=args.batch_size, chunk_seconds=args.chunk_seconds,
-                                         star=args.star, errors="keep")))
+                                         star=args.star, errors="keep", progress=progress_printer(args))))
     written = 0
     for i in range(len(pairs)):
         error = errors.get(i) or results[i].error
@@ -784,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=POSITIVE, default=8, help="inputs run together (default 8)")
     a.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     a.add_argument("--language", "-l", metavar="LANG", help="MMS models: the language to use (e.g. fra)")
+    add_quiet(a)
     a.add_argument("--chunk-seconds", type=SECONDS, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
