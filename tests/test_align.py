@@ -279,13 +279,13 @@ def test_held_out_word_times_are_within_a_frame_of_greedy_decodings(bundled):
     """Where greedy decoding already spells the truth, aligning the truth puts each word where greedy
     decoding puts it, give or take a frame at each end."""
     held_out = GOLDEN / "tiny_digits"
-    chosen = [i for i in json.loads((held_out / "held_out.json").read_text()) if i["pytorch"] == i["text"]][:40]
+    chosen = [i for i in json.loads((held_out / "held_out.json").read_text()) if i["pytorch"] == i["text"]][:120]
     files = [held_out / "held_out" / i["file"] for i in chosen]
     greedy = bundled.transcribe(files, batch_size=16, timestamps=True)
     aligned = align.align(bundled, files, [i["text"] for i in chosen], batch_size=16)
     off = [max(abs(g.start - a.start), abs(g.end - a.end))
            for gr, al in zip(greedy, aligned) for g, a in zip(gr.words, al.words)]
-    assert len(off) > 60 and max(off) <= 0.0201, max(off)
+    assert len(off) > 250 and max(off) <= 0.0201, max(off)
 
 
 def test_align_refuses_mismatched_lists_and_names_the_input(bundled):
