@@ -619,29 +619,55 @@ class _Run:
 
     def _align(self, log_probs, frame_lengths, indices: list[int]) -> None:
         model = self.model
-        if self.star:  # the <star> token's column: log-probability 0 in every frame
-            log_probs = np.concatenate([log_probs, np.zeros_like(log_probs[..., :1])], axis=-1)  # [B, T, V + 1]
-        transcripts = [self.spelled[i] for i in indices]
-        targets = np.ones((len(indices), max(len(t.tokens) for t in transcripts)), np.int64)  # padding: any id
-        for row, t in enumerate(transcripts):
-            targets[row, :len(t.tokens)] = t.tokens
-        lengths = np.array([len(t.tokens) for t in transcripts])
-        blank = model.config.pad_token_id
-        log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank,
-                                                                  [self.names[i] for i in indices])
-        states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
-        tokens, scores = path_scores(log_probs, states, targets, blank)
-        seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
-        id_to_token = model.id_to_token
-        for row, i in enumerate(indices):
-            n = int(frame_lengths[row])
-            # Every path -inf (a token the model gives no chance where it must be said): the
-            # back-pointers then only stay, and the "path" sits in its last state from frame 0.
-            if states[row, 0] > 1 or np.isneginf(scores[row, :n]).any():
-                self._fail(i, f"{self.names[i]}: the aligned path has a log-probability of -inf")
+        paths = align_log_probs(model, log_probs, frame_lengths, [self.spelled[i] for i in indices],
+                                [self.names[i] for i in indices], self.star)
+        for i, path in zip(indices, paths):
+            if isinstance(path, str):
+                self._fail(i, path)
                 continue
-            chars, words, score = spans(states[row, :n], scores[row, :n], transcripts[row], id_to_token,
-                                        seconds_per_frame)
             item = self.items[i]
-            self.results[i] = Alignment(item.name, " ".join(transcripts[row].words), item.samples / model.sampling_rate,
-                                        words, chars, tokens[row, :n].copy(), scores[row, :n].copy(), score)
+            self.results[i] = Alignment(item.name, " ".join(self.spelled[i].words), item.samples / model.sampling_rate,
+                                        path.words, path.chars, path.frame_tokens, path.frame_scores, path.score)
+
+
+@dataclass
+class Path:
+    """One item's best path through its transcript: the spans, and every frame's token on it."""
+
+    chars: list[AlignedSpan]
+    words: list[AlignedSpan]
+    score: float
+    frame_tokens: np.ndarray  # [T] token ids
+    frame_scores: np.ndarray  # [T] their log-probabilities
+
+
+def align_log_probs(model, log_probs, frame_lengths, transcripts: list[Transcript], names: list[str],
+                    star: bool = False) -> list[Path | str]:
+    """Each item's path through its transcript (``tokenize``; ``with_star`` when ``star``) in a padded
+    batch of the model's log-probabilities [B, T, V] with ``frame_lengths`` [B]; or, where every path
+    is impossible, why (a str naming the item by ``names``). Inputs that cannot be aligned at all
+    (too few frames, bad ids) raise AlignmentError.
+    """
+    if star:  # the <star> token's column: log-probability 0 in every frame
+        log_probs = np.concatenate([log_probs, np.zeros_like(log_probs[..., :1])], axis=-1)  # [B, T, V + 1]
+    targets = np.ones((len(transcripts), max(len(t.tokens) for t in transcripts)), np.int64)  # padding: any id
+    for row, t in enumerate(transcripts):
+        targets[row, :len(t.tokens)] = t.tokens
+    lengths = np.array([len(t.tokens) for t in transcripts])
+    blank = model.config.pad_token_id
+    log_probs, targets, frame_lengths, lengths = check_inputs(log_probs, targets, frame_lengths, lengths, blank, names)
+    states = best_states(log_probs, targets, frame_lengths, lengths, blank)  # [B, T]
+    tokens, scores = path_scores(log_probs, states, targets, blank)
+    seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
+    paths = []
+    for row, transcript in enumerate(transcripts):
+        n = int(frame_lengths[row])
+        # Every path -inf (a token the model gives no chance where it must be said): the
+        # back-pointers then only stay, and the "path" sits in its last state from frame 0.
+        if states[row, 0] > 1 or np.isneginf(scores[row, :n]).any():
+            paths.append(f"{names[row]}: the aligned path has a log-probability of -inf")
+            continue
+        chars, words, score = spans(states[row, :n], scores[row, :n], transcript, model.id_to_token,
+                                    seconds_per_frame)
+        paths.append(Path(chars, words, score, tokens[row, :n].copy(), scores[row, :n].copy()))
+    return paths
