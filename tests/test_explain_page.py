@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import npw2v2
 from golden import GOLDEN, model
 from npw2v2.app.cli import DEFAULT_MODEL, EXAMPLES, main
 from npw2v2.app.explain import Against, Trace
@@ -89,7 +90,9 @@ def base_page(tmp_path_factory):
 def digits_page(tmp_path_factory):
     path = tmp_path_factory.mktemp("page") / "digits.html"
     clips = sorted(EXAMPLES.glob("*.flac"))
-    assert main(["explain", "-m", str(DEFAULT_MODEL), *map(str, clips), "--html", str(path), "--quiet"]) == 0
+    texts = [clip.name.split(".")[0].replace("-", " ") for clip in clips]  # each clip is named after what it says
+    assert main(["explain", "-m", str(DEFAULT_MODEL), *map(str, clips), "--text", *texts, "--html", str(path),
+                 "--quiet"]) == 0
     return Page(path.read_text(encoding="utf-8")), clips
 
 
@@ -249,8 +252,46 @@ def test_the_example_page_in_the_docs_is_what_the_command_makes_today(digits_pag
     """docs/explain/digits.html, made by the command docs/padding-and-masks.md names, is not stale."""
     committed = Page((DOCS / "explain" / "digits.html").read_text(encoding="utf-8"))
     assert facts(committed) == facts(digits_page[0])
-    command = "npw2v2/bundled/examples/*.flac --html docs/explain/digits.html"
+    command = ('npw2v2/bundled/examples/*.flac --text "eight" "nine one" "seven six three one" '
+               '"zero eight three seven" --html docs/explain/digits.html')
     assert command in (DOCS / "padding-and-masks.md").read_text()
+
+
+def test_text_draws_the_forced_alignment_npw2v2_align_gives(tmp_path):
+    path = tmp_path / "page.html"
+    clips = sorted(EXAMPLES.glob("*.flac"))
+    truth = [clip.name.split(".")[0].replace("-", " ") for clip in clips]
+    texts = truth[:-1] + [truth[-1].rsplit(" ", 1)[0] + " one"]  # the last clip says SEVEN, not ONE, at its end
+    assert main(["explain", "-m", str(DEFAULT_MODEL), *map(str, clips), "--html", str(path), "--text", *texts,
+                 "--quiet"]) == 0
+    page = Page(path.read_text(encoding="utf-8"))
+    aligned = npw2v2.load(DEFAULT_MODEL).align(list(map(str, clips)), texts)
+    for i, result in enumerate(aligned):
+        words = page.find("ctc", "g", class_="aligned", data_item=i)
+        assert [(w["data-word"], float(w["data-start"]), float(w["data-end"])) for w in words] == \
+            [(s.text, round(s.start, 3), round(s.end, 3)) for s in result.words]
+        scores = [float(w["data-score"]) for w in words]
+        greedy = page.find("ctc", "g", class_="word", data_item=i)
+        if i < len(clips) - 1:
+            assert min(scores) > 0.5
+            assert all(abs(float(a["data-start"]) - float(g["data-start"])) <= 0.02 for a, g in zip(words, greedy))
+        else:
+            assert scores[-1] < 0.5 < min(scores[:-1])  # the word the audio does not say
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text", "one"], "--html"),
+    (["-m", "DIGITS", "--html", "PAGE", "--text", "one"], "1 transcript(s) for 2 input(s)"),
+    (["-m", "DIGITS", "--samples", "8000", "--html", "PAGE", "--text", "one", "two"], "2 transcript(s) for 1 input(s)"),
+    (["--samples", "8000", "--html", "PAGE", "--text", "one"], "needs a CTC model with a vocabulary"),
+    (["-m", "DIGITS", "--samples", "8000", "--html", "PAGE", "--text", "one 2"], "--text of item 0"),
+    (["-m", "DIGITS", "--samples", "800", "--html", "PAGE", "--text", "seven seven seven"], "--text of item 0"),
+])
+def test_text_is_one_spellable_transcript_per_input(tmp_path, capsys, args, message):
+    args = [str(tmp_path / "p.html") if a == "PAGE" else str(DEFAULT_MODEL) if a == "DIGITS" else a for a in args]
+    assert main(["explain", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.html").exists()
 
 
 def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes():

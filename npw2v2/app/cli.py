@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..core.backend import DeviceError, asnumpy
+from ..core.backend import DeviceError
 from ..io.audio import AudioError, AudioWarning
 from ..io.outputs import cause, file_error, folder_problem, output_problem, with_contents, write_atomically
 from ..io.weights import CheckpointError
@@ -546,6 +546,7 @@ def run_explain(args) -> int:
     model, name = load_model(args.model, args.seed, device=args.device)
     layer, head = attention_choice(args, model.config)
     x, mask = explain_inputs(args, model)
+    check_texts(args, model, len(x))
     trace = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
           trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
@@ -570,7 +571,7 @@ def run_explain(args) -> int:
         from .explain_page import explain_page, promise_series
 
         series = promise_series(model, x, mask, trace, args.reference, args.norm_over_padding)
-        page = explain_page(trace, model, name, series, layer, head, args.reference)
+        page = explain_page(trace, model, name, series, layer, head, args.reference, args.text)
         write_atomically(args.html, page)
         print(f"npw2v2: wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)
     return 0
@@ -583,8 +584,18 @@ def check_explain_outputs(args) -> None:
         check_output(args.save, inputs, "--save")
     if args.html:
         check_output(args.html, inputs + ([args.save] if args.save else []), "--html")
-    elif args.layer is not None or args.head is not None:
-        raise UsageError("--layer and --head choose the attention figure of --html; add --html PAGE.html")
+    elif args.layer is not None or args.head is not None or args.text:
+        raise UsageError("--layer, --head and --text choose what --html draws; add --html PAGE.html")
+
+
+def check_texts(args, model, inputs: int) -> None:
+    """--text: one transcript per input, for a CTC model with a vocabulary to spell it."""
+    if not args.text:
+        return
+    if not (model.has_ctc_head and model.vocab):
+        raise UsageError("--text draws a forced alignment, which needs a CTC model with a vocabulary")
+    if len(args.text) != inputs:
+        raise UsageError(f"--text gives {len(args.text)} transcript(s) for {inputs} input(s): one each, in order")
 
 
 def attention_choice(args, cfg) -> tuple[int, int]:
@@ -840,6 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write one self-contained page of figures drawn from the trace (opens offline)")
     x.add_argument("--layer", type=WHOLE, help="the transformer layer whose attention --html draws (default: the last)")
     x.add_argument("--head", type=WHOLE, help="the attention head --html draws (default: 0)")
+    x.add_argument("--text", nargs="+", metavar="TEXT",
+                   help="each input's transcript, in order: --html draws its forced alignment (CTC models)")
     x.add_argument("--seed", type=SEED, default=0, help="seed of the random weights and inputs")
     x.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
     add_quiet(x)

@@ -21,7 +21,7 @@ from ..core.config import receptive_field
 from ..core.layers import attention_weights, softmax
 from ..core.ops import REFERENCE
 from ..core.transformer import attention_input
-from . import ctc
+from . import align, ctc
 from .explain import Trace, differences_from_alone
 from .svg import colour, colour_bar, image, line, pooled, rect, svg, tag, text, title
 
@@ -396,11 +396,43 @@ def _shown_tokens(probabilities: np.ndarray, frames: np.ndarray, blank: int, oth
     return np.array(sorted(winners | set(ranked[:others])))
 
 
-def _words(b: Batch, decoded: ctc.Decoded, y: float, i: int) -> list[str]:
-    return [tag("g", rect(b.x(w.start * b.rate), y, b.x(w.end * b.rate) - b.x(w.start * b.rate), 14, class_="word"),
-                text(b.x(w.start * b.rate) + 2, y + 11, w.text, class_="small"),
-                class_="word", data_item=i, data_word=w.text, data_start=round(w.start, 3), data_end=round(w.end, 3))
-            for w in decoded.words]
+def _words(b: Batch, words: list, y: float, i: int, kind: str = "word") -> list[str]:
+    """Each word's span as a labelled bar (ctc.Span from greedy decoding, align.AlignedSpan with its score)."""
+    bars = []
+    for w in words:
+        score = getattr(w, "score", None)
+        left, right = b.x(w.start * b.rate), b.x(w.end * b.rate)
+        about = f"{w.text}: {w.start:.2f}-{w.end:.2f} s" + ("" if score is None else f", score {score:.2f}")
+        bars.append(tag("g", rect(left, y, right - left, 14, title(about), class_=kind),
+                        text(left + 2, y + 11, w.text, class_="small"), class_=kind, data_item=i, data_word=w.text,
+                        data_start=round(w.start, 3), data_end=round(w.end, 3),
+                        data_score=None if score is None else round(score, 4)))
+    return bars
+
+
+def forced_paths(b: Batch, texts: list[str]) -> list[align.Path]:
+    """Each item's forced alignment to its text (``--text``), from the traced logits as npw2v2 align
+    takes them; AlignmentError names the item whose text cannot be aligned."""
+    model = b.model
+    names = [f"--text of item {i}" for i in range(len(texts))]
+    transcripts = [align.tokenize(t, model.vocab, model.word_delimiter, name) for t, name in zip(texts, names)]
+    log_probs = align.log_softmax(b.trace["logits"].array)  # [B, T, V]
+    paths = align.align_log_probs(model, log_probs, b.output_frames, transcripts, names)
+    impossible = [p for p in paths if isinstance(p, str)]
+    if impossible:
+        raise align.AlignmentError(impossible[0])
+    return paths
+
+
+def _dots(b: Batch, tokens, shown: np.ndarray, y: float, row: float, stride: int, kind: str) -> str:
+    """One dot per frame on its token's row: a path through the token probabilities."""
+    rows = np.searchsorted(shown, tokens)  # shown is sorted and holds every token of the path
+    return tag("path", d=" ".join(f"M{b.x((j + 0.5) * stride):.1f},{y + row * (k + 0.5):.1f} h0.1"
+                                  for j, k in enumerate(rows)), class_=kind)
+
+
+FORCED = ("The orange rings are the forced alignment of --text: the best path that spells exactly that "
+          "text (npw2v2 align's), and the orange bars under the greedy words its words, with their scores. ")
 
 
 def _token_name(names: list[str], token: int, blank: int) -> str:
@@ -409,39 +441,43 @@ def _token_name(names: list[str], token: int, blank: int) -> str:
     return names[token] if token < len(names) and names[token] else f"#{token}"  # no vocabulary: the id
 
 
-def ctc_tokens(b: Batch) -> str:
+def ctc_tokens(b: Batch, texts: list[str] | None = None) -> str:
     model = b.model
     if not model.has_ctc_head or not any(s.name == "logits" for s in b.trace.stages):
         return _figure("ctc", 6, "CTC: token probabilities over time",
                        "This model has no CTC head, so there is nothing to spell.", data_absent="no CTC head")
     blank, names, stride = model.config.pad_token_id, model.id_to_token, model.config.output_frame_stride
     probabilities = asnumpy(softmax(b.trace["logits"].array.astype(np.float64)))  # [B, T, V]
+    forced = forced_paths(b, texts) if texts else [None] * len(b.output_frames)
     shown = _shown_tokens(probabilities, b.output_frames, blank)
-    row, parts, y, texts = 9, [], 10, []
-    for i, n in enumerate(b.output_frames):
+    if texts:
+        shown = np.union1d(shown, np.concatenate([p.frame_tokens for p in forced]))
+    row, parts, y, spelled = 9, [], 10, []
+    for i, (n, path) in enumerate(zip(b.output_frames, forced)):
         n = int(n)
         best = ctc.best_tokens(probabilities[i, :n])
         decoded = ctc.decode(best, names, blank, stride / b.rate, model.word_delimiter)
-        texts.append(decoded.text)
-        path = " ".join(f"M{b.x((j + 0.5) * stride):.1f},{y + row * (np.flatnonzero(shown == t)[0] + 0.5):.1f} h0.1"
-                        for j, t in enumerate(best))
+        spelled.append(decoded.text)
         labels = [text(LEFT - 4, y + row * (k + 0.8), _token_name(names, t, blank), class_="tiny", text_anchor="end")
                   for k, t in enumerate(shown)]
         words = f"{len(decoded.words)} word" + "s" * (len(decoded.words) != 1) if names else "no vocabulary"
         parts.append(tag("g", _label(y + 12, f"item {i}", words), *labels,
                          _frame_image(b, probabilities[i][:, shown].T, n, y, row, stride),
-                         tag("path", d=path, class_="greedy"),
-                         *_words(b, decoded, y + row * len(shown) + 4, i),
+                         _dots(b, path.frame_tokens, shown, y, row, stride, "forced") if path else "",
+                         _dots(b, best, shown, y, row, stride, "greedy"),
+                         *_words(b, decoded.words, y + row * len(shown) + 4, i),
+                         *(_words(b, path.words, y + row * len(shown) + 22, i, "aligned") if path else ()),
                          class_="item", data_item=i, data_valid_frames=n, data_text=decoded.text,
                          data_words=len(decoded.words)))
-        y += row * len(shown) + 30
+        y += row * len(shown) + (48 if texts else 30)
     parts.append(colour_bar(LEFT, y, 240, 8, "probability 0", "1"))
     return _figure(
         "ctc", 6, "CTC: token probabilities over time",
         "Each column is a frame, each row a token: the colour is the token's probability (softmax of the logits). "
         "The white dots are the greedy path, the likeliest token of each frame; merging its repeats and dropping "
         "the blanks spells the text, and the runs between word delimiters give each word's span (the bars). "
-        + (" ".join(f'Item {i}: "{t}".' for i, t in enumerate(texts)) if names else
+        + (FORCED if texts else "")
+        + (" ".join(f'Item {i}: "{t}".' for i, t in enumerate(spelled)) if names else
            "This model has no vocabulary, so its tokens are named by their ids and nothing is spelled."),
         svg(LEFT + WIDTH + RIGHT, y + 40, *parts, _time_axis(b, y + 24)))
 
@@ -538,7 +574,8 @@ figure { margin: 0 0 2em 0; } svg { display: block; overflow: visible; }
 .axis, .grid { stroke: #999; } .grid { stroke-dasharray: 2 3; } .ticks { stroke: #fff; stroke-width: 0.5; }
 .norm { fill: #9467bd; } .keys { fill: #1f77b4; } .blocked { fill: #d62728; fill-opacity: 0.35; }
 .sizes { fill: var(--item); } .greedy { stroke: #fff; stroke-width: 3; stroke-linecap: round; }
-.word { fill: #ffe08a; stroke: #b38f00; } g.word text { fill: #222; }
+.forced { stroke: #ff7f0e; stroke-width: 7; stroke-linecap: round; } .aligned { fill: #ffc58a; stroke: #d95f00; }
+.word { fill: #ffe08a; stroke: #b38f00; } g.word text, g.aligned text { fill: #222; }
 circle.series-0 { fill: var(--item); } circle.series-1 { fill: #fff; stroke: var(--item); stroke-width: 1.5; }
 table.numbers { border-collapse: collapse; font-size: 12px; }
 .numbers td, .numbers th { padding: 2px 8px; text-align: right; }
@@ -570,9 +607,10 @@ def page(b: Batch, figures: list[str], name: str, path: str) -> str:
                                       lang="en") + "\n")
 
 
-def explain_page(trace: Trace, model, name: str, series: dict, layer: int, head: int, reference: bool) -> str:
+def explain_page(trace: Trace, model, name: str, series: dict, layer: int, head: int, reference: bool,
+                 texts: list[str] | None = None) -> str:
     """The whole page for a traced padded batch: the figures, in the order the batch travels."""
     b = Batch.of(trace, model)
     figures = [waveforms(b), conv_ladder(b), frame_mask(b), activation_sizes(b), attention(b, layer, head),
-               ctc_tokens(b), promise(series, len(b.samples))]
+               ctc_tokens(b, texts), promise(series, len(b.samples))]
     return page(b, figures, name, "the reference path" if reference else "the fast path")
