@@ -578,7 +578,7 @@ def run_explain(args) -> int:
 
 
 def check_explain_outputs(args) -> None:
-    """--save and --html: writable, neither an input nor each other; --layer and --head only with --html."""
+    """--save and --html: writable, neither an input nor each other; --layer, --head, --text only with --html."""
     inputs = with_contents([args.model]) + list(args.inputs)
     if args.save:
         check_output(args.save, inputs, "--save")
@@ -596,6 +596,10 @@ def check_texts(args, model, inputs: int) -> None:
         raise UsageError("--text draws a forced alignment, which needs a CTC model with a vocabulary")
     if len(args.text) != inputs:
         raise UsageError(f"--text gives {len(args.text)} transcript(s) for {inputs} input(s): one each, in order")
+    from .align import tokenize
+
+    for i, text in enumerate(args.text):  # spelled now, so that a typo stops explain before any work
+        tokenize(text, model.vocab, model.word_delimiter, f"--text of item {i}")
 
 
 def attention_choice(args, cfg) -> tuple[int, int]:
