@@ -17,8 +17,8 @@ def torch_state_dict(model, weights: dict) -> dict:
 
     state = {}
     for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.")
-        if name == "masked_spec_embed":  # training-only; keep the model's own value
+        name = key.removeprefix("wav2vec2.").removeprefix("hubert.")
+        if name == "masked_spec_embed" or name.endswith("num_batches_tracked"):  # training-only; the model's own
             value = current.numpy()
         elif ".parametrizations.weight." in name:
             w = weights[name.split(".parametrizations.")[0] + ".weight"]

@@ -63,6 +63,10 @@ class Config:
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5
     do_stable_layer_norm: bool = False  # pre-LN (fairseq layer_norm_first); large-lv60, XLS-R
+    # HuBERT (npw2v2.core.hubert): the projection's LayerNorm may be absent; the positional conv may
+    # batch-norm its input instead of weight-norming its kernel. wav2vec 2.0 is always True / False.
+    feat_proj_layer_norm: bool = True
+    conv_pos_batch_norm: bool = False
     # Positional convolution (fairseq: conv_pos, conv_pos_groups).
     num_conv_pos_embeddings: int = 128  # K; even K drops the last output frame
     num_conv_pos_embedding_groups: int = 16
@@ -251,7 +255,9 @@ FIELD_CHECKS = {
     "vocab_size": lambda k, v: whole(k, v, 1, MAX_VOCAB),
     "architectures": _names,
     "pad_token_id": lambda k, v: whole(k, v, 0, MAX_VOCAB),
-    "model_type": _text,
+    "model_type": lambda k, v: _model_type(v),
+    "feat_proj_layer_norm": _flag,
+    "conv_pos_batch_norm": _flag,
     "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
     "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
     "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
@@ -269,6 +275,29 @@ FIELD_CHECKS = {
 }
 
 
+# config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
+MODEL_TYPES = ("wav2vec2", "hubert")
+NOT_YET = {
+    "wavlm": "WavLM (its gated relative position bias)",
+    "data2vec-audio": "data2vec-audio (its stack of positional convolutions)",
+    "unispeech": "UniSpeech", "unispeech-sat": "UniSpeech-SAT",
+    "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
+    "wav2vec2-conformer": "wav2vec2-conformer (its convolution module)", "wav2vec2-bert": "w2v-BERT",
+}
+
+
+def _model_type(value) -> str:
+    """One of MODEL_TYPES; a ValueError naming any other (the family members not run yet by name)."""
+    value = _text("model_type", value)
+    if value in NOT_YET:
+        raise ValueError(f"config: model_type {value!r}: npw2v2 does not run {NOT_YET[value]} models yet; "
+                         f"it runs {', '.join(MODEL_TYPES)}")
+    if value not in MODEL_TYPES:
+        raise ValueError(f"config: model_type {show(value)} is not a model npw2v2 knows; it runs "
+                         f"{', '.join(MODEL_TYPES)}")
+    return value
+
+
 def check_fields(cfg: Config) -> dict:
     """Every field of a config checked, by type, range and consistency: the normalised values.
 
@@ -282,6 +311,9 @@ def check_fields(cfg: Config) -> dict:
         )
     if values["feat_extract_norm"] not in ("group", "layer"):
         raise ValueError(f"config: feat_extract_norm must be 'group' or 'layer', got {show(values['feat_extract_norm'])}")
+    if values["model_type"] != "hubert" and (not values["feat_proj_layer_norm"] or values["conv_pos_batch_norm"]):
+        raise ValueError("config: feat_proj_layer_norm false and conv_pos_batch_norm true are HuBERT's "
+                         f"(model_type 'hubert'), not {values['model_type']!r}'s")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:

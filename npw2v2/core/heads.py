@@ -26,14 +26,22 @@ CTC = "Wav2Vec2ForCTC"
 PRETRAINING = "Wav2Vec2ForPreTraining"
 SEQUENCE_CLASSIFICATION = "Wav2Vec2ForSequenceClassification"
 FRAME_CLASSIFICATION = "Wav2Vec2ForAudioFrameClassification"
-KINDS = (BASE, CTC, PRETRAINING, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION)
+# HuBERT's pretraining projection alone (ContentVec's final_proj), as the converted ContentVec
+# checkpoints name it: no transformers class has it (npw2v2.core.hubert.final_projection).
+FINAL_PROJ = "HubertModelWithFinalProj"
+KINDS = (BASE, CTC, PRETRAINING, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, FINAL_PROJ)
 # The parameter that tells each head apart, in the order they are looked for: a sequence
 # classifier has a classifier too, so its projector must be seen first.
 MARKERS = {"lm_head": CTC, "quantizer": PRETRAINING, "projector": SEQUENCE_CLASSIFICATION,
-           "classifier": FRAME_CLASSIFICATION}
+           "classifier": FRAME_CLASSIFICATION, "final_proj": FINAL_PROJ}
 HEAD_NAMES = {BASE: "no head", CTC: "CTC head", PRETRAINING: "pretraining heads",
-              SEQUENCE_CLASSIFICATION: "sequence classifier", FRAME_CLASSIFICATION: "frame classifier"}
-NOT_SUPPORTED = {"Wav2Vec2ForXVector": "x-vector speaker verification heads (TDNN layers)"}
+              SEQUENCE_CLASSIFICATION: "sequence classifier", FRAME_CLASSIFICATION: "frame classifier",
+              FINAL_PROJ: "final_proj"}
+NOT_SUPPORTED = {f"{family}ForXVector": "x-vector speaker verification heads (TDNN layers)"
+                 for family in ("Wav2Vec2", "WavLM", "Data2VecAudio", "UniSpeechSat")}
+# Each family's classes as the wav2vec 2.0 kind they share a head with, and the kinds a family has.
+FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION}
+FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ}}
 
 
 def kind_of_names(names) -> str | None:
@@ -52,7 +60,7 @@ def model_kind(cfg: Config, names=None) -> str:
     unsupported = [a for a in cfg.architectures if a in NOT_SUPPORTED]
     if unsupported:
         raise ValueError(f"{unsupported[0]}: npw2v2 does not run {NOT_SUPPORTED[unsupported[0]]}")
-    named = next((a for a in cfg.architectures if a in KINDS), BASE)
+    named = next((FAMILY_CLASSES.get(a, a) for a in cfg.architectures if FAMILY_CLASSES.get(a, a) in KINDS), BASE)
     found = kind_of_names(names or ())
     if names is None:
         kind = named
@@ -62,6 +70,9 @@ def model_kind(cfg: Config, names=None) -> str:
         kind = BASE  # e.g. a pretrained model converted before npw2v2 kept the quantizer
     else:
         kind = named
+    if kind not in FAMILY_KINDS[cfg.model_type]:
+        raise ValueError(f"{cfg.model_type} models have no {HEAD_NAMES[kind]} in transformers: "
+                         f"{kind} is not a {cfg.model_type} class")
     if cfg.add_adapter and kind not in (BASE, CTC):
         raise ValueError(f"config: add_adapter with {kind}: transformers builds the down-sampling adapter "
                          "only under the bare encoder and the CTC head")
@@ -87,6 +98,8 @@ def head_shapes(cfg: Config, kind: str) -> dict[str, tuple[int, ...]]:
                 "classifier.weight": (labels, c), "classifier.bias": (labels,), **weighted}
     if kind == FRAME_CLASSIFICATION:
         return {"classifier.weight": (labels, d), "classifier.bias": (labels,), **weighted}
+    if kind == FINAL_PROJ:  # ContentVec's: D -> classifier_proj_size (256), applied to a chosen layer
+        return {"final_proj.weight": (cfg.classifier_proj_size, d), "final_proj.bias": (cfg.classifier_proj_size,)}
     return {}
 
 

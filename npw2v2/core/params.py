@@ -34,9 +34,12 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
         channels_in = c
 
     c, d, f = cfg.conv_dim[-1], cfg.hidden_size, cfg.intermediate_size
-    add("feature_projection.layer_norm", weight=(c,), bias=(c,))
+    if cfg.feat_proj_layer_norm:
+        add("feature_projection.layer_norm", weight=(c,), bias=(c,))
     add("feature_projection.projection", weight=(d, c), bias=(d,))
     pos_in = d // cfg.num_conv_pos_embedding_groups
+    if cfg.conv_pos_batch_norm:  # HuBERT: a plain conv kernel after BatchNorm1d(D) (npw2v2.core.hubert)
+        add("encoder.pos_conv_embed.batch_norm", weight=(d,), bias=(d,), running_mean=(d,), running_var=(d,))
     add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
     add("encoder.layer_norm", weight=(d,), bias=(d,))
     for i in range(cfg.num_hidden_layers):
@@ -53,8 +56,11 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
 
 def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     """Tensors a model may have or not: the mask embedding (only for mask_time_indices; checkpoints
-    trained with mask_time_prob = 0 have none)."""
-    return {"masked_spec_embed": (cfg.hidden_size,)}
+    trained with mask_time_prob = 0 have none), and batch norm's training-only step count."""
+    optional = {"masked_spec_embed": (cfg.hidden_size,)}
+    if cfg.conv_pos_batch_norm:
+        optional["encoder.pos_conv_embed.batch_norm.num_batches_tracked"] = ()
+    return optional
 
 
 def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[str, np.ndarray]:
@@ -63,7 +69,7 @@ def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[
     Drawn in sorted name order from ``numpy.random.RandomState(seed)``, whose stream NumPy
     keeps frozen, so the same seed gives the same model on every machine and release.
     Matrices get std 1/sqrt(fan_in), norm scales 1 + N(0, 0.1), biases N(0, 0.1): activations
-    stay of order one through any depth. ``kind`` (npw2v2.core.heads.KINDS) picks the head; by
+    stay of order one through any depth (batch norm's running variances too: 1 + N(0, 0.1)). ``kind`` (npw2v2.core.heads.KINDS) picks the head; by
     default the config's architectures do.
     """
     rng = np.random.RandomState(seed)
@@ -72,7 +78,7 @@ def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[
         noise = rng.standard_normal(shape)
         if len(shape) > 1:
             value = noise / np.sqrt(np.prod(shape[1:]))
-        elif name.endswith("layer_norm.weight"):
+        elif name.endswith(("layer_norm.weight", "batch_norm.weight", "running_var")):  # scales, variances > 0
             value = 1.0 + 0.1 * noise
         else:
             value = 0.1 * noise

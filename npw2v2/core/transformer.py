@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .adapters import attention_adapter
 from .config import Config
+from .hubert import positional_conv_input
 from .layers import linear
 from .ops import Ops
 from .params import fold_weight_norm
@@ -18,9 +19,12 @@ from .trace import untraced
 def feature_projection(features, p, cfg: Config, ops: Ops):
     """LayerNorm over the C channels, then a linear map C -> D, frame by frame.
 
-    features: [B, T, C] -> (hidden [B, T, D], extract_features [B, T, C]).
-    Mirrors Wav2Vec2FeatureProjection.
+    features: [B, T, C] -> (hidden [B, T, D], extract_features [B, T, C]: the projection's input).
+    HuBERT's feat_proj_layer_norm false leaves the LayerNorm out (npw2v2.core.hubert).
+    Mirrors Wav2Vec2FeatureProjection / HubertFeatureProjection.
     """
+    if not cfg.feat_proj_layer_norm:
+        return linear(features, **p["projection"]), features
     normed = ops.layer_norm(features, **p["layer_norm"], eps=cfg.layer_norm_eps)
     return linear(normed, **p["projection"]), normed
 
@@ -78,7 +82,7 @@ def attention_input(x, p, cfg: Config, ops: Ops):
     return ops.layer_norm(x, **p["layer_norm"], eps=cfg.layer_norm_eps) if cfg.do_stable_layer_norm else x
 
 
-def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True):
+def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True, padding_leaks=False):
     """Positional conv, then the transformer layers.
 
     x: [B, T, D], valid: [B, T] bool or None -> (last_hidden_state [B, T, D], hidden_states).
@@ -88,7 +92,9 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     ``hidden_states[-1]`` is before that LN, ``last_hidden_state`` after (transformers 4
     repeated the latter as the last entry; see golden/README.md). With ``keep_states=False``
     the list is empty, and each layer's input is freed as soon as it has been used.
-    Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm.
+    HuBERT's conv_pos_batch_norm batch-norms the positional conv's input; ``padding_leaks``
+    lets padded frames into it as transformers does (npw2v2.core.hubert.positional_conv_input).
+    Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm (and HuBERT's).
     """
     def norm(h):
         return ops.layer_norm(h, **p["layer_norm"], eps=cfg.layer_norm_eps)
@@ -97,7 +103,11 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
         # The positional conv must see zeros where there is no audio, as a lone input does.
         x = x * valid[:, :, None]
         trace("masked", x, axes="B T D", note="padded frames set to 0 before the positional conv")
-    position = positional_embedding(x, p["pos_conv_embed"]["conv"], cfg, ops)
+    conv_input = positional_conv_input(x, valid, p["pos_conv_embed"], padding_leaks)
+    if conv_input is not x:
+        trace("positional_conv_input", conv_input, axes="B T D",
+              note="HuBERT conv_pos_batch_norm: batch norm with running statistics before the positional conv")
+    position = positional_embedding(conv_input, p["pos_conv_embed"]["conv"], cfg, ops)
     trace("positional_embedding", position, axes="B T D", kernel=cfg.num_conv_pos_embeddings,
           groups=cfg.num_conv_pos_embedding_groups)
     x = x + position

@@ -30,7 +30,7 @@ import numpy as np
 from .adapters import downsample
 from .backend import asnumpy, get_xp
 from .config import Config
-from .heads import CTC, apply_head, kind_of_names, mask_time, perplexity_frames
+from .heads import CTC, FINAL_PROJ, apply_head, kind_of_names, mask_time, perplexity_frames
 from .lengths import check_long_enough, conv_lengths, frame_lengths, length_mask, sample_lengths_from_mask
 from .ops import FAST, REFERENCE
 from .trace import untraced
@@ -69,7 +69,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     its valid samples, adapter convolutions and classifier pooling over its valid frames).
     ``norm_over_padding=True`` lets the padding in where transformers does (group norm, the
     down-sampling adapter), which reproduces its padded-batch numbers exactly. Without a
-    mask every sample counts. ``mask_time_indices`` ([B, T] bool) replaces those frames by
+    mask every sample counts. (HuBERT's batch-normed positional conv input is the third place
+    padding leaks into, npw2v2.core.hubert.) ``mask_time_indices`` ([B, T] bool) replaces those frames by
     the learned mask embedding before the encoder, as pretraining does.
     ``reference=True`` takes every operation from the reference path (npw2v2.core.ops).
     ``trace(name, array, **facts)`` is called at every stage (npw2v2.core.trace).
@@ -96,7 +97,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
     keep_states = output_hidden_states or cfg.use_weighted_layer_sum  # a weighted layer sum needs them all
-    last, states = encoder(hidden, valid, params["encoder"], cfg, ops, trace, keep_states=keep_states)
+    last, states = encoder(hidden, valid, params["encoder"], cfg, ops, trace, keep_states=keep_states,
+                           padding_leaks=norm_over_padding)
     lengths, out_mask = per_layer[-1], frame_mask
     if "adapter" in params:
         last, lengths = downsample(last, lengths, params["adapter"], cfg, ops, masked=valid is not None,
@@ -140,10 +142,10 @@ def _sample_lengths(x, attention_mask, cfg: Config):
 def can_run_items_alone(params, mask_time_indices=None) -> bool:
     """Whether each item's outputs depend on that item alone and are all per encoder frame.
 
-    True for the bare encoder and the CTC head. Pooled classifiers, pretraining statistics
+    True for the bare encoder, the CTC head and HuBERT's final_proj (not part of forward's outputs). Pooled classifiers, pretraining statistics
     and the down-sampling adapter (its own frame count) keep the batch path.
     """
-    return "adapter" not in params and kind_of_names(params) in (None, CTC) and mask_time_indices is None
+    return "adapter" not in params and kind_of_names(params) in (None, CTC, FINAL_PROJ) and mask_time_indices is None
 
 
 def forward_items_alone(params, cfg: Config, input_values, attention_mask=None, *,

@@ -1,0 +1,130 @@
+"""HuBERT and ContentVec against transformers' HubertModel / HubertForCTC / HubertForSequenceClassification,
+recorded by golden/record_hubert.py, stage by stage, on both paths; and what differs from wav2vec 2.0."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import npw2v2
+from convert.cli import main as convert_main
+from golden import (GOLDEN, HUBERT, batch_vs_alone_errors, case_errors, cases, golden_error, model, recorded,
+                    recorded_case, tolerance)
+from npw2v2.core import heads
+from npw2v2.core.hubert import batch_norm
+from npw2v2.io.weights import CheckpointError
+
+ALL = HUBERT + ["hubert_base"]
+GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
+PATHS = pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+
+
+@PATHS
+@pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
+def test_every_recorded_stage_matches_transformers(name, case, reference):
+    errors = case_errors(name, case, reference=reference)
+    assert len(errors) >= 2, "no stage compared"
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("path", ["fast-as-one-batch", "fast-default", "reference"])
+@pytest.mark.parametrize("name", ALL)
+def test_padded_batch_item_equals_the_item_alone(name, path):
+    items_alone = None if path == "fast-default" else False
+    errors = batch_vs_alone_errors(name, items_alone=items_alone, reference=path == "reference")
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance(name), f"item {worst}: error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_frame_mask_matches_transformers(name):
+    ref = recorded_case(name, "batch")
+    np.testing.assert_array_equal(model(name)(ref["input_values"], ref["attention_mask"]).frame_mask, ref["frame_mask"])
+
+
+def test_recordings_cover_every_stage_and_each_variant():
+    for name in HUBERT:
+        stages = set(recorded_case(name, "single"))
+        layers = model(name).config.num_hidden_layers
+        assert {"conv_features", "extract_features", "last_hidden_state",
+                *(f"hidden_states.{i}" for i in range(layers + 1))} <= stages, name
+    # feat_proj_layer_norm false: the projection reads the conv features as they are; true: layer-normed
+    single = recorded_case("tiny_hubert", "single")
+    np.testing.assert_array_equal(single["extract_features"], single["conv_features"])
+    stable = recorded_case("tiny_hubert_stable", "single")
+    assert golden_error(stable["extract_features"], stable["conv_features"]) > 0.1
+    assert "logits" in stable and recorded("tiny_hubert_classifier")["batch.logits"].shape == (3, 3)
+    assert {"final_proj.1", "final_proj.2"} <= set(recorded_case("tiny_contentvec", "single"))
+    assert model("tiny_hubert_bn").config.conv_pos_batch_norm and "batch_norm" in \
+        model("tiny_hubert_bn").params["encoder"]["pos_conv_embed"]
+
+
+def test_batch_normed_positional_conv_lets_padding_in_upstream():
+    """transformers' padded batch differs from the item alone (the batch norm maps padded zeros to
+    other values the conv reads), so the vs-alone check above has teeth; norm_over_padding
+    reproduces transformers, the default the item alone."""
+    batch, alone = recorded_case("tiny_hubert_bn", "batch"), recorded_case("tiny_hubert_bn", "alone.2")
+    frames = alone["last_hidden_state"].shape[1]
+    assert golden_error(batch["last_hidden_state"][2:3, :frames], alone["last_hidden_state"]) > 1e-3
+    m = model("tiny_hubert_bn")
+    ours = m(batch["input_values"], batch["attention_mask"], items_alone=False).last_hidden_state
+    assert golden_error(ours[2:3, :frames], alone["last_hidden_state"]) <= 1e-4
+    assert golden_error(ours, batch["last_hidden_state"], batch["frame_mask"]) > 1e-3
+
+
+def test_batch_norm_is_the_inference_formula():
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    p = {"weight": rng.rand(3) + 0.5, "bias": rng.standard_normal(3), "running_mean": rng.standard_normal(3),
+         "running_var": rng.rand(3) + 0.5}
+    expected = (x - p["running_mean"]) / np.sqrt(p["running_var"] + 1e-5) * p["weight"] + p["bias"]
+    np.testing.assert_allclose(batch_norm(x, p), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_full_size_recording_is_the_hubert_base_architecture():
+    cfg = model("hubert_base").config
+    assert cfg.model_type == "hubert" and (cfg.hidden_size, cfg.num_hidden_layers, cfg.conv_dim[-1]) == (768, 12, 512)
+    assert recorded("hubert_base")["single.hidden_states.9"].shape == (1, 49, 768)
+
+
+def test_heads_are_told_from_the_config_and_tensors():
+    assert model("tiny_hubert").kind == heads.BASE
+    assert model("tiny_hubert_stable").kind == heads.CTC
+    assert model("tiny_hubert_classifier").kind == heads.SEQUENCE_CLASSIFICATION
+    assert model("tiny_contentvec").kind == heads.FINAL_PROJ
+    cfg = npw2v2.Config(model_type="hubert", architectures=("Wav2Vec2ForPreTraining",))
+    with pytest.raises(ValueError, match="hubert models have no pretraining heads"):
+        heads.model_kind(cfg)
+    with pytest.raises(ValueError, match="wav2vec2 models have no final_proj"):
+        heads.model_kind(npw2v2.Config(architectures=("HubertModelWithFinalProj",)))
+
+
+@pytest.mark.parametrize("model_type,named", [("wavlm", "WavLM"), ("data2vec-audio", "data2vec-audio"),
+                                              ("unispeech-sat", "UniSpeech-SAT"), ("sew-d", "SEW-D"),
+                                              ("whisper", "'whisper' is not a model npw2v2 knows")])
+def test_load_refuses_other_families_by_name(model_type, named, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(GOLDEN / "tiny_hubert", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    with pytest.raises(CheckpointError, match=named) as caught:
+        npw2v2.load(folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_hubert_switches_are_refused_for_wav2vec2():
+    with pytest.raises(ValueError, match="HuBERT's"):
+        npw2v2.Config(conv_pos_batch_norm=True)
+
+
+@pytest.mark.parametrize("layout", ["hf_bin", "hf_bin_weight_g"])
+def test_hugging_face_hubert_bin_folders_convert(layout, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    assert convert_main([str(GOLDEN / "hubert_checkpoints" / layout), str(out)]) == 0, capsys.readouterr().err
+    converted = npw2v2.load(out)
+    assert converted.config.model_type == "hubert" and converted.vocab["|"] == 4
+    for case in ("single", "batch", "alone.2"):
+        ref = recorded_case("tiny_hubert_stable", case)
+        got = converted(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
+        assert golden_error(got.logits, ref["logits"], got.frame_mask) <= tolerance("tiny_hubert_stable"), case
