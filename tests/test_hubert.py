@@ -128,3 +128,54 @@ def test_hugging_face_hubert_bin_folders_convert(layout, tmp_path, capsys):
         ref = recorded_case("tiny_hubert_stable", case)
         got = converted(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
         assert golden_error(got.logits, ref["logits"], got.frame_mask) <= tolerance("tiny_hubert_stable"), case
+
+
+@pytest.mark.filterwarnings("ignore:.*clipped")  # the recorded inputs are normalised: beyond full scale
+def test_embed_through_final_proj_gives_the_recorded_projection():
+    """Layer 1 then final_proj (RVC v1's recipe, layer 9 of 12 there) as transformers' hidden state through
+    the Linear; the recorded inputs are already normalised, so embed's normalisation keeps them."""
+    ref = recorded_case("tiny_contentvec", "single")
+    m = model("tiny_contentvec")
+    (features,) = m.embed([ref["input_values"][0]], layers=[1, 2], final_proj=True)
+    assert features.shape == (2, 15, 12)
+    assert golden_error(features[0], ref["final_proj.1"][0]) <= 1e-4
+    assert golden_error(features[1], ref["final_proj.2"][0]) <= 1e-4
+    (last,) = m.embed([ref["input_values"][0]], final_proj=True)
+    assert golden_error(last[0], ref["final_proj.2"][0]) <= 1e-4
+    with pytest.raises(ValueError, match="final_proj: this model has none"):
+        model("tiny_hubert").embed([ref["input_values"][0]], final_proj=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*clipped")
+def test_cli_embed_final_proj(tmp_path, capsys):
+    import soundfile as sf
+    from safetensors import safe_open
+
+    from npw2v2.app.cli import main as cli
+
+    ref = recorded_case("tiny_contentvec", "single")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, ref["input_values"][0], 16000, subtype="FLOAT")
+    out = tmp_path / "features.safetensors"
+    assert cli(["embed", str(wav), "--model", str(GOLDEN / "tiny_contentvec"), "--layers", "1", "--final-proj",
+                "-o", str(out)]) == 0
+    with safe_open(str(out), "np") as f:
+        assert golden_error(f.get_tensor(str(wav))[0], ref["final_proj.1"][0]) <= 1e-4
+        assert f.metadata()["layers"] == "1 then final_proj" and f.metadata()["shape"] == "[layers, T, P]"
+    assert cli(["embed", str(wav), "--model", str(GOLDEN / "tiny_hubert"), "--final-proj", "-o", str(out)]) == 2
+    assert "--final-proj" in capsys.readouterr().err
+
+
+def test_explain_says_what_differs_from_wav2vec2(capsys):
+    from npw2v2.app.cli import main as cli
+
+    assert cli(["explain", "--model", str(GOLDEN / "tiny_hubert_bn"), "--seconds", "1", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Wav2Vec2(HuBERT, 3 layers" in out and "what differs from wav2vec 2.0" in out
+    assert "positional_conv_input [2, 49, 32]" in out and "padded frames zeroed again" in out
+    assert float(out.rsplit("largest difference ", 1)[1].split()[0]) < 1e-5
+    assert cli(["explain", "--model", str(GOLDEN / "tiny_hubert"), "--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "no LayerNorm (HuBERT's feat_proj_layer_norm false)" in out and "positional_conv_input" not in out
+    assert cli(["explain", "--model", str(GOLDEN / "tiny_ctc"), "--seconds", "1"]) == 0
+    assert "HuBERT" not in capsys.readouterr().out

@@ -411,9 +411,15 @@ def run_embed(args) -> int:
     if problem:
         raise UsageError(f"-o {args.out}: {problem}")
     model, name = load_model(args.model, device=args.device)
+    try:
+        pipeline.check_final_proj(model, args.final_proj)
+    except ValueError as e:
+        raise UsageError(f"--final-proj: {args.model}: {e}") from None
     layers = "last" if args.layers is None else ",".join(map(str, args.layers))
+    if args.final_proj:
+        layers += " then final_proj"
     stride = model.config.output_frame_stride if args.layers is None else model.config.frame_stride
-    metadata = {"model": name, "layers": layers, "shape": "[layers, T, D]",
+    metadata = {"model": name, "layers": layers, "shape": "[layers, T, P]" if args.final_proj else "[layers, T, D]",
                 "frame_seconds": str(stride / model.sampling_rate)}
     if args.engine == "ray":
         return embed_with_ray(args, files, metadata, shards)
@@ -425,7 +431,7 @@ def embed_locally(args, model, files: list[str], metadata: dict) -> int:
     good, failed = {}, 0
     try:
         for i, result in pipeline.embed_each(model, files, args.layers, args.batch_size, errors="keep",
-                                             progress=progress_printer(args)):
+                                             progress=progress_printer(args), final_proj=args.final_proj):
             if isinstance(result, AudioError):
                 print(f"npw2v2: error: {result}", file=sys.stderr)
                 failed += 1
@@ -460,7 +466,8 @@ def embed_with_ray(args, files: list[str], metadata: dict, shards: bool) -> int:
     numbers = (int(p.stem.split("-")[1]) for p in folder.glob("part-*.safetensors"))
     next_shard = max(numbers, default=-1) + 1
     failed = 0
-    batches = distributed.embed(args.model, todo, args.layers, args.batch_size, args.workers, args.address)
+    batches = distributed.embed(args.model, todo, args.layers, args.batch_size, args.workers, args.address,
+                                final_proj=args.final_proj)
     for results in finished_batches(args, batches, len(todo)):
         good = {todo[k]: r for k, r in results if not isinstance(r, AudioError)}
         for k, r in results:
@@ -813,6 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_inputs_and_model(e)
     e.add_argument("--layers", type=parse_layers, default=None,
                    help="comma-separated layer numbers, e.g. 6,12 (default: last, the encoder's output)")
+    e.add_argument("--final-proj", action="store_true",
+                   help="pass each layer through the model's final_proj (HuBERT / ContentVec): [layers, T, P]; "
+                        "--layers 9 --final-proj gives RVC v1's features")
     e.add_argument("--out", "-o", type=Path, required=True,
                    help="OUT.safetensors (one tensor per file, named by its path) or OUT.npy (one file); with "
                         "--engine ray also a FOLDER, to keep a .safetensors shard per batch there")

@@ -168,7 +168,8 @@ class Transcriber(ModelWorker):
 class Embedder(ModelWorker):
     @staticmethod
     def run(model, items, options) -> list:
-        return pipeline.embed_prepared(model, items, options["layers"], options["batch_size"])
+        return pipeline.embed_prepared(model, items, options["layers"], options["batch_size"],
+                                       options.get("final_proj", False))
 
 
 # ---------------------------------------------------------------------------
@@ -238,9 +239,11 @@ def transcribe(model_name: str, files: list[str], batch_size: int = 8, timestamp
 
 
 def embed(model_name: str, files: list[str], layers=None, batch_size: int = 8, workers: int | None = None,
-          address: str | None = None, worker: type[ModelWorker] = Embedder) -> Iterator[Finished]:
+          address: str | None = None, worker: type[ModelWorker] = Embedder,
+          final_proj: bool = False) -> Iterator[Finished]:
     """Hidden states of ``files`` as pipeline.embed makes them ([len(layers), T_i, D] or AudioError), per batch."""
     model, _ = load_model(model_name)
     pipeline.check_layers(model, layers)
-    options = {"batch_size": batch_size, "layers": layers}
+    pipeline.check_final_proj(model, final_proj)
+    options = {"batch_size": batch_size, "layers": layers, "final_proj": final_proj}
     return run(worker, model, model_name, files, options, pipeline.WHOLE, workers, address)

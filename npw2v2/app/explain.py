@@ -4,8 +4,8 @@ A ``Trace`` is handed to the forward pass, which calls it at each stage with the
 array and the facts it used (lengths, kernel, stride, norm); nothing here recomputes what
 the model did. Stage names are the ones golden/'s recordings use, so ``compare`` reads
 both: input_values, attention_mask, conv_layers.I, conv_features, extract_features,
-projected, frame_mask, masked, positional_embedding, hidden_states.I, adapter.proj,
-adapter.layers.I, last_hidden_state, then the head's outputs under transformers' names
+projected, frame_mask, masked, positional_conv_input (HuBERT's batch norm), positional_embedding,
+hidden_states.I, adapter.proj, adapter.layers.I, last_hidden_state, then the head's outputs under transformers' names
 (logits, projected_states, projected_quantized_states, codevector_ids, codevector_perplexity).
 """
 from __future__ import annotations
@@ -134,6 +134,10 @@ def describe(trace: Trace, model, rate: int) -> str:
         shape_text = "" if shape is None else str(shape)
         lines.append(f"{name:<21} {shape_text:<18}{text}".rstrip())
 
+    for line in family_differences(cfg):
+        lines.append(line)
+    if lines:
+        lines.append("")
     samples = trace["input_values"].facts["lengths"]
     per_layer = trace["conv_lengths"].facts["per_layer"]
     frames = per_layer[-1]
@@ -165,7 +169,8 @@ def describe(trace: Trace, model, rate: int) -> str:
         trace["conv_features"].shape)
     for i, t in enumerate(frames):
         lines.append(f"{'':22}item {i}: {int(t)} frames" + (f" + {total - int(t)} padding frames" if t < total else ""))
-    add("extract_features", f"[B, T, C]  LayerNorm over the {c} channels of each frame",
+    add("extract_features", f"[B, T, C]  LayerNorm over the {c} channels of each frame" if cfg.feat_proj_layer_norm
+        else "[B, T, C]  the conv features as they are: no LayerNorm (HuBERT's feat_proj_layer_norm false)",
         trace["extract_features"].shape)
     add("projected", f"[B, T, D]  Linear {c} -> {d}, frame by frame: D = {d} is the model width",
         trace["projected"].shape)
@@ -176,6 +181,10 @@ def describe(trace: Trace, model, rate: int) -> str:
     if any(s.name == "masked" for s in trace.stages):
         add("masked", "[B, T, D]  padded frames set to 0, as zero padding looks to a lone input",
             trace["masked"].shape)
+    if any(s.name == "positional_conv_input" for s in trace.stages):
+        padded = "padded frames zeroed again after it, " if mask.facts["used"] else ""
+        add("positional_conv_input", "[B, T, D]  batch norm with the running statistics (HuBERT's "
+            f"conv_pos_batch_norm), {padded}read by the conv", trace["positional_conv_input"].shape)
     pos = trace["positional_embedding"]
     add("positional_embedding", f"[B, T, D]  grouped conv K={pos.facts['kernel']}, "
         f"{pos.facts['groups']} groups, then GELU; added to the frames", pos.shape)
@@ -241,8 +250,24 @@ HEAD_STAGES = {
 # a pass by default.
 
 
+def family_differences(cfg) -> list[str]:
+    """For a model other than wav2vec 2.0, a line on what it is and one per stage that differs."""
+    if cfg.model_type != "hubert":
+        return []
+    lines = ["HuBERT: wav2vec 2.0's encoder without the quantizer; what differs from wav2vec 2.0 here:"]
+    if not cfg.feat_proj_layer_norm:
+        lines.append("  extract_features: no LayerNorm before the projection (feat_proj_layer_norm false)")
+    if cfg.conv_pos_batch_norm:
+        lines.append("  positional_conv_input: batch norm before the positional conv, whose kernel is plain, "
+                     "not weight-normed (conv_pos_batch_norm)")
+    if cfg.feat_proj_layer_norm and not cfg.conv_pos_batch_norm:
+        lines.append("  no stage: the same blocks under the names hubert.*")
+    lines.append("  heads: CTC, sequence classifier, final_proj (embed --final-proj); no quantizer, no frame classifier")
+    return lines
+
+
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
-               "projected", "frame_mask", "masked", "positional_embedding", "hidden_states", "adapter.proj",
+               "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "hidden_states", "adapter.proj",
                "adapter.layers", "last_hidden_state", "logits", "projected_states", "projected_quantized_states",
                "codevector_ids", "codevector_perplexity", "contrastive_logits"]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.backend import asnumpy
 from ..core.heads import SEQUENCE_CLASSIFICATION
+from ..core.hubert import final_projection
 from ..core.layers import softmax
 from ..io import audio
 from . import ctc
@@ -342,13 +343,15 @@ def _whole_inputs(model, items: list[_Input], batch_size: int, output_hidden_sta
             yield i, items[i], out, row
 
 
-def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None) -> list:
+def embed(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None,
+          final_proj: bool = False) -> list:
     """Hidden states of each input, in their order: see embed_each."""
     inputs = list(inputs)
-    return in_order(embed_each(model, inputs, layers, batch_size, errors, progress), len(inputs))
+    return in_order(embed_each(model, inputs, layers, batch_size, errors, progress, final_proj), len(inputs))
 
 
-def embed_each(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None):
+def embed_each(model, inputs, layers=None, batch_size: int = 8, errors: str = "raise", progress=None,
+               final_proj: bool = False):
     """(index, hidden states) for each input as it finishes: one [len(layers), T_i, D] array per input.
 
     ``layers`` index ``hidden_states`` (0 is the first transformer layer's input, L the last
@@ -356,13 +359,17 @@ def embed_each(model, inputs, layers=None, batch_size: int = 8, errors: str = "r
     pre-LN models, and after the down-sampling adapter of models that have one). Files are
     read whole, a group of consecutive inputs at a time. With ``errors="keep"`` a bad input's
     entry is the AudioError instead. ``progress(done, total)`` is called as inputs finish.
+    ``final_proj`` passes each through HuBERT's final_proj (ContentVec; npw2v2.core.hubert):
+    [len(layers), T_i, P]; ``layers=[9], final_proj=True`` are RVC v1's features.
     """
     check_layers(model, layers)
+    check_final_proj(model, final_proj)
     _check_batch_size(batch_size)
     inputs = list(inputs)
     counter = _Counter(len(inputs), progress)
     for first, group in _groups(inputs):
-        for i, result in embed_prepared_each(model, _read_whole(model, group, errors), layers, batch_size):
+        for i, result in embed_prepared_each(model, _read_whole(model, group, errors), layers, batch_size,
+                                             final_proj):
             counter.finished()
             yield first + i, result
 
@@ -374,25 +381,35 @@ def check_layers(model, layers) -> None:
         raise ValueError(f"layers must be between 0 and {limit}, got {list(layers)}")
 
 
+def check_final_proj(model, final_proj: bool) -> None:
+    """Refuse final_proj for a model without one (only HuBERT / ContentVec checkpoints carry it)."""
+    if final_proj and "final_proj" not in model.params:
+        raise ValueError("final_proj: this model has none; it is HuBERT's pretraining projection, which "
+                         "ContentVec checkpoints carry (HubertModelWithFinalProj)")
+
+
 def _read_whole(model, inputs, errors: str) -> list[_Input]:
     return prepare(inputs, model.sampling_rate, model.config.receptive_field, WHOLE, errors)
 
 
-def embed_prepared(model, items: list[_Input], layers=None, batch_size: int = 8) -> list:
+def embed_prepared(model, items: list[_Input], layers=None, batch_size: int = 8, final_proj: bool = False) -> list:
     """The model half of embed, for inputs from ``prepare`` (``chunk=WHOLE``): an array or AudioError each."""
-    return in_order(embed_prepared_each(model, items, layers, batch_size), len(items))
+    return in_order(embed_prepared_each(model, items, layers, batch_size, final_proj), len(items))
 
 
-def embed_prepared_each(model, items: list[_Input], layers=None, batch_size: int = 8):
+def embed_prepared_each(model, items: list[_Input], layers=None, batch_size: int = 8, final_proj: bool = False):
     """(index, array or AudioError) for inputs from ``prepare`` (``chunk=WHOLE``), as they finish."""
+    def chosen(h):  # [T_i, D] -> [T_i, D], or [T_i, P] through final_proj
+        return asnumpy(final_projection(h, model.params["final_proj"]) if final_proj else h)
+
     for i, item, out, row in _whole_inputs(model, items, batch_size, output_hidden_states=layers is not None):
         if out is None:
             yield i, audio.AudioError(item.error)
         elif layers is None:
-            yield i, asnumpy(out.last_hidden_state[row, :out.frame_lengths[row]])[None]  # [1, T_i, D]
+            yield i, chosen(out.last_hidden_state[row, :out.frame_lengths[row]])[None]  # [1, T_i, D]
         else:
             frames = out.encoder_frame_lengths[row]
-            yield i, np.stack([asnumpy(out.hidden_states[k][row, :frames]) for k in layers])  # [layers, T_i, D]
+            yield i, np.stack([chosen(out.hidden_states[k][row, :frames]) for k in layers])  # [layers, T_i, D]
 
 
 @dataclass
