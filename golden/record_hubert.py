@@ -75,7 +75,7 @@ def build_model(name: str):
 @torch.no_grad()
 def run_case(model, weights: dict, input_values: np.ndarray, attention_mask: np.ndarray | None) -> dict:
     """Every stage of one forward pass, as float32 NumPy arrays; time-series as [B, T, ...]."""
-    base = getattr(model, "hubert", model)
+    base = getattr(model, model.base_model_prefix, model)  # hubert, data2vec_audio
     captured = {}
     hooks = [base.feature_extractor.register_forward_hook(lambda m, i, o: captured.update(conv=o)),
              base.feature_projection.projection.register_forward_pre_hook(lambda m, i: captured.update(proj_in=i[0]))]

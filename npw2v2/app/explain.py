@@ -186,8 +186,14 @@ def describe(trace: Trace, model, rate: int) -> str:
         add("positional_conv_input", "[B, T, D]  batch norm with the running statistics (HuBERT's "
             f"conv_pos_batch_norm), {padded}read by the conv", trace["positional_conv_input"].shape)
     pos = trace["positional_embedding"]
-    add("positional_embedding", f"[B, T, D]  grouped conv K={pos.facts['kernel']}, "
-        f"{pos.facts['groups']} groups, then GELU; added to the frames", pos.shape)
+    if "layers" in pos.facts:  # data2vec-audio's stack
+        between = "; padded frames zeroed between them" if mask.facts["used"] else ""
+        add("positional_embedding", f"[B, T, D]  {pos.facts['layers']} convs K={pos.facts['kernel']}, "
+            f"{pos.facts['groups']} groups, each then LayerNorm without parameters and GELU{between}; "
+            "added to the frames", pos.shape)
+    else:
+        add("positional_embedding", f"[B, T, D]  grouped conv K={pos.facts['kernel']}, "
+            f"{pos.facts['groups']} groups, then GELU; added to the frames", pos.shape)
     lines.append("")
     layers = [s for s in trace.stages if re.fullmatch(r"hidden_states\.\d+", s.name)]
     lines.append(f"Transformer: {len(layers) - 1} layers of {cfg.num_attention_heads} heads, "
@@ -252,6 +258,13 @@ HEAD_STAGES = {
 
 def family_differences(cfg) -> list[str]:
     """For a model other than wav2vec 2.0, a line on what it is and one per stage that differs."""
+    if cfg.model_type == "data2vec-audio":
+        return ["data2vec-audio: wav2vec 2.0's post-LN encoder without the quantizer; what differs from wav2vec 2.0:",
+                "  conv_layers: every conv layer layer-normed (feat_extract_norm 'layer' always)",
+                f"  positional_embedding: a stack of {cfg.num_conv_pos_embeddings} convs of kernel "
+                f"{cfg.conv_pos_kernel_size}, each with a LayerNorm without parameters, instead of one "
+                "weight-normed conv",
+                "  heads: CTC, sequence and frame classifiers; no quantizer"]
     if cfg.model_type != "hubert":
         return []
     lines = ["HuBERT: wav2vec 2.0's encoder without the quantizer; what differs from wav2vec 2.0 here:"]

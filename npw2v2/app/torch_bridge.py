@@ -17,7 +17,7 @@ def torch_state_dict(model, weights: dict) -> dict:
 
     state = {}
     for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.").removeprefix("hubert.")
+        name = key.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
         if name == "masked_spec_embed" or name.endswith("num_batches_tracked"):  # training-only; the model's own
             value = current.numpy()
         elif ".parametrizations.weight." in name:

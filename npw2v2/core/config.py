@@ -67,6 +67,8 @@ class Config:
     # batch-norm its input instead of weight-norming its kernel. wav2vec 2.0 is always True / False.
     feat_proj_layer_norm: bool = True
     conv_pos_batch_norm: bool = False
+    # data2vec-audio (npw2v2.core.data2vec_audio): num_conv_pos_embeddings convs of this kernel, stacked.
+    conv_pos_kernel_size: int = 19
     # Positional convolution (fairseq: conv_pos, conv_pos_groups).
     num_conv_pos_embeddings: int = 128  # K; even K drops the last output frame
     num_conv_pos_embedding_groups: int = 16
@@ -113,6 +115,8 @@ class Config:
             raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
+        if d.get("model_type") == "data2vec-audio" and "feat_extract_norm" not in d:
+            values["feat_extract_norm"] = "layer"  # its conv layers are always layer-normed; the key is not in its config
         if "id2label" not in d and "num_labels" in d:  # as transformers names them
             count = whole("num_labels", d["num_labels"], 1, MAX_LABELS)
             values["id2label"] = {i: f"LABEL_{i}" for i in range(count)}
@@ -258,6 +262,7 @@ FIELD_CHECKS = {
     "model_type": lambda k, v: _model_type(v),
     "feat_proj_layer_norm": _flag,
     "conv_pos_batch_norm": _flag,
+    "conv_pos_kernel_size": lambda k, v: whole(k, v, 1, MAX_POS_KERNEL),
     "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
     "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
     "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
@@ -276,10 +281,9 @@ FIELD_CHECKS = {
 
 
 # config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
-MODEL_TYPES = ("wav2vec2", "hubert")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
 NOT_YET = {
     "wavlm": "WavLM (its gated relative position bias)",
-    "data2vec-audio": "data2vec-audio (its stack of positional convolutions)",
     "unispeech": "UniSpeech", "unispeech-sat": "UniSpeech-SAT",
     "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
     "wav2vec2-conformer": "wav2vec2-conformer (its convolution module)", "wav2vec2-bert": "w2v-BERT",
@@ -314,6 +318,10 @@ def check_fields(cfg: Config) -> dict:
     if values["model_type"] != "hubert" and (not values["feat_proj_layer_norm"] or values["conv_pos_batch_norm"]):
         raise ValueError("config: feat_proj_layer_norm false and conv_pos_batch_norm true are HuBERT's "
                          f"(model_type 'hubert'), not {values['model_type']!r}'s")
+    if values["model_type"] == "data2vec-audio" and (values["feat_extract_norm"] != "layer"
+                                                     or values["do_stable_layer_norm"]):
+        raise ValueError("config: data2vec-audio layer-norms every conv layer and its transformer is post-LN: "
+                         "feat_extract_norm must be 'layer' and do_stable_layer_norm false")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:

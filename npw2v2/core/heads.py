@@ -40,8 +40,12 @@ HEAD_NAMES = {BASE: "no head", CTC: "CTC head", PRETRAINING: "pretraining heads"
 NOT_SUPPORTED = {f"{family}ForXVector": "x-vector speaker verification heads (TDNN layers)"
                  for family in ("Wav2Vec2", "WavLM", "Data2VecAudio", "UniSpeechSat")}
 # Each family's classes as the wav2vec 2.0 kind they share a head with, and the kinds a family has.
-FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION}
-FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ}}
+FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "Data2VecAudioModel": BASE, "Data2VecAudioForCTC": CTC,
+                  "Data2VecAudioForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "Data2VecAudioForAudioFrameClassification": FRAME_CLASSIFICATION}
+FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ},
+                "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION}}
 
 
 def kind_of_names(names) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import data2vec_audio
 from .adapters import attention_adapter_shapes, downsample_shapes
 from .backend import get_xp
 from .config import Config
@@ -40,7 +41,10 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
     pos_in = d // cfg.num_conv_pos_embedding_groups
     if cfg.conv_pos_batch_norm:  # HuBERT: a plain conv kernel after BatchNorm1d(D) (npw2v2.core.hubert)
         add("encoder.pos_conv_embed.batch_norm", weight=(d,), bias=(d,), running_mean=(d,), running_var=(d,))
-    add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
+    if cfg.model_type == "data2vec-audio":  # a stack of plain convs (npw2v2.core.data2vec_audio)
+        shapes.update(data2vec_audio.positional_shapes(cfg))
+    else:
+        add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
     add("encoder.layer_norm", weight=(d,), bias=(d,))
     for i in range(cfg.num_hidden_layers):
         layer = f"encoder.layers.{i}"

@@ -8,6 +8,7 @@ Each block takes ``ops`` (npw2v2.core.ops): the reference or the fast operations
 from __future__ import annotations
 
 from .adapters import attention_adapter
+from . import data2vec_audio
 from .config import Config
 from .hubert import positional_conv_input
 from .layers import linear
@@ -93,7 +94,8 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     repeated the latter as the last entry; see golden/README.md). With ``keep_states=False``
     the list is empty, and each layer's input is freed as soon as it has been used.
     HuBERT's conv_pos_batch_norm batch-norms the positional conv's input; ``padding_leaks``
-    lets padded frames into it as transformers does (npw2v2.core.hubert.positional_conv_input).
+    lets padded frames into it as transformers does (npw2v2.core.hubert.positional_conv_input), as
+    into data2vec-audio's stack of positional convs (npw2v2.core.data2vec_audio).
     Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm (and HuBERT's).
     """
     def norm(h):
@@ -103,13 +105,18 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
         # The positional conv must see zeros where there is no audio, as a lone input does.
         x = x * valid[:, :, None]
         trace("masked", x, axes="B T D", note="padded frames set to 0 before the positional conv")
-    conv_input = positional_conv_input(x, valid, p["pos_conv_embed"], padding_leaks)
-    if conv_input is not x:
-        trace("positional_conv_input", conv_input, axes="B T D",
-              note="HuBERT conv_pos_batch_norm: batch norm with running statistics before the positional conv")
-    position = positional_embedding(conv_input, p["pos_conv_embed"]["conv"], cfg, ops)
-    trace("positional_embedding", position, axes="B T D", kernel=cfg.num_conv_pos_embeddings,
-          groups=cfg.num_conv_pos_embedding_groups)
+    if cfg.model_type == "data2vec-audio":
+        position = data2vec_audio.positional_embedding(x, valid, p["pos_conv_embed"], cfg, ops, padding_leaks)
+        trace("positional_embedding", position, axes="B T D", kernel=cfg.conv_pos_kernel_size,
+              groups=cfg.num_conv_pos_embedding_groups, layers=cfg.num_conv_pos_embeddings)
+    else:
+        conv_input = positional_conv_input(x, valid, p["pos_conv_embed"], padding_leaks)
+        if conv_input is not x:
+            trace("positional_conv_input", conv_input, axes="B T D",
+                  note="HuBERT conv_pos_batch_norm: batch norm with running statistics before the positional conv")
+        position = positional_embedding(conv_input, p["pos_conv_embed"]["conv"], cfg, ops)
+        trace("positional_embedding", position, axes="B T D", kernel=cfg.num_conv_pos_embeddings,
+              groups=cfg.num_conv_pos_embedding_groups)
     x = x + position
     if not cfg.do_stable_layer_norm:
         x = norm(x)

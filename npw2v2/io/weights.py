@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -46,8 +46,8 @@ POS_CONV = "encoder.pos_conv_embed.conv."
 
 
 def canonical_name(name: str) -> str:
-    """Without the ``wav2vec2.`` / ``hubert.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
-    name = name.removeprefix("wav2vec2.").removeprefix("hubert.")
+    """Without the ``wav2vec2.`` / ``hubert.`` / ``data2vec_audio.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
+    name = name.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
     for spelling, short in WEIGHT_NORM_SPELLINGS.items():
         name = name.replace(spelling, short)
     return name
@@ -120,6 +120,9 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
               ("len(conv_dim)", len(cfg.conv_dim), "feature_extractor.conv_layers.", "conv layers")]
     if cfg.add_adapter:
         claims.append(("num_adapter_layers", cfg.num_adapter_layers, "adapter.layers.", "adapter layers"))
+    if cfg.model_type == "data2vec-audio":  # its num_conv_pos_embeddings counts positional conv layers
+        claims.append(("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV.replace("conv.", "layers."),
+                       "positional conv layers"))
     problems, far_off = [], False
     for key, claimed, prefix, what in claims:
         held = len(layer_indices(shapes, prefix))
