@@ -197,7 +197,7 @@ def conv_ladder(b: Batch) -> str:
                            enumerate(zip(b.samples, b.frames)))
     return _figure(
         "ladder", 2, "From samples to frames: the conv ladder",
-        f"Seven strided convolutions without padding turn samples into frames. Each layer makes "
+        f"{len(cfg.conv_kernel)} strided convolutions without padding turn samples into frames. Each layer makes "
         f"floor((L - K) / stride) + 1 frames of its input's L, so the strides multiply to one frame every "
         f"{hop} samples ({1000 * hop / b.rate:g} ms), and each last-layer frame sees {field} samples "
         f"({1000 * field / b.rate:g} ms). The bars show, per layer and item, the samples that layer's frames "
