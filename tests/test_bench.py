@@ -68,3 +68,19 @@ def test_vs_torch_times_both_and_agrees_with_transformers(capsys):
     assert len(table_row(out, "torch")) == 6  # no memory column value: n/a
     difference = float(re.search(r"largest \|difference\| ([\d.e+-]+)", out).group(1))
     assert difference < 5e-4
+
+
+@pytest.mark.parametrize("name", ["hubert-base", "data2vec-audio-base"])
+def test_bench_runs_the_family_architectures(name, capsys):
+    assert main(["bench", "--model", name, "--seconds", "0.3", "--runs", "1", "--warmup", "0", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"npw2v2 bench: {name} architecture") and len(table_row(out, "npw2v2")) == 6
+
+
+def test_flops_count_data2vec_audios_stack_of_positional_convs():
+    """Its num_conv_pos_embeddings counts convs of conv_pos_kernel_size taps: 5 x 19 against base's 128."""
+    from npw2v2.core.config import DATA2VEC_AUDIO_BASE
+
+    extra = bench.forward_flops(DATA2VEC_AUDIO_BASE, [160000]) - bench.forward_flops(BASE, [160000])
+    frames, d, groups = 499, 768, 16
+    assert extra == pytest.approx(2.0 * frames * (5 * 19 - 128) * d * d / groups)

@@ -6,7 +6,8 @@ differ) it prints the forward pass's median/min/max seconds after a warm-up, the
 factor, the effective GFLOP/s (the products each item needs alone: padding excluded), the
 share of this machine's float32 matmul peak (measured here, by the same command) and the
 peak memory growth during a forward pass. With ``--vs-torch`` the same weights go into
-transformers' Wav2Vec2Model and the two are timed alternately, run by run.
+transformers' Wav2Vec2Model (HubertModel, Data2VecAudioModel for those architectures) and
+the two are timed alternately, run by run.
 
 Memory is measured in a fresh process per engine, as the growth of its peak resident set
 (VmHWM, reset through /proc/self/clear_refs) over its resident set just before a second
@@ -30,9 +31,9 @@ from ..core.backend import asnumpy
 from ..core.config import Config
 from ..core.lengths import conv_lengths, length_mask
 from ..core.params import random_weights
-from .model import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large
+from .model import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large, hubert-base, ...
 from .model import from_tensors
-from .torch_bridge import transformers_model
+from .torch_bridge import bare_model_class, transformers_model
 
 STANDARD_CASES = ((10.0,), (10.0, 8.0, 6.0, 4.0), (60.0,))  # the rows of the targets table
 SAMPLING_RATE = 16000
@@ -65,7 +66,10 @@ def forward_flops(cfg: Config, sample_lengths) -> float:
             c_in = c_out
         t, d, f = per_layer[-1], cfg.hidden_size, cfg.intermediate_size
         total += 2.0 * t * c_in * d  # feature projection
-        total += 2.0 * t * cfg.num_conv_pos_embeddings * d * d / cfg.num_conv_pos_embedding_groups
+        taps = cfg.num_conv_pos_embeddings  # the kernel; data2vec-audio: that many convs of conv_pos_kernel_size
+        if cfg.model_type == "data2vec-audio":
+            taps *= cfg.conv_pos_kernel_size
+        total += 2.0 * t * taps * d * d / cfg.num_conv_pos_embedding_groups
         per_block = 4 * 2.0 * t * d * d + 2 * 2.0 * t * t * d + 2 * 2.0 * t * d * f  # q k v out, QK^T, PV, FFN
         total += cfg.num_hidden_layers * per_block
     return total
@@ -110,13 +114,13 @@ class TorchEngine:
     def __init__(self, cfg: Config, weights: dict):
         try:
             import torch
-            from transformers import Wav2Vec2Model
+            import transformers  # noqa: F401
         except ImportError as e:
             raise ImportError(f"--vs-torch needs torch and transformers ({e}): "
                               "pip install torch transformers") from None
 
         self.torch = torch
-        self.model = transformers_model(Wav2Vec2Model, cfg.to_dict(), weights).eval()
+        self.model = transformers_model(bare_model_class(cfg.model_type), cfg.to_dict(), weights).eval()
         self.description = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                             f"attention {self.model.config._attn_implementation}")
 

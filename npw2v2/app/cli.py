@@ -21,7 +21,7 @@ from . import pipeline
 from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
 from ..io import hub
-from .model import is_built_in, load_model
+from .model import BUILT_IN, is_built_in, load_model
 from .writers import (ALIGNMENT_FORMATS, output_paths, record, render, render_alignment, render_classification,
                       write_features)
 
@@ -743,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models are .safetensors files made by npw2v2-convert, Hugging Face folders with "
                "model.safetensors, or hub ids (ORG/NAME) of models transformers or huggingface_hub downloaded. "
                "A model name is looked for as a file or folder first, then in the Hugging Face cache, then "
-               "among the built-in architectures (base, large). Run 'npw2v2 COMMAND --help' for a command's "
+               "among the built-in architectures (base, large, hubert-base, data2vec-audio-base). Run 'npw2v2 COMMAND --help' for a command's "
                "options.")
     parser.add_argument("--version", action="version", version=f"npw2v2 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -850,7 +850,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "random weights.")
     x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
     x.add_argument("--model", "-m", default="base",
-                   help=MODEL_HELP + ", or the architecture 'base' or 'large' with random weights (default: base)")
+                   help=MODEL_HELP + ", or a built-in architecture (base, large, hubert-base, data2vec-audio-base) with "
+                        "random weights (default: base)")
     add_revision(x)
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")
     x.add_argument("--samples", type=POSITIVE, nargs="+", help="input lengths in samples")
@@ -891,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "float32 matmul peak, and the peak memory growth of a forward pass. Without --seconds "
                     "it runs the standard cases: 10 s x 1; 10, 8, 6 and 4 s as one padded batch with a "
                     "mask; 60 s x 1. Run it on an idle machine.")
-    b.add_argument("--model", "-m", choices=("base", "large"), default="base", help="architecture (default base)")
+    b.add_argument("--model", "-m", choices=tuple(BUILT_IN), default="base", help="architecture (default base)")
     b.add_argument("--seconds", type=SECONDS, nargs="+",
                    help="one length (with --batch copies), or several: one padded batch with a mask")
     b.add_argument("--batch", type=POSITIVE, default=1, help="copies of a single --seconds length (default 1)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.backend import asnumpy, get_xp
-from ..core.config import BASE, LARGE, Config
+from ..core.config import BASE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, Config
 from ..core.heads import HEAD_NAMES, contrastive_logits, model_kind
 from ..core.params import random_weights
 from ..core.trace import untraced
@@ -195,7 +195,8 @@ def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = Non
                         folder=path if path.is_dir() else path.parent)
 
 
-BUILT_IN = {"base": BASE, "large": LARGE}  # architectures the command line knows by name
+BUILT_IN = {"base": BASE, "large": LARGE, "hubert-base": HUBERT_BASE,  # architectures the command line
+            "data2vec-audio-base": DATA2VEC_AUDIO_BASE}                # knows by name
 
 
 def load_model(name: str, seed: int = 0, device: str = "cpu", revision: str | None = None) -> tuple[Wav2Vec2, str]:

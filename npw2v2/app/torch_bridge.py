@@ -29,15 +29,28 @@ def torch_state_dict(model, weights: dict) -> dict:
     return state
 
 
+# Each model_type's transformers config class and bare model class.
+FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
+                  "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel")}
+
+
+def bare_model_class(model_type: str):
+    """transformers' encoder class of a model_type (Wav2Vec2Model, HubertModel, Data2VecAudioModel)."""
+    import transformers
+
+    return getattr(transformers, FAMILY_CLASSES[model_type][1])
+
+
 def transformers_model(cls, config: dict, weights: dict, **options):
-    """A transformers model of class ``cls`` (Wav2Vec2ForCTC, ...) for a config.json dict, holding npw2v2's
+    """A transformers model of class ``cls`` (Wav2Vec2ForCTC, HubertModel, ...) for a config.json dict, holding npw2v2's
     tensors (canonical names, as npw2v2.core.params.random_weights or a converted file has them).
 
     ``options`` go to the model's constructor (attn_implementation="eager", ...).
     """
-    from transformers import Wav2Vec2Config
+    import transformers
 
-    model = cls._from_config(Wav2Vec2Config(**config), **options)
+    config_class = getattr(transformers, FAMILY_CLASSES[config.get("model_type", "wav2vec2")][0])
+    model = cls._from_config(config_class(**config), **options)
     model.load_state_dict(torch_state_dict(model, weights), strict=True)
     return model
 

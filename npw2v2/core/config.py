@@ -375,8 +375,11 @@ def _label_pairs(id2label) -> tuple[tuple[int, str], ...]:
     return pairs
 
 
-# The two published architectures, for random-weight models (benchmarks, explain).
+# The published architectures, for random-weight models (benchmarks, explain).
 BASE = Config()
+HUBERT_BASE = Config(model_type="hubert")  # hubert-base-ls960: HubertConfig's defaults, wav2vec2-base's widths
+DATA2VEC_AUDIO_BASE = Config(model_type="data2vec-audio", feat_extract_norm="layer", num_conv_pos_embeddings=5,
+                             conv_pos_kernel_size=19)  # data2vec-audio-base: Data2VecAudioConfig's defaults
 LARGE = Config(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
