@@ -9,7 +9,7 @@ import numpy as np
 
 import npw2v2
 from npw2v2.core.config import Config
-from npw2v2.core.heads import model_kind
+from npw2v2.core.heads import class_name, model_kind
 from npw2v2.io.outputs import write_atomically
 from npw2v2.io.weights import (
     SETTINGS_FILES,
@@ -171,7 +171,7 @@ def convert(checkpoint: Checkpoint, source: str, out, dtype: str = "float32") ->
     ctc = "lm_head.weight" in tensors
     return Summary(
         source_format=checkpoint.source_format,
-        model_kind=model_kind(cfg, own),
+        model_kind=class_name(model_kind(cfg, own), cfg.model_type),
         layers=cfg.num_hidden_layers,
         parameters=sum(int(v.size) for v in own.values()),
         vocab_size=cfg.vocab_size if ctc else None,

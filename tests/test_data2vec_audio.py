@@ -81,6 +81,9 @@ def test_configs_it_cannot_be_are_refused():
         npw2v2.Config.from_dict({"model_type": "data2vec-audio", "feat_extract_norm": "group"})
     with pytest.raises(ValueError, match="post-LN"):
         npw2v2.Config.from_dict({"model_type": "data2vec-audio", "do_stable_layer_norm": True})
+    with pytest.raises(ValueError, match="Data2VecAudioForXVector: npw2v2 does not run x-vector"):
+        heads.model_kind(npw2v2.Config.from_dict({"model_type": "data2vec-audio",
+                                                   "architectures": ["Data2VecAudioForXVector"]}))
     with pytest.raises(ValueError, match="data2vec-audio models have no pretraining heads"):
         heads.model_kind(npw2v2.Config.from_dict({"model_type": "data2vec-audio",
                                                    "architectures": ["Wav2Vec2ForPreTraining"]}))
@@ -109,7 +112,9 @@ def test_a_hugging_face_bin_folder_converts(tmp_path, capsys):
     from convert.cli import main as convert_main
 
     out = tmp_path / "model.safetensors"
-    assert convert_main([str(GOLDEN / "data2vec_audio_checkpoints" / "hf_bin"), str(out)]) == 0, capsys.readouterr().err
+    code, printed = convert_main([str(GOLDEN / "data2vec_audio_checkpoints" / "hf_bin"), str(out)]), capsys.readouterr()
+    assert code == 0, printed.err
+    assert "Data2VecAudioForCTC, 2 layers" in printed.out
     converted = npw2v2.load(out)
     assert converted.config.model_type == "data2vec-audio" and converted.config.feat_extract_norm == "layer"
     for case in ("single", "batch", "alone.2"):

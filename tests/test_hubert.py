@@ -121,7 +121,9 @@ def test_hubert_switches_are_refused_for_wav2vec2():
 @pytest.mark.parametrize("layout", ["hf_bin", "hf_bin_weight_g"])
 def test_hugging_face_hubert_bin_folders_convert(layout, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
-    assert convert_main([str(GOLDEN / "hubert_checkpoints" / layout), str(out)]) == 0, capsys.readouterr().err
+    code, printed = convert_main([str(GOLDEN / "hubert_checkpoints" / layout), str(out)]), capsys.readouterr()
+    assert code == 0, printed.err
+    assert "HubertForCTC, 2 layers" in printed.out
     converted = npw2v2.load(out)
     assert converted.config.model_type == "hubert" and converted.vocab["|"] == 4
     for case in ("single", "batch", "alone.2"):

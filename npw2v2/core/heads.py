@@ -48,6 +48,17 @@ FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQ
                 "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION}}
 
 
+FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio"}  # of their transformers classes
+
+
+def class_name(kind: str, model_type: str) -> str:
+    """The transformers class a kind is in a model's family: Wav2Vec2ForCTC is HubertForCTC for "hubert"."""
+    prefix = FAMILY_PREFIX.get(model_type)
+    if prefix is None:
+        return kind
+    return next((name for name, k in FAMILY_CLASSES.items() if k == kind and name.startswith(prefix)), kind)
+
+
 def kind_of_names(names) -> str | None:
     """The head that tensor or parameter names carry (top-level parts: lm_head, quantizer, ...), or None."""
     tops = {name.split(".")[0] for name in names}
