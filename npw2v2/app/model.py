@@ -64,7 +64,11 @@ class Wav2Vec2:
 
     @property
     def kind(self) -> str:
-        """The transformers class this model is: Wav2Vec2Model, Wav2Vec2ForCTC, ...ForPreTraining, ..."""
+        """The transformers class this model is: Wav2Vec2Model, Wav2Vec2ForCTC, ...ForPreTraining, ...
+
+        Named as wav2vec 2.0's for every family (a HubertForCTC is Wav2Vec2ForCTC here, its head
+        the same); npw2v2.core.heads.class_name gives the family's own name.
+        """
         return model_kind(self.config, self.params)
 
     @property
