@@ -1,4 +1,5 @@
-"""Original fairseq wav2vec 2.0 checkpoints (.pt): pretrained models and fine-tuned CTC models.
+"""Original fairseq wav2vec 2.0 checkpoints (.pt): pretrained models and fine-tuned CTC models;
+pretrained HuBERT (final_proj kept, the label sets' cluster embeddings dropped).
 
 The configuration comes from ``args`` (an argparse Namespace, older files) or ``cfg`` (a
 plain dict or an omegaconf DictConfig, newer files); fine-tuned models nest the pretrained
@@ -162,11 +163,22 @@ def _real(model: dict, key: str, default: float) -> float:
     return float(value)
 
 
-def hf_config(model: dict, vocab_size: int | None) -> dict:
-    """The Hugging Face config.json of a fairseq wav2vec 2.0 model configuration, checked as
-    npw2v2.Config checks config.json (ConversionError naming the fairseq option)."""
-    if model.get("_name", model.get("arch", "wav2vec2")) not in ("wav2vec2", None):
-        raise ConversionError(f"a {model.get('_name', model.get('arch'))!r} model, not wav2vec 2.0")
+def is_hubert(model: dict) -> bool:
+    """Whether a (pretrained) model configuration is fairseq's HubertModel."""
+    return model.get("_name", model.get("arch")) == "hubert"
+
+
+def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None = None) -> dict:
+    """The Hugging Face config.json of a fairseq wav2vec 2.0 or HuBERT model configuration, checked as
+    npw2v2.Config checks config.json (ConversionError naming the fairseq option).
+
+    HuBERT keeps its final_proj (``final_proj_rows`` wide: final_dim, or final_dim x label sets
+    with untie_final_proj) as the converted ContentVec checkpoints name it, HubertModelWithFinalProj.
+    """
+    if model.get("_name", model.get("arch", "wav2vec2")) not in ("wav2vec2", "hubert", None):
+        raise ConversionError(f"a {model.get('_name', model.get('arch'))!r} model, not wav2vec 2.0 or HuBERT")
+    if is_hubert(model) and model.get("conv_pos_batch_norm"):
+        raise ConversionError("a HuBERT with conv_pos_batch_norm=True: not converted yet")
     layers = parse_conv_layers(model.get("conv_feature_layers") or DEFAULT_CONV_LAYERS)
     latent_dim = _whole(model, "latent_dim", 0) if model.get("latent_dim") is not None else 0
     config = {
@@ -195,6 +207,14 @@ def hf_config(model: dict, vocab_size: int | None) -> dict:
         "proj_codevector_dim": _whole(model, "final_dim", 256),
         "contrastive_logits_temperature": _real(model, "logit_temp", 0.1),
     }
+    if is_hubert(model):  # no quantizer; the features are always layer-normed before the projection
+        for key in ("num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
+                    "contrastive_logits_temperature"):
+            del config[key]
+        config.update(model_type="hubert", feat_proj_layer_norm=True,
+                      architectures=["HubertModelWithFinalProj" if final_proj_rows else "HubertModel"])
+        if final_proj_rows:
+            config["classifier_proj_size"] = final_proj_rows
     if vocab_size:
         # fairseq's blank is <s> at index 0; transformers' CTC blank is pad_token_id.
         config.update(vocab_size=vocab_size, pad_token_id=0, bos_token_id=0, eos_token_id=2)
@@ -264,11 +284,22 @@ def read_letter_dict(path: Path) -> dict[str, int]:
 # The reader
 
 
-def rename(weights: dict, source: str) -> dict:
-    """fairseq tensor names to Hugging Face names; any unknown name is an error, listed."""
+# HuBERT's tensors that only its pretraining loss reads: the label sets' cluster embeddings,
+# which final_proj's output is scored against. Dropped knowingly, as transformers' converter does.
+HUBERT_LOSS_ONLY = {"label_embs_concat"}
+
+
+def rename(weights: dict, source: str, hubert: bool = False) -> dict:
+    """fairseq tensor names to Hugging Face names; any unknown name is an error, listed.
+
+    HuBERT's final_proj keeps its name (wav2vec 2.0's is project_hid); its loss-only
+    tensors (HUBERT_LOSS_ONLY) are dropped.
+    """
     tensors, unknown = {}, []
     for name, value in weights.items():
-        hf = fairseq_to_hf(name)
+        if hubert and name in HUBERT_LOSS_ONLY:
+            continue
+        hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name)
         if hf is None:
             unknown.append(name)
         else:
@@ -338,7 +369,7 @@ def add_identity_projection(tensors: dict, config: dict) -> None:
 
 
 def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
-    """Read an original fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned for CTC)."""
+    """Read an original fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned for CTC) or a pretrained HuBERT."""
     source = str(path)
     state = load_torch_file(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
@@ -347,13 +378,18 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
             "a Hugging Face pytorch_model.bin converts from its folder, with config.json"
         )
     model, task = model_and_task(state, source)
+    hubert = is_hubert(model)
+    if hubert and any(name.startswith("w2v_encoder.") for name in state["model"]):
+        raise ConversionError(f"{source}: a fine-tuned fairseq HuBERT (hubert_ctc): not converted yet; its "
+                              "Hugging Face folder (HubertForCTC) converts")
     check_pretraining_heads(model, state["model"], source)
-    tensors = rename(state["model"], source)
+    tensors = rename(state["model"], source, hubert)
     vocab = None
     if "lm_head.weight" in tensors:
         vocab = ctc_vocab(state, path, dict_path, tensors["lm_head.weight"].shape[0])
+    final_proj = tensors.get("final_proj.weight") if hubert else None
     try:
-        config = hf_config(model, len(vocab) if vocab else None)
+        config = hf_config(model, len(vocab) if vocab else None, None if final_proj is None else final_proj.shape[0])
     except ConversionError as e:
         raise ConversionError(f"{source}: {e}") from None
     add_identity_projection(tensors, config)

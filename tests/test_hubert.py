@@ -181,3 +181,48 @@ def test_explain_says_what_differs_from_wav2vec2(capsys):
     assert "no LayerNorm (HuBERT's feat_proj_layer_norm false)" in out and "positional_conv_input" not in out
     assert cli(["explain", "--model", str(GOLDEN / "tiny_ctc"), "--seconds", "1"]) == 0
     assert "HuBERT" not in capsys.readouterr().out
+
+
+FAIRSEQ_HUBERT = GOLDEN / "fairseq_hubert"
+FAIRSEQ_CASES = [(name, case) for name in ("hubert_pretrained", "hubert_untied") for case in ("single", "alone.1", "alone.2")]
+
+
+@pytest.fixture(scope="module")
+def converted_fairseq(tmp_path_factory):
+    """Each fairseq HuBERT fixture through npw2v2-convert (the restricted pickle reader), loaded."""
+    models = {}
+    for name in ("hubert_pretrained", "hubert_untied"):
+        out = tmp_path_factory.mktemp(name) / "model.safetensors"
+        assert convert_main([str(FAIRSEQ_HUBERT / f"{name}.pt"), str(out)]) == 0
+        models[name] = npw2v2.load(out)
+    return models
+
+
+@PATHS
+@pytest.mark.parametrize("name,case", FAIRSEQ_CASES)
+def test_converted_fairseq_hubert_matches_fairseq(converted_fairseq, name, case, reference):
+    """Every layer's output (fairseq's output_layer, 1-based) and final_proj on it, as fairseq computes them."""
+    from safetensors.numpy import load_file
+
+    from npw2v2.core.hubert import final_projection
+
+    ref = {k.removeprefix(f"{name}.{case}."): v for k, v in load_file(str(FAIRSEQ_HUBERT / "activations.safetensors")).items()
+           if k.startswith(f"{name}.{case}.")}
+    m = converted_fairseq[name]
+    out = m(ref["input_values"], output_hidden_states=True, reference=reference)
+    errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
+    for layer in range(1, m.config.num_hidden_layers + 1):
+        errors[f"hidden_states.{layer}"] = golden_error(out.hidden_states[layer], ref[f"hidden_states.{layer}"])
+        errors[f"final_proj.{layer}"] = golden_error(final_projection(out.hidden_states[layer], m.params["final_proj"]),
+                                                     ref[f"final_proj.{layer}"])
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{worst}: {errors[worst]:.2e}"
+
+
+def test_converted_fairseq_hubert_keeps_final_proj_and_drops_the_cluster_embeddings(converted_fairseq):
+    pretrained, untied = converted_fairseq["hubert_pretrained"], converted_fairseq["hubert_untied"]
+    assert pretrained.kind == heads.FINAL_PROJ and pretrained.config.model_type == "hubert"
+    assert pretrained.params["final_proj"]["weight"].shape == (12, 32)  # final_dim
+    assert untied.params["final_proj"]["weight"].shape == (24, 32)  # untie_final_proj: final_dim x 2 label sets
+    assert "label_embs_concat" not in pretrained.params and "masked_spec_embed" in pretrained.params
+    assert "project_hid" not in pretrained.params  # wav2vec 2.0's name for fairseq's final_proj
