@@ -8,7 +8,8 @@ Each model is fairseq's own HubertModel (fairseq.models.hubert), built from its 
 with label dictionaries as HubertPretrainingTask would give it, its parameters redrawn by
 fairseq_fixtures.randomize, and saved with fairseq's ``checkpoint_utils.torch_persistent_save``
 in the "cfg" era's layout (``cfg`` as plain containers, model and task sections, as
-hubert_base_ls960.pt has it). Recorded per model, on single inputs (fairseq's frame padding
+hubert_base_ls960.pt has it) or the "args" era's (an argparse Namespace from fairseq-train's
+own parser, as the first HuBERT and ContentVec files). Recorded per model, on single inputs (fairseq's frame padding
 mask for a padded batch is a reshape of the sample mask, not transformers' conv lengths):
 ``hidden_states.N`` = ``extract_features(output_layer=N)`` (the output of layer N, fairseq's
 1-based count), ``last_hidden_state``, and ``final_proj.N``, fairseq's final_proj on layer N.
@@ -26,7 +27,8 @@ from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fairseq_fixtures import extra_state, optimizer_history, quiet, randomize, versions  # noqa: E402
+from fairseq_fixtures import (extra_state, optimizer_history, parse_training_args, quiet, randomize,  # noqa: E402
+                              versions)
 from signals import speech_like_batch  # noqa: E402
 
 from fairseq import checkpoint_utils  # noqa: E402
@@ -46,8 +48,12 @@ FIXTURES = {
     "hubert_pretrained": dict(TINY),
     # ContentVec-style untied projection over two label sets: final_proj is 2 x 12 = 24 wide; conv bias
     "hubert_untied": dict(TINY, untie_final_proj=True, conv_bias=True, conv_pos=15, conv_pos_groups=2),
+    # the "args" era (a flat argparse Namespace from fairseq-train's parser), as the first HuBERT and
+    # ContentVec checkpoints were saved; pre-LN with layer-normed conv layers, as hubert_large_ll60k
+    "hubert_args": dict(TINY, layer_norm_first=True, extractor_mode="layer_norm", conv_bias=True),
 }
-LABEL_SETS = {"hubert_pretrained": [7], "hubert_untied": [5, 9]}  # cluster counts of each label set
+ARGS_ERA = {"hubert_args"}
+LABEL_SETS = {"hubert_pretrained": [7], "hubert_untied": [5, 9], "hubert_args": [6]}  # clusters per label set
 
 
 def dictionary(size: int) -> Dictionary:
@@ -67,8 +73,17 @@ def make(name: str) -> tuple[HubertModel, dict]:
                        "_name": "hubert"},
              "task": {**OmegaConf.to_container(OmegaConf.structured(task), resolve=True, enum_to_str=True),
                       "_name": "hubert_pretraining"}}
-    state = {"args": None, "cfg": plain, "model": model.state_dict(), "criterion": None,
-             "optimizer_history": optimizer_history("hubert"), "task_state": {}, "extra_state": extra_state()}
+    if name in ARGS_ERA:
+        fields = {k: v for k, v in FIXTURES[name].items() if k != "extractor_mode"}
+        args = parse_training_args("manifest", "hubert_pretraining", "hubert", "hubert", fields,
+                                   ["--label-dir", "labels", "--labels", '["km"]', "--extractor-mode",
+                                    FIXTURES[name].get("extractor_mode", "default")])
+        state = {"args": args, "model": model.state_dict(), "optimizer_history": optimizer_history("hubert"),
+                 "extra_state": extra_state()}
+        plain = {"args": vars(args)}
+    else:
+        state = {"args": None, "cfg": plain, "model": model.state_dict(), "criterion": None,
+                 "optimizer_history": optimizer_history("hubert"), "task_state": {}, "extra_state": extra_state()}
     checkpoint_utils.torch_persistent_save(state, str(OUT / f"{name}.pt"))
     return model, plain
 

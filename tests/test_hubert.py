@@ -184,14 +184,15 @@ def test_explain_says_what_differs_from_wav2vec2(capsys):
 
 
 FAIRSEQ_HUBERT = GOLDEN / "fairseq_hubert"
-FAIRSEQ_CASES = [(name, case) for name in ("hubert_pretrained", "hubert_untied") for case in ("single", "alone.1", "alone.2")]
+FAIRSEQ_FIXTURES = ("hubert_pretrained", "hubert_untied", "hubert_args")  # cfg era twice, args era pre-LN
+FAIRSEQ_CASES = [(name, case) for name in FAIRSEQ_FIXTURES for case in ("single", "alone.1", "alone.2")]
 
 
 @pytest.fixture(scope="module")
 def converted_fairseq(tmp_path_factory):
     """Each fairseq HuBERT fixture through npw2v2-convert (the restricted pickle reader), loaded."""
     models = {}
-    for name in ("hubert_pretrained", "hubert_untied"):
+    for name in FAIRSEQ_FIXTURES:
         out = tmp_path_factory.mktemp(name) / "model.safetensors"
         assert convert_main([str(FAIRSEQ_HUBERT / f"{name}.pt"), str(out)]) == 0
         models[name] = npw2v2.load(out)
@@ -226,3 +227,5 @@ def test_converted_fairseq_hubert_keeps_final_proj_and_drops_the_cluster_embeddi
     assert untied.params["final_proj"]["weight"].shape == (24, 32)  # untie_final_proj: final_dim x 2 label sets
     assert "label_embs_concat" not in pretrained.params and "masked_spec_embed" in pretrained.params
     assert "project_hid" not in pretrained.params  # wav2vec 2.0's name for fairseq's final_proj
+    args_era = converted_fairseq["hubert_args"].config
+    assert args_era.do_stable_layer_norm and args_era.feat_extract_norm == "layer" and args_era.conv_bias
