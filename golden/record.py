@@ -379,19 +379,42 @@ def record_head(name: str) -> dict:
             "weights": "model.safetensors"}
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    for mine in [*CONFIGS, *HEADS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
-        shutil.rmtree(DATA / mine, ignore_errors=True)
-    DATA.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "command": "python golden/record.py",
+def manifest_head(command: str) -> dict:
+    """How every manifest opens: the command, when it ran, the versions and seeds it ran with."""
+    return {
+        "command": command,
         "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "numpy": np.__version__},
         "weight_seed": WEIGHT_SEED,
         "input_seed": INPUT_SEED,
         "attn_implementation": "eager",
+    }
+
+
+def record_family(label: str, script: str, configs, record_config, fixtures: str, write_fixtures) -> None:
+    """A family's recordings (record_hubert.py, record_data2vec_audio.py): its folders cleared, each
+    config recorded, its checkpoint fixtures written into DATA / fixtures, the manifest beside them."""
+    torch.manual_seed(0)
+    for mine in [*configs, fixtures]:
+        shutil.rmtree(DATA / mine, ignore_errors=True)
+    manifest = {**manifest_head(f"python golden/{script}.py"), "configs": {}}
+    for name in configs:
+        print(f"recording {name}", flush=True)
+        manifest["configs"][name] = record_config(name)
+    manifest["checkpoints"] = write_fixtures()
+    (DATA / f"{script.removeprefix('record_')}_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    total = sum(f.stat().st_size for name in [*configs, fixtures] for f in (DATA / name).rglob("*"))
+    print(f"wrote the {label} recordings ({total / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    for mine in [*CONFIGS, *HEADS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
+        shutil.rmtree(DATA / mine, ignore_errors=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        **manifest_head("python golden/record.py"),
         "hidden_states": "transformers 5: inputs of each layer then the last layer's output; "
                          "for pre-LN models the last entry is before the final layer norm",
         "configs": {},

@@ -10,22 +10,18 @@ holding npw2v2.random_weights(config, seed), on the same fixed inputs.
 """
 from __future__ import annotations
 
-import datetime
-import json
-import platform
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from safetensors.numpy import save_file
 from transformers import (Data2VecAudioConfig, Data2VecAudioForAudioFrameClassification, Data2VecAudioForCTC,
                           Data2VecAudioModel)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import DATA, HEAD_LENGTHS, INPUT_SEED, TINY, TINY_LENGTHS, WEIGHT_SEED, padded_cases  # noqa: E402
+from record import (DATA, HEAD_LENGTHS, INPUT_SEED, TINY, TINY_LENGTHS, WEIGHT_SEED, padded_cases,  # noqa: E402
+                    record_family)
 from record_hubert import run_case  # noqa: E402
 from signals import speech_like_batch  # noqa: E402
 
@@ -95,26 +91,8 @@ def write_checkpoint_fixture() -> dict:
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    for mine in [*CONFIGS, "data2vec_audio_checkpoints"]:
-        shutil.rmtree(DATA / mine, ignore_errors=True)
-    manifest = {
-        "command": "python golden/record_data2vec_audio.py",
-        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
-        "weight_seed": WEIGHT_SEED,
-        "input_seed": INPUT_SEED,
-        "attn_implementation": "eager",
-        "configs": {},
-    }
-    for name in CONFIGS:
-        print(f"recording {name}", flush=True)
-        manifest["configs"][name] = record_config(name)
-    manifest["checkpoints"] = write_checkpoint_fixture()
-    (DATA / "data2vec_audio_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(f.stat().st_size for name in [*CONFIGS, "data2vec_audio_checkpoints"] for f in (DATA / name).rglob("*"))
-    print(f"wrote the data2vec-audio recordings ({total / 1e6:.1f} MB)")
+    record_family("data2vec-audio", "record_data2vec_audio", CONFIGS, record_config, "data2vec_audio_checkpoints",
+                  write_checkpoint_fixture)
 
 
 if __name__ == "__main__":

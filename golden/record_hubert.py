@@ -14,21 +14,18 @@ file's tensors) applied to transformers' hidden_states[N]: transformers has no c
 """
 from __future__ import annotations
 
-import datetime
 import json
-import platform
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from safetensors.numpy import load_file, save_file
 from transformers import HubertConfig, HubertForCTC, HubertForSequenceClassification, HubertModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import DATA, HEAD_LENGTHS, INPUT_SEED, TINY, TINY_LENGTHS, VOCAB_960H, WEIGHT_SEED, padded_cases  # noqa: E402
+from record import (DATA, HEAD_LENGTHS, INPUT_SEED, TINY, TINY_LENGTHS, VOCAB_960H, WEIGHT_SEED,  # noqa: E402
+                    padded_cases, record_family)
 from signals import speech_like_batch  # noqa: E402
 
 import npw2v2  # noqa: E402
@@ -157,26 +154,7 @@ def write_checkpoint_fixtures() -> dict:
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    for mine in [*CONFIGS, "hubert_checkpoints"]:
-        shutil.rmtree(DATA / mine, ignore_errors=True)
-    manifest = {
-        "command": "python golden/record_hubert.py",
-        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
-        "weight_seed": WEIGHT_SEED,
-        "input_seed": INPUT_SEED,
-        "attn_implementation": "eager",
-        "configs": {},
-    }
-    for name in CONFIGS:
-        print(f"recording {name}", flush=True)
-        manifest["configs"][name] = record_config(name)
-    manifest["checkpoints"] = write_checkpoint_fixtures()
-    (DATA / "hubert_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(f.stat().st_size for name in [*CONFIGS, "hubert_checkpoints"] for f in (DATA / name).rglob("*"))
-    print(f"wrote the HuBERT recordings ({total / 1e6:.1f} MB)")
+    record_family("HuBERT", "record_hubert", CONFIGS, record_config, "hubert_checkpoints", write_checkpoint_fixtures)
 
 
 if __name__ == "__main__":
