@@ -13,17 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors.numpy import save_file
 from transformers import (Data2VecAudioConfig, Data2VecAudioForAudioFrameClassification, Data2VecAudioForCTC,
                           Data2VecAudioModel)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import (DATA, HEAD_LENGTHS, INPUT_SEED, TINY, TINY_LENGTHS, WEIGHT_SEED, padded_cases,  # noqa: E402
-                    record_family)
-from record_hubert import run_case  # noqa: E402
-from signals import speech_like_batch  # noqa: E402
+from record import DATA, TINY, WEIGHT_SEED, record_family  # noqa: E402
+from record_hubert import record_activations  # noqa: E402
 
 import npw2v2  # noqa: E402
 from npw2v2.app.torch_bridge import torch_state_dict  # noqa: E402
@@ -45,7 +41,6 @@ CONFIGS = {
 }
 CLASSES = {"Data2VecAudioForCTC": Data2VecAudioForCTC,
            "Data2VecAudioForAudioFrameClassification": Data2VecAudioForAudioFrameClassification}
-BASE_LENGTHS = [16000, 9001]
 BASE_STAGES = ("input_values", "attention_mask", "frame_mask", "last_hidden_state", "hidden_states.6")
 
 
@@ -62,17 +57,8 @@ def build_model(name: str):
 def record_config(name: str) -> dict:
     """Every case of one configuration into golden/data/NAME/; returns its manifest entry."""
     model, weights = build_model(name)
-    folder = DATA / name
-    folder.mkdir(parents=True, exist_ok=True)
     full_size = name == "data2vec_audio_base"
-    lengths = BASE_LENGTHS if full_size else HEAD_LENGTHS if name.endswith("classifier") else TINY_LENGTHS
-    cases = padded_cases(*speech_like_batch(lengths, INPUT_SEED))
-    if full_size:
-        cases = {k: v for k, v in cases.items() if k in ("single", "batch", "alone.1")}
-    tensors = {f"{case}.{stage}": np.ascontiguousarray(value)
-               for case, (x, m) in cases.items() for stage, value in run_case(model, weights, x, m).items()
-               if not full_size or stage in BASE_STAGES}
-    save_file(tensors, str(folder / "activations.safetensors"))
+    folder, lengths, cases = record_activations(name, model, weights, full_size, BASE_STAGES)
     if not full_size:
         model.save_pretrained(str(folder), safe_serialization=True)
     model.config.to_json_file(str(folder / "config.json"))

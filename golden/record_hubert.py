@@ -114,20 +114,28 @@ def save_model(model, weights: dict, folder: Path) -> None:
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def record_config(name: str) -> dict:
-    """Every case of one configuration into golden/data/NAME/; returns its manifest entry."""
-    model, weights = build_model(name)
+def record_activations(name: str, model, weights: dict, full_size: bool, base_stages) -> tuple[Path, list, dict]:
+    """Every case of one configuration run through transformers, into golden/data/NAME/activations.safetensors
+    (a full-size one: its single, batch and alone.1 cases and ``base_stages`` only, to stay small);
+    returns (the folder, the input lengths, the cases). record_data2vec_audio.py records the same way."""
     folder = DATA / name
     folder.mkdir(parents=True, exist_ok=True)
-    full_size = name == "hubert_base"
     lengths = BASE_LENGTHS if full_size else HEAD_LENGTHS if name.endswith("classifier") else TINY_LENGTHS
     cases = padded_cases(*speech_like_batch(lengths, INPUT_SEED))
     if full_size:
         cases = {k: v for k, v in cases.items() if k in ("single", "batch", "alone.1")}
     tensors = {f"{case}.{stage}": np.ascontiguousarray(value)
                for case, (x, m) in cases.items() for stage, value in run_case(model, weights, x, m).items()
-               if not full_size or stage in BASE_STAGES}
+               if not full_size or stage in base_stages}
     save_file(tensors, str(folder / "activations.safetensors"))
+    return folder, lengths, cases
+
+
+def record_config(name: str) -> dict:
+    """Every case of one configuration into golden/data/NAME/; returns its manifest entry."""
+    model, weights = build_model(name)
+    full_size = name == "hubert_base"
+    folder, lengths, cases = record_activations(name, model, weights, full_size, BASE_STAGES)
     if not full_size:
         save_model(model, weights, folder)
     model.config.architectures = CONFIGS[name]["architectures"]  # save_pretrained wrote its class's name
