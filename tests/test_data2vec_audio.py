@@ -1,44 +1,18 @@
 """data2vec-audio against transformers' Data2VecAudioModel / ...ForCTC / ...ForAudioFrameClassification,
-recorded by golden/record_data2vec_audio.py, stage by stage, on both paths; and what differs from wav2vec 2.0."""
+recorded by golden/record_data2vec_audio.py: what differs from wav2vec 2.0 (every stage, padded batches and
+frame masks of every family: test_family_golden.py)."""
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 import npw2v2
-from golden import (DATA2VEC_AUDIO, GOLDEN, batch_vs_alone_errors, case_errors, cases, golden_error, model, recorded,
+from golden import (DATA2VEC_AUDIO, GOLDEN, golden_error, model, recorded,
                     recorded_case, tolerance)
 from npw2v2.core import heads
 from npw2v2.io.weights import CheckpointError
 
-ALL = DATA2VEC_AUDIO + ["data2vec_audio_base"]
-GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 PATHS = pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
-
-
-@PATHS
-@pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
-def test_every_recorded_stage_matches_transformers(name, case, reference):
-    errors = case_errors(name, case, reference=reference)
-    assert len(errors) >= 2, "no stage compared"
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"
-
-
-@pytest.mark.parametrize("path", ["fast-as-one-batch", "fast-default", "reference"])
-@pytest.mark.parametrize("name", ALL)
-def test_padded_batch_item_equals_the_item_alone(name, path):
-    items_alone = None if path == "fast-default" else False
-    errors = batch_vs_alone_errors(name, items_alone=items_alone, reference=path == "reference")
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tolerance(name), f"item {worst}: error {errors[worst]:.2e}"
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_frame_mask_matches_transformers(name):
-    ref = recorded_case(name, "batch")
-    np.testing.assert_array_equal(model(name)(ref["input_values"], ref["attention_mask"]).frame_mask, ref["frame_mask"])
 
 
 def test_recordings_cover_every_stage_and_each_variant():

@@ -1,0 +1,35 @@
+"""Every family beside wav2vec 2.0 (HuBERT and ContentVec, data2vec-audio) against its recordings from
+transformers (golden/record_hubert.py, golden/record_data2vec_audio.py): every stage on both paths,
+each item of a padded batch against the item alone, the frame mask. What differs from wav2vec 2.0 in
+each family is tested in its own file (test_hubert.py, test_data2vec_audio.py)."""
+import numpy as np
+import pytest
+
+from golden import DATA2VEC_AUDIO, HUBERT, batch_vs_alone_errors, case_errors, cases, model, recorded_case, tolerance
+
+ALL = HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"]
+GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+@pytest.mark.parametrize("name,case", GOLDEN_CASES, ids=[f"{n}-{c}" for n, c in GOLDEN_CASES])
+def test_every_recorded_stage_matches_transformers(name, case, reference):
+    errors = case_errors(name, case, reference=reference)
+    assert len(errors) >= 2, "no stage compared"
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance(name), f"{worst}: error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("path", ["fast-as-one-batch", "fast-default", "reference"])
+@pytest.mark.parametrize("name", ALL)
+def test_padded_batch_item_equals_the_item_alone(name, path):
+    items_alone = None if path == "fast-default" else False
+    errors = batch_vs_alone_errors(name, items_alone=items_alone, reference=path == "reference")
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance(name), f"item {worst}: error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_frame_mask_matches_transformers(name):
+    ref = recorded_case(name, "batch")
+    np.testing.assert_array_equal(model(name)(ref["input_values"], ref["attention_mask"]).frame_mask, ref["frame_mask"])
