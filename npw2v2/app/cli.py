@@ -553,11 +553,17 @@ def run_explain(args) -> int:
     model, name = load_model(args.model, args.seed, device=args.device)
     layer, head = attention_choice(args, model.config)
     x, mask = explain_inputs(args, model)
-    check_texts(args, model, len(x))
+    transcripts = spelled_texts(args, model, len(x))
     trace = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
           trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
-    largest = max(differences_from_alone(model, x, mask, [trace], args.reference)[0]["last_hidden_state"])
+    batched = [trace]
+    if args.html:  # its promise figure sets a group-norm model's batch run the other way beside this one
+        from .explain_page import explain_page, other_way, promise_series
+
+        batched += other_way(model, x, mask, args.reference, args.norm_over_padding)
+    found = differences_from_alone(model, x, mask, batched, args.reference)  # each item run alone, once
+    largest = max(found[0]["last_hidden_state"])
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
                           "config": model.config.to_dict(), "stages": trace.as_data(),
@@ -575,10 +581,8 @@ def run_explain(args) -> int:
         write_atomically(args.save, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
         print(f"npw2v2: wrote {len(arrays)} stages to {args.save}", file=sys.stderr)
     if args.html:
-        from .explain_page import explain_page, promise_series
-
-        series = promise_series(model, x, mask, trace, args.reference, args.norm_over_padding)
-        page = explain_page(trace, model, name, series, layer, head, args.reference, args.text)
+        series = promise_series(found, args.norm_over_padding)
+        page = explain_page(trace, model, name, series, layer, head, args.reference, transcripts)
         write_atomically(args.html, page)
         print(f"npw2v2: wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)
     return 0
@@ -595,18 +599,19 @@ def check_explain_outputs(args) -> None:
         raise UsageError("--layer, --head and --text choose what --html draws; add --html PAGE.html")
 
 
-def check_texts(args, model, inputs: int) -> None:
-    """--text: one transcript per input, for a CTC model with a vocabulary to spell it."""
+def spelled_texts(args, model, inputs: int) -> list | None:
+    """--text as align.Transcripts: one per input, for a CTC model with a vocabulary to spell it."""
     if not args.text:
-        return
+        return None
     if not (model.has_ctc_head and model.vocab):
         raise UsageError("--text draws a forced alignment, which needs a CTC model with a vocabulary")
     if len(args.text) != inputs:
         raise UsageError(f"--text gives {len(args.text)} transcript(s) for {inputs} input(s): one each, in order")
     from .align import tokenize
 
-    for i, text in enumerate(args.text):  # spelled now, so that a typo stops explain before any work
-        tokenize(text, model.vocab, model.word_delimiter, f"--text of item {i}")
+    # spelled now, so that a typo stops explain before any work
+    return [tokenize(text, model.vocab, model.word_delimiter, f"--text of item {i}")
+            for i, text in enumerate(args.text)]
 
 
 def attention_choice(args, cfg) -> tuple[int, int]:

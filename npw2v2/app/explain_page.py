@@ -22,7 +22,7 @@ from ..core.layers import attention_weights, softmax
 from ..core.ops import REFERENCE
 from ..core.transformer import attention_input
 from . import align, ctc
-from .explain import Trace, differences_from_alone
+from .explain import Trace
 from .svg import colour, colour_bar, image, line, pooled, rect, svg, tag, text, title
 
 LEFT, WIDTH, RIGHT = 150, 780, 20  # label column, plot width, margin (pixels)
@@ -410,14 +410,12 @@ def _words(b: Batch, words: list, y: float, i: int, kind: str = "word") -> list[
     return bars
 
 
-def forced_paths(b: Batch, texts: list[str]) -> list[align.Path]:
-    """Each item's forced alignment to its text (``--text``), from the traced logits as npw2v2 align
-    takes them; AlignmentError names the item whose text cannot be aligned."""
-    model = b.model
-    names = [f"--text of item {i}" for i in range(len(texts))]
-    transcripts = [align.tokenize(t, model.vocab, model.word_delimiter, name) for t, name in zip(texts, names)]
+def forced_paths(b: Batch, transcripts: list[align.Transcript]) -> list[align.Path]:
+    """Each item's forced alignment to its transcript (``--text``, spelled by align.tokenize), from the
+    traced logits as npw2v2 align takes them; AlignmentError names the item that cannot be aligned."""
+    names = [f"--text of item {i}" for i in range(len(transcripts))]
     log_probs = align.log_softmax(b.trace["logits"].array)  # [B, T, V]
-    paths = align.align_log_probs(model, log_probs, b.output_frames, transcripts, names)
+    paths = align.align_log_probs(b.model, log_probs, b.output_frames, transcripts, names)
     impossible = [p for p in paths if isinstance(p, str)]
     if impossible:
         raise align.AlignmentError(impossible[0])
@@ -441,16 +439,16 @@ def _token_name(names: list[str], token: int, blank: int) -> str:
     return names[token] if token < len(names) and names[token] else f"#{token}"  # no vocabulary: the id
 
 
-def ctc_tokens(b: Batch, texts: list[str] | None = None) -> str:
+def ctc_tokens(b: Batch, transcripts: list[align.Transcript] | None = None) -> str:
     model = b.model
     if not model.has_ctc_head or not any(s.name == "logits" for s in b.trace.stages):
         return _figure("ctc", 6, "CTC: token probabilities over time",
                        "This model has no CTC head, so there is nothing to spell.", data_absent="no CTC head")
     blank, names, stride = model.config.pad_token_id, model.id_to_token, model.config.output_frame_stride
     probabilities = asnumpy(softmax(b.trace["logits"].array.astype(np.float64)))  # [B, T, V]
-    forced = forced_paths(b, texts) if texts else [None] * len(b.output_frames)
+    forced = forced_paths(b, transcripts) if transcripts else [None] * len(b.output_frames)
     shown = _shown_tokens(probabilities, b.output_frames, blank)
-    if texts:
+    if transcripts:
         shown = np.union1d(shown, np.concatenate([p.frame_tokens for p in forced]))
     row, parts, y, spelled = 9, [], 10, []
     for i, (n, path) in enumerate(zip(b.output_frames, forced)):
@@ -469,14 +467,14 @@ def ctc_tokens(b: Batch, texts: list[str] | None = None) -> str:
                          *(_words(b, path.words, y + row * len(shown) + 22, i, "aligned") if path else ()),
                          class_="item", data_item=i, data_valid_frames=n, data_text=decoded.text,
                          data_words=len(decoded.words)))
-        y += row * len(shown) + (48 if texts else 30)
+        y += row * len(shown) + (48 if transcripts else 30)
     parts.append(colour_bar(LEFT, y, 240, 8, "probability 0", "1"))
     return _figure(
         "ctc", 6, "CTC: token probabilities over time",
         "Each column is a frame, each row a token: the colour is the token's probability (softmax of the logits). "
         "The white dots are the greedy path, the likeliest token of each frame; merging its repeats and dropping "
         "the blanks spells the text, and the runs between word delimiters give each word's span (the bars). "
-        + (FORCED if texts else "")
+        + (FORCED if transcripts else "")
         + (" ".join(f'Item {i}: "{t}".' for i, t in enumerate(spelled)) if names else
            "This model has no vocabulary, so its tokens are named by their ids and nothing is spelled."),
         svg(LEFT + WIDTH + RIGHT, y + 40, *parts, _time_axis(b, y + 24)))
@@ -489,19 +487,26 @@ def ctc_tokens(b: Batch, texts: list[str] | None = None) -> str:
 FLOOR, CEILING = -10, 2  # log10 of the smallest and largest difference drawn
 
 
-def promise_series(model, x: np.ndarray, mask: np.ndarray, trace: Trace, reference: bool,
-                   norm_over_padding: bool) -> dict[str, dict[str, list[float]]]:
-    """Per way of running the batch, per stage, each item's largest difference from its lone run.
-
-    The traced run, and for group-norm models the other way: npw2v2's (group norm over the valid
-    frames) beside transformers' (group norm over the padding too, norm_over_padding).
-    """
+def other_way(model, x: np.ndarray, mask: np.ndarray, reference: bool, norm_over_padding: bool) -> list[Trace]:
+    """For a group-norm model, the batch traced the other way (``norm_over_padding`` flipped), for the
+    promise figure to set beside the traced run; nothing for other models."""
     if model.config.feat_extract_norm != "group":
-        return {"npw2v2, the padded batch": differences_from_alone(model, x, mask, [trace], reference)[0]}
+        return []
     other = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=not norm_over_padding, trace=other,
           reference=reference)
-    found = differences_from_alone(model, x, mask, [trace, other], reference)
+    return [other]
+
+
+def promise_series(found: list[dict], norm_over_padding: bool) -> dict[str, dict[str, list[float]]]:
+    """Per way of running the batch, per stage, each item's largest difference from its lone run:
+    ``found`` is npw2v2.app.explain.differences_from_alone of the traced run and ``other_way``'s.
+
+    For group-norm models npw2v2's way (group norm over the valid frames) beside transformers'
+    (group norm over the padding too, norm_over_padding).
+    """
+    if len(found) == 1:
+        return {"npw2v2, the padded batch": found[0]}
     names = {False: "npw2v2: group norm over the valid frames", True: "transformers: group norm over the padding too"}
     return dict(sorted({names[norm_over_padding]: found[0], names[not norm_over_padding]: found[1]}.items()))
 
@@ -608,9 +613,9 @@ def page(b: Batch, figures: list[str], name: str, path: str) -> str:
 
 
 def explain_page(trace: Trace, model, name: str, series: dict, layer: int, head: int, reference: bool,
-                 texts: list[str] | None = None) -> str:
+                 transcripts: list[align.Transcript] | None = None) -> str:
     """The whole page for a traced padded batch: the figures, in the order the batch travels."""
     b = Batch.of(trace, model)
     figures = [waveforms(b), conv_ladder(b), frame_mask(b), activation_sizes(b), attention(b, layer, head),
-               ctc_tokens(b, texts), promise(series, len(b.samples))]
+               ctc_tokens(b, transcripts), promise(series, len(b.samples))]
     return page(b, figures, name, "the reference path" if reference else "the fast path")
