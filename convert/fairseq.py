@@ -1,5 +1,5 @@
 """Original fairseq wav2vec 2.0 checkpoints (.pt): pretrained models and fine-tuned CTC models;
-pretrained HuBERT (final_proj kept, the label sets' cluster embeddings dropped).
+HuBERT, pretrained (final_proj kept, the label sets' cluster embeddings dropped) or fine-tuned (hubert_ctc).
 
 The configuration comes from ``args`` (an argparse Namespace, older files) or ``cfg`` (a
 plain dict or an omegaconf DictConfig, newer files); fine-tuned models nest the pretrained
@@ -20,7 +20,7 @@ from npw2v2.core.config import Config
 from . import torch_pickle
 from .checkpoint import Checkpoint
 from .errors import ConversionError
-from .names import fairseq_to_hf
+from .names import FINE_TUNED_PREFIX, fairseq_to_hf
 from .torch_pickle import Marker, Record, load_torch_file
 
 FAIRSEQ_SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -211,8 +211,8 @@ def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None =
         for key in ("num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
                     "contrastive_logits_temperature"):
             del config[key]
-        config.update(model_type="hubert", feat_proj_layer_norm=True,
-                      architectures=["HubertModelWithFinalProj" if final_proj_rows else "HubertModel"])
+        head = "HubertForCTC" if vocab_size else "HubertModelWithFinalProj" if final_proj_rows else "HubertModel"
+        config.update(model_type="hubert", feat_proj_layer_norm=True, architectures=[head])
         if final_proj_rows:
             config["classifier_proj_size"] = final_proj_rows
     if vocab_size:
@@ -285,7 +285,8 @@ def read_letter_dict(path: Path) -> dict[str, int]:
 
 
 # HuBERT's tensors that only its pretraining loss reads: the label sets' cluster embeddings,
-# which final_proj's output is scored against. Dropped knowingly, as transformers' converter does.
+# which final_proj's output is scored against (a fine-tuned HuBERT keeps them too, under w2v_encoder.w2v_model.).
+# Dropped knowingly, as transformers' converter does.
 HUBERT_LOSS_ONLY = {"label_embs_concat"}
 
 
@@ -297,7 +298,7 @@ def rename(weights: dict, source: str, hubert: bool = False) -> dict:
     """
     tensors, unknown = {}, []
     for name, value in weights.items():
-        if hubert and name in HUBERT_LOSS_ONLY:
+        if hubert and name.removeprefix(FINE_TUNED_PREFIX) in HUBERT_LOSS_ONLY:
             continue
         hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name)
         if hf is None:
@@ -369,7 +370,7 @@ def add_identity_projection(tensors: dict, config: dict) -> None:
 
 
 def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
-    """Read an original fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned for CTC) or a pretrained HuBERT."""
+    """Read an original fairseq wav2vec 2.0 or HuBERT checkpoint, pretrained or fine-tuned for CTC (hubert_ctc)."""
     source = str(path)
     state = load_torch_file(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
@@ -379,9 +380,6 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
         )
     model, task = model_and_task(state, source)
     hubert = is_hubert(model)
-    if hubert and any(name.startswith("w2v_encoder.") for name in state["model"]):
-        raise ConversionError(f"{source}: a fine-tuned fairseq HuBERT (hubert_ctc): not converted yet; its "
-                              "Hugging Face folder (HubertForCTC) converts")
     check_pretraining_heads(model, state["model"], source)
     tensors = rename(state["model"], source, hubert)
     vocab = None

@@ -13,12 +13,17 @@ own parser, as the first HuBERT and ContentVec files). Recorded per model, on si
 mask for a padded batch is a reshape of the sample mask, not transformers' conv lengths):
 ``hidden_states.N`` = ``extract_features(output_layer=N)`` (the output of layer N, fairseq's
 1-based count), ``last_hidden_state``, and ``final_proj.N``, fairseq's final_proj on layer N.
+
+``hubert_ctc.pt`` is a fine-tuned HuBERT as fairseq-hydra-train's hubert_ctc saves it: fairseq's own
+HubertCtc, built by HubertEncoder from ``hubert_pretrained.pt`` (w2v_path) with a letter dictionary
+(``dict.ltr.txt`` beside it), all its parameters redrawn; recorded: its CTC ``logits``.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +39,8 @@ from signals import speech_like_batch  # noqa: E402
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.data.dictionary import Dictionary  # noqa: E402
 from fairseq.models.hubert.hubert import HubertConfig, HubertModel  # noqa: E402
-from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig  # noqa: E402
+from fairseq.models.hubert.hubert_asr import HubertCtc, HubertCtcConfig  # noqa: E402
+from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "data" / "fairseq_hubert"
 WEIGHT_SEED = 4321
@@ -88,6 +94,56 @@ def make(name: str) -> tuple[HubertModel, dict]:
     return model, plain
 
 
+LETTERS = "| E T A O N I H S R D L U".split()  # dict.ltr.txt's symbols after fairseq's 4 special ones
+
+
+def letter_dictionary() -> str:
+    return "".join(f"{symbol} 1\n" for symbol in LETTERS)
+
+
+def make_fine_tuned(pretrained: str) -> tuple[HubertCtc, dict]:
+    """hubert_ctc.pt: fairseq's HubertCtc on the pretrained fixture, as hubert_ctc fine-tuning saves it.
+
+    HubertEncoder rebuilds the pretrained model from its checkpoint (its task reads the label
+    dictionaries from the data folder, so a temporary one holds them) and removes final_proj;
+    the saved cfg nests the pretraining run's in w2v_args, as fine-tuned hubert-large-ft has it.
+    """
+    with tempfile.TemporaryDirectory() as data:
+        for i, size in enumerate(LABEL_SETS[pretrained]):
+            dictionary(size).save(f"{data}/dict.km{i}.txt")
+        (Path(data) / "dict.ltr.txt").write_text(letter_dictionary())
+        cfg = HubertCtcConfig(w2v_path=str(OUT / f"{pretrained}.pt"), normalize=False, data=data)
+        cfg.autoregressive = False  # HubertEncoder reads it; fairseq 0.12's HubertCtcConfig lacks the field
+        task_cfg = HubertPretrainingConfig(data=data, labels=["ltr"], fine_tuning=True, label_rate=-1,
+                                           sample_rate=16000)
+        model = HubertCtc.build_model(cfg, HubertPretrainingTask(task_cfg)).eval()
+    randomize(model, WEIGHT_SEED + 1)
+    (OUT / "dict.ltr.txt").write_text(letter_dictionary())
+    model_cfg = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False, enum_to_str=True)
+    model_cfg.update(_name="hubert_ctc", w2v_args=OmegaConf.to_container(cfg.w2v_args, resolve=True, enum_to_str=True),
+                     data="manifest")
+    plain = {"model": model_cfg,
+             "task": {**OmegaConf.to_container(OmegaConf.structured(task_cfg), resolve=True, enum_to_str=True),
+                      "_name": "hubert_pretraining", "data": "manifest"}}
+    state = {"args": None, "cfg": plain, "model": model.state_dict(), "criterion": None,
+             "optimizer_history": optimizer_history("ctc"), "task_state": {}, "extra_state": extra_state()}
+    checkpoint_utils.torch_persistent_save(state, str(OUT / "hubert_ctc.pt"))
+    return model, plain
+
+
+@torch.no_grad()
+def record_fine_tuned(model: HubertCtc) -> dict:
+    """hubert_ctc.CASE.logits: HubertCtc's CTC logits [1, T, V], each input alone."""
+    batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
+    arrays = {}
+    for i, n in enumerate(LENGTHS):
+        case = "single" if i == 0 else f"alone.{i}"
+        arrays[f"hubert_ctc.{case}.input_values"] = batch[i:i + 1, :n]
+        out = model.w2v_encoder(source=torch.from_numpy(batch[i:i + 1, :n]), padding_mask=None)
+        arrays[f"hubert_ctc.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+
 @torch.no_grad()
 def record(name: str, model: HubertModel) -> dict:
     """NAME.CASE.STAGE arrays: each input alone ("single" the longest), every layer and final_proj."""
@@ -114,6 +170,9 @@ def main() -> None:
         model, plain = make(name)
         arrays.update(record(name, model))
         configs[name] = {"fields": FIXTURES[name], "label_sets": LABEL_SETS[name], "cfg": plain}
+    fine_tuned, plain = make_fine_tuned("hubert_pretrained")
+    arrays.update(record_fine_tuned(fine_tuned))
+    configs["hubert_ctc"] = {"fine_tuned_from": "hubert_pretrained", "letters": LETTERS, "cfg": plain}
     save_file(arrays, str(OUT / "activations.safetensors"))
     manifest = {"command": "python golden/fairseq_hubert_fixtures.py", "versions": versions(),
                 "weight_seed": WEIGHT_SEED, "input_seed": INPUT_SEED, "lengths": LENGTHS, "fixtures": configs}

@@ -160,30 +160,37 @@ def test_explain_says_what_differs_from_wav2vec2(capsys):
 
 FAIRSEQ_HUBERT = GOLDEN / "fairseq_hubert"
 FAIRSEQ_FIXTURES = ("hubert_pretrained", "hubert_untied", "hubert_args")  # cfg era twice, args era pre-LN
-FAIRSEQ_CASES = [(name, case) for name in FAIRSEQ_FIXTURES for case in ("single", "alone.1", "alone.2")]
+ALONE = ("single", "alone.1", "alone.2")
+FAIRSEQ_CASES = [(name, case) for name in FAIRSEQ_FIXTURES for case in ALONE]
 
 
 @pytest.fixture(scope="module")
 def converted_fairseq(tmp_path_factory):
     """Each fairseq HuBERT fixture through npw2v2-convert (the restricted pickle reader), loaded."""
     models = {}
-    for name in FAIRSEQ_FIXTURES:
+    for name in FAIRSEQ_FIXTURES + ("hubert_ctc",):
         out = tmp_path_factory.mktemp(name) / "model.safetensors"
         assert convert_main([str(FAIRSEQ_HUBERT / f"{name}.pt"), str(out)]) == 0
         models[name] = npw2v2.load(out)
     return models
 
 
+def fairseq_recorded(name: str, case: str) -> dict:
+    """One fixture's recorded arrays for one input, by stage name."""
+    from safetensors.numpy import load_file
+
+    prefix = f"{name}.{case}."
+    return {k.removeprefix(prefix): v for k, v in load_file(str(FAIRSEQ_HUBERT / "activations.safetensors")).items()
+            if k.startswith(prefix)}
+
+
 @PATHS
 @pytest.mark.parametrize("name,case", FAIRSEQ_CASES)
 def test_converted_fairseq_hubert_matches_fairseq(converted_fairseq, name, case, reference):
     """Every layer's output (fairseq's output_layer, 1-based) and final_proj on it, as fairseq computes them."""
-    from safetensors.numpy import load_file
-
     from npw2v2.core.hubert import final_projection
 
-    ref = {k.removeprefix(f"{name}.{case}."): v for k, v in load_file(str(FAIRSEQ_HUBERT / "activations.safetensors")).items()
-           if k.startswith(f"{name}.{case}.")}
+    ref = fairseq_recorded(name, case)
     m = converted_fairseq[name]
     out = m(ref["input_values"], output_hidden_states=True, reference=reference)
     errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
@@ -204,3 +211,21 @@ def test_converted_fairseq_hubert_keeps_final_proj_and_drops_the_cluster_embeddi
     assert "project_hid" not in pretrained.params  # wav2vec 2.0's name for fairseq's final_proj
     args_era = converted_fairseq["hubert_args"].config
     assert args_era.do_stable_layer_norm and args_era.feat_extract_norm == "layer" and args_era.conv_bias
+
+
+@PATHS
+@pytest.mark.parametrize("case", ALONE)
+def test_converted_fine_tuned_fairseq_hubert_gives_fairseqs_ctc_logits(converted_fairseq, case, reference):
+    """hubert_ctc.pt (fairseq's HubertCtc: w2v_encoder.w2v_model.* and w2v_encoder.proj) as fairseq runs it."""
+    ref = fairseq_recorded("hubert_ctc", case)
+    logits = converted_fairseq["hubert_ctc"](ref["input_values"], reference=reference).logits
+    assert golden_error(logits, ref["logits"]) <= 1e-4
+
+
+def test_converted_fine_tuned_fairseq_hubert_is_a_hubert_ctc_model_with_its_letters(converted_fairseq):
+    m = converted_fairseq["hubert_ctc"]
+    assert m.kind == heads.CTC and m.config.architectures == ("HubertForCTC",) and m.config.model_type == "hubert"
+    letters = (FAIRSEQ_HUBERT / "dict.ltr.txt").read_text().split()[::2]
+    assert m.vocab == {**{s: i for i, s in enumerate(["<s>", "<pad>", "</s>", "<unk>"])},
+                       **{s: 4 + i for i, s in enumerate(letters)}}  # fairseq's order: its 4 specials, then the file's
+    assert "label_embs_concat" not in m.params and "final_proj" not in m.params
