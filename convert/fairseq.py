@@ -163,9 +163,24 @@ def _real(model: dict, key: str, default: float) -> float:
     return float(value)
 
 
+def family(model: dict) -> str:
+    """The (pretrained) model configuration's fairseq model: wav2vec2, hubert or data2vec_audio."""
+    return model.get("_name", model.get("arch")) or "wav2vec2"
+
+
 def is_hubert(model: dict) -> bool:
     """Whether a (pretrained) model configuration is fairseq's HubertModel."""
-    return model.get("_name", model.get("arch")) == "hubert"
+    return family(model) == "hubert"
+
+
+def data2vec_positional_convs(model: dict) -> dict:
+    """data2vec-audio's stack of positional convs as transformers counts them: pos_conv_depth convs
+    of kernel max(3, conv_pos // pos_conv_depth), as fairseq's TransformerEncoder builds them."""
+    depth = _whole(model, "pos_conv_depth", 1)
+    if depth < 2:
+        raise ConversionError(f"a data2vec_audio model with pos_conv_depth={depth}: one weight-normed positional "
+                              "conv, which transformers' Data2VecAudioModel has no place for")
+    return {"num_conv_pos_embeddings": depth, "conv_pos_kernel_size": max(3, _whole(model, "conv_pos", 95) // depth)}
 
 
 def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None = None) -> dict:
@@ -175,8 +190,8 @@ def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None =
     HuBERT keeps its final_proj (``final_proj_rows`` wide: final_dim, or final_dim x label sets
     with untie_final_proj) as the converted ContentVec checkpoints name it, HubertModelWithFinalProj.
     """
-    if model.get("_name", model.get("arch", "wav2vec2")) not in ("wav2vec2", "hubert", None):
-        raise ConversionError(f"a {model.get('_name', model.get('arch'))!r} model, not wav2vec 2.0 or HuBERT")
+    if family(model) not in ("wav2vec2", "hubert", "data2vec_audio"):
+        raise ConversionError(f"a {family(model)!r} model, not wav2vec 2.0, HuBERT or data2vec-audio")
     if is_hubert(model) and model.get("conv_pos_batch_norm"):
         raise ConversionError("a HuBERT with conv_pos_batch_norm=True: not converted yet")
     layers = parse_conv_layers(model.get("conv_feature_layers") or DEFAULT_CONV_LAYERS)
@@ -207,10 +222,14 @@ def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None =
         "proj_codevector_dim": _whole(model, "final_dim", 256),
         "contrastive_logits_temperature": _real(model, "logit_temp", 0.1),
     }
-    if is_hubert(model):  # no quantizer; the features are always layer-normed before the projection
+    if family(model) != "wav2vec2":  # no quantizer; the features are always layer-normed before the projection
         for key in ("num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
                     "contrastive_logits_temperature"):
             del config[key]
+    if family(model) == "data2vec_audio":
+        config.update(model_type="data2vec-audio", **data2vec_positional_convs(model),
+                      architectures=["Data2VecAudioForCTC" if vocab_size else "Data2VecAudioModel"])
+    if is_hubert(model):
         head = "HubertForCTC" if vocab_size else "HubertModelWithFinalProj" if final_proj_rows else "HubertModel"
         config.update(model_type="hubert", feat_proj_layer_norm=True, architectures=[head])
         if final_proj_rows:
@@ -284,23 +303,27 @@ def read_letter_dict(path: Path) -> dict[str, int]:
 # The reader
 
 
-# HuBERT's tensors that only its pretraining loss reads: the label sets' cluster embeddings,
-# which final_proj's output is scored against (a fine-tuned HuBERT keeps them too, under w2v_encoder.w2v_model.).
-# Dropped knowingly, as transformers' converter does.
-HUBERT_LOSS_ONLY = {"label_embs_concat"}
+# Tensors that only a family's pretraining loss reads, dropped knowingly (transformers' models have no
+# place for them, and its converters drop them too). HuBERT: the label sets' cluster embeddings that
+# final_proj's output is scored against (a fine-tuned HuBERT keeps them, under w2v_encoder.w2v_model.).
+# data2vec-audio: the regression head onto the teacher's averaged layers, and the EMA teacher's own
+# copy of the transformer (a dict of tensors).
+LOSS_ONLY = {"hubert": {"label_embs_concat"},
+             "data2vec_audio": {"final_proj.weight", "final_proj.bias", "_ema"}}
 
 
-def rename(weights: dict, source: str, hubert: bool = False) -> dict:
+def rename(weights: dict, source: str, model_family: str = "wav2vec2") -> dict:
     """fairseq tensor names to Hugging Face names; any unknown name is an error, listed.
 
-    HuBERT's final_proj keeps its name (wav2vec 2.0's is project_hid); its loss-only
-    tensors (HUBERT_LOSS_ONLY) are dropped.
+    HuBERT's final_proj keeps its name (wav2vec 2.0's is project_hid); the family's loss-only
+    tensors (LOSS_ONLY) are dropped.
     """
+    hubert, dropped = model_family == "hubert", LOSS_ONLY.get(model_family, set())
     tensors, unknown = {}, []
     for name, value in weights.items():
-        if hubert and name.removeprefix(FINE_TUNED_PREFIX) in HUBERT_LOSS_ONLY:
+        if name.removeprefix(FINE_TUNED_PREFIX) in dropped:
             continue
-        hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name)
+        hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name, model_family == "data2vec_audio")
         if hf is None:
             unknown.append(name)
         else:
@@ -381,7 +404,7 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
     model, task = model_and_task(state, source)
     hubert = is_hubert(model)
     check_pretraining_heads(model, state["model"], source)
-    tensors = rename(state["model"], source, hubert)
+    tensors = rename(state["model"], source, family(model))
     vocab = None
     if "lm_head.weight" in tensors:
         vocab = ctc_vocab(state, path, dict_path, tensors["lm_head.weight"].shape[0])

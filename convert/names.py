@@ -53,12 +53,19 @@ FINE_TUNED_PREFIX = "w2v_encoder.w2v_model."
 CTC_HEAD = {"w2v_encoder.proj.weight": "lm_head.weight", "w2v_encoder.proj.bias": "lm_head.bias"}
 
 
-def fairseq_to_hf(name: str) -> str | None:
+# data2vec-audio's stack of positional convs, tried before the rules above (whose pos_conv.0 is one conv):
+# encoder.pos_conv.2.0.weight -> encoder.pos_conv_embed.layers.2.conv.weight
+DATA2VEC_POS_CONV = (re.compile(r"encoder\.pos_conv\.(\d+)\.0\.(weight|bias)\Z"),
+                     r"encoder.pos_conv_embed.layers.\1.conv.\2")
+
+
+def fairseq_to_hf(name: str, data2vec: bool = False) -> str | None:
     """The Hugging Face name of a fairseq tensor name, or None when no rule knows it."""
     if name in CTC_HEAD:
         return CTC_HEAD[name]
     name = name.removeprefix(FINE_TUNED_PREFIX)
-    for pattern, repl in _RULES:
+    rules = [DATA2VEC_POS_CONV] + _RULES if data2vec else _RULES
+    for pattern, repl in rules:
         if pattern.match(name):
             return pattern.sub(repl, name)
     return None

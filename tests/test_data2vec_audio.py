@@ -95,3 +95,72 @@ def test_a_hugging_face_bin_folder_converts(tmp_path, capsys):
         ref = recorded_case("tiny_data2vec_audio_ctc", case)
         got = converted(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
         assert golden_error(got.logits, ref["logits"], got.frame_mask) <= tolerance("tiny_data2vec_audio_ctc"), case
+
+
+# ---------------------------------------------------------------------------
+# fairseq's own data2vec-audio checkpoints (golden/fairseq_data2vec_fixtures.py)
+
+FAIRSEQ_DATA2VEC = GOLDEN / "fairseq_data2vec"
+ALONE = ("single", "alone.1", "alone.2")
+
+
+@pytest.fixture(scope="module")
+def converted_fairseq(tmp_path_factory):
+    """The pretrained and the fine-tuned fixture through npw2v2-convert (the restricted pickle reader), loaded."""
+    from convert.cli import main as convert_main
+
+    models = {}
+    for name in ("data2vec_pretrained", "data2vec_ctc"):
+        out = tmp_path_factory.mktemp(name) / "model.safetensors"
+        assert convert_main([str(FAIRSEQ_DATA2VEC / f"{name}.pt"), str(out)]) == 0
+        models[name] = npw2v2.load(out)
+    return models
+
+
+def fairseq_recorded(name: str, case: str) -> dict:
+    from safetensors.numpy import load_file
+
+    prefix = f"{name}.{case}."
+    return {k.removeprefix(prefix): v for k, v in load_file(str(FAIRSEQ_DATA2VEC / "activations.safetensors")).items()
+            if k.startswith(prefix)}
+
+
+@PATHS
+@pytest.mark.parametrize("case", ALONE)
+def test_converted_fairseq_data2vec_matches_fairseq_at_every_layer(converted_fairseq, case, reference):
+    ref = fairseq_recorded("data2vec_pretrained", case)
+    m = converted_fairseq["data2vec_pretrained"]
+    out = m(ref["input_values"], output_hidden_states=True, reference=reference)
+    errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
+    for layer in range(1, m.config.num_hidden_layers + 1):  # fairseq's layer N: the output of the N-th layer
+        errors[f"hidden_states.{layer}"] = golden_error(out.hidden_states[layer], ref[f"hidden_states.{layer}"])
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{worst}: {errors[worst]:.2e}"
+
+
+@PATHS
+@pytest.mark.parametrize("case", ALONE)
+def test_converted_fine_tuned_fairseq_data2vec_gives_fairseqs_ctc_logits(converted_fairseq, case, reference):
+    ref = fairseq_recorded("data2vec_ctc", case)
+    logits = converted_fairseq["data2vec_ctc"](ref["input_values"], reference=reference).logits
+    assert golden_error(logits, ref["logits"]) <= 1e-4
+
+
+def test_converted_fairseq_data2vec_counts_its_positional_convs_and_drops_what_pretraining_alone_reads(
+        converted_fairseq):
+    pretrained, ctc = converted_fairseq["data2vec_pretrained"], converted_fairseq["data2vec_ctc"]
+    assert pretrained.config.model_type == "data2vec-audio" and pretrained.kind == heads.BASE
+    # pos_conv_depth convs of kernel max(3, conv_pos // pos_conv_depth): 21 // 3 and 12 // 2
+    assert (pretrained.config.num_conv_pos_embeddings, pretrained.config.conv_pos_kernel_size) == (3, 7)
+    assert (ctc.config.num_conv_pos_embeddings, ctc.config.conv_pos_kernel_size) == (2, 6)
+    assert ctc.kind == heads.CTC and ctc.config.architectures == ("Data2VecAudioForCTC",) and len(ctc.vocab) == 32
+    assert "final_proj" not in pretrained.params and "_ema" not in pretrained.params  # the regression head, the teacher
+    assert "masked_spec_embed" in pretrained.params
+
+
+def test_a_fairseq_data2vec_with_one_positional_conv_is_refused_by_name():
+    from convert.errors import ConversionError
+    from convert.fairseq import hf_config
+
+    with pytest.raises(ConversionError, match="pos_conv_depth=1"):
+        hf_config({"_name": "data2vec_audio", "extractor_mode": "layer_norm", "pos_conv_depth": 1}, None)
