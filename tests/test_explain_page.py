@@ -366,3 +366,22 @@ def test_attention_choices_and_outputs_are_checked_before_any_work(tmp_path, cap
     assert main(["explain", "--samples", "800", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p.html").exists()
+
+
+@pytest.mark.parametrize("name,leaks", [("tiny_data2vec_audio", "the stack of positional convs"),
+                                        ("tiny_hubert_bn", "the positional conv's batch norm"),
+                                        ("tiny_stable", None)])
+def test_the_promise_figure_sets_transformers_way_beside_wherever_padding_can_leak(tmp_path, name, leaks):
+    """Layer-normed conv layers let no padding in, but HuBERT's batch norm and data2vec's convs do."""
+    path = tmp_path / "page.html"
+    assert main(["explain", "-m", str(GOLDEN / name), "--samples", "16000", "6000", "--html", str(path),
+                 "--quiet"]) == 0
+    worst = {}
+    for dot in Page(path.read_text(encoding="utf-8")).find("promise", "circle", data_item=1):
+        worst[dot["data-series"]] = max(worst.get(dot["data-series"], 0), float(dot["data-difference"]))
+    if leaks is None:
+        assert list(worst) == ["npw2v2, the padded batch"] and worst["npw2v2, the padded batch"] < 1e-4
+        return
+    (ours, theirs) = sorted(worst)
+    assert ours == f"npw2v2: padding kept out of {leaks}" and theirs == f"transformers: padding let into {leaks}"
+    assert worst[ours] < 1e-4 < 1e-3 < worst[theirs]  # item 1 is the shorter: padding leaks into it

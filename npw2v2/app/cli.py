@@ -558,7 +558,7 @@ def run_explain(args) -> int:
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=args.norm_over_padding,
           trace=with_progress(trace, progress_printer(args, "stages")), reference=args.reference)
     batched = [trace]
-    if args.html:  # its promise figure sets a group-norm model's batch run the other way beside this one
+    if args.html:  # its promise figure sets the batch run the other way beside this one, where padding can leak
         from .explain_page import explain_page, other_way, promise_series
 
         batched += other_way(model, x, mask, args.reference, args.norm_over_padding)
@@ -581,7 +581,7 @@ def run_explain(args) -> int:
         write_atomically(args.save, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
         print(f"npw2v2: wrote {len(arrays)} stages to {args.save}", file=sys.stderr)
     if args.html:
-        series = promise_series(found, args.norm_over_padding)
+        series = promise_series(found, model, args.norm_over_padding)
         page = explain_page(trace, model, name, series, layer, head, args.reference, transcripts)
         write_atomically(args.html, page)
         print(f"npw2v2: wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB)", file=sys.stderr)

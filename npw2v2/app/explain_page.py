@@ -487,10 +487,21 @@ def ctc_tokens(b: Batch, transcripts: list[align.Transcript] | None = None) -> s
 FLOOR, CEILING = -10, 2  # log10 of the smallest and largest difference drawn
 
 
+def padding_leaks(model) -> list[str]:
+    """Where transformers lets a padded batch's padding into an item's numbers, which npw2v2 keeps
+    out unless norm_over_padding: nowhere for a layer-norm wav2vec 2.0 without adapter."""
+    cfg = model.config
+    places = {"group norm": cfg.feat_extract_norm == "group",
+              "the positional conv's batch norm": cfg.conv_pos_batch_norm,
+              "the stack of positional convs": cfg.model_type == "data2vec-audio",
+              "the down-sampling adapter": "adapter" in model.params}
+    return [place for place, leaks in places.items() if leaks]
+
+
 def other_way(model, x: np.ndarray, mask: np.ndarray, reference: bool, norm_over_padding: bool) -> list[Trace]:
-    """For a group-norm model, the batch traced the other way (``norm_over_padding`` flipped), for the
-    promise figure to set beside the traced run; nothing for other models."""
-    if model.config.feat_extract_norm != "group":
+    """Where padding can leak (padding_leaks), the batch traced the other way (``norm_over_padding``
+    flipped), for the promise figure to set beside the traced run; nothing for other models."""
+    if not padding_leaks(model):
         return []
     other = Trace()
     model(model.xp.asarray(x), attention_mask=mask, norm_over_padding=not norm_over_padding, trace=other,
@@ -498,16 +509,17 @@ def other_way(model, x: np.ndarray, mask: np.ndarray, reference: bool, norm_over
     return [other]
 
 
-def promise_series(found: list[dict], norm_over_padding: bool) -> dict[str, dict[str, list[float]]]:
+def promise_series(found: list[dict], model, norm_over_padding: bool) -> dict[str, dict[str, list[float]]]:
     """Per way of running the batch, per stage, each item's largest difference from its lone run:
     ``found`` is npw2v2.app.explain.differences_from_alone of the traced run and ``other_way``'s.
 
-    For group-norm models npw2v2's way (group norm over the valid frames) beside transformers'
-    (group norm over the padding too, norm_over_padding).
+    Where padding can leak, npw2v2's way (the padding kept out) beside transformers' (let in),
+    each named by the places (padding_leaks).
     """
     if len(found) == 1:
         return {"npw2v2, the padded batch": found[0]}
-    names = {False: "npw2v2: group norm over the valid frames", True: "transformers: group norm over the padding too"}
+    places = " and ".join(padding_leaks(model))
+    names = {False: f"npw2v2: padding kept out of {places}", True: f"transformers: padding let into {places}"}
     return dict(sorted({names[norm_over_padding]: found[0], names[not norm_over_padding]: found[1]}.items()))
 
 
