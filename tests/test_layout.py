@@ -22,7 +22,7 @@ LAYERS = ["core", "io", "app"]  # bottom to top
 # What each layer may import besides the standard library and the npw2v2 layers at or below it.
 THIRD_PARTY = {
     "core": {"numpy"},
-    "io": {"numpy", "scipy", "soundfile", "safetensors", "huggingface_hub"},  # the last optional, in hub.py
+    "io": {"numpy", "scipy", "soundfile", "safetensors", "huggingface_hub", "kenlm"},  # the last two optional
     "app": {"numpy", "scipy", "soundfile", "safetensors", "ray", "torch", "transformers"},
 }
 BACKEND_ONLY = {"cupy", "cupyx", "scipy"}  # the core's door to other array libraries: backend.py alone
