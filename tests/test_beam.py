@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import npw2v2
 from golden import GOLDEN
 from npw2v2.app import beam
 from npw2v2.app.beam import Hotwords, LMScorer, alphabet, beam_search, log_softmax
@@ -194,3 +195,83 @@ def test_a_clear_frame_by_frame_path_is_read_as_greedy_decoding_reads_it():
     assert best.text == "AA BB" and best.words == [("AA", (0, 4)), ("BB", (5, 9))]
     with pytest.raises(ValueError, match=r"must be \[T, 4\]"):
         beam_search(log_softmax(logits[:, :3]), labels)
+
+
+# ---------------------------------------------------------------------------
+# In transcribe: the model's own logits, the command line
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from npw2v2.app.cli import DEFAULT_MODEL
+
+    return npw2v2.load(DEFAULT_MODEL)
+
+
+def test_transcribe_with_the_lm_gives_pyctcdecodes_transcripts_of_the_held_out_clips(bundled):
+    """The model's logits computed here (not the recorded float16 ones): the same text for at least 99 of 100."""
+    held_out = json.loads((GOLDEN / "tiny_digits" / "held_out.json").read_text())[:100]
+    files = [GOLDEN / "tiny_digits" / "held_out" / item["file"] for item in held_out]
+    ours = [r.text for r in bundled.transcribe(files, lm=CTCDECODE / "digits.arpa")]
+    theirs = [r["text"] for r in RECORDED["decoded"]["digits"]["lm"]]
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 99
+    assert ours != [r.text for r in bundled.transcribe(files)]  # the LM changed something (greedy: 90 right, LM: 96)
+
+
+def test_a_long_input_is_decoded_once_over_all_its_windows_frames(bundled, tmp_path):
+    import soundfile as sf
+
+    from npw2v2.app.beam import BeamDecoder
+    from npw2v2.app.cli import EXAMPLES
+    from npw2v2.core.lengths import frame_lengths
+
+    clips = [sf.read(p, dtype="float32")[0] for p in sorted(EXAMPLES.glob("*.flac"))]
+    pause = np.zeros(4000, np.float32)
+    signal = np.concatenate([x for clip in clips for x in (clip, pause)])
+    sf.write(tmp_path / "long.flac", signal, 16000)
+    seen = []
+
+    class Watched(BeamDecoder):
+        def decode(self, logits):
+            seen.append(np.array(logits))
+            return super().decode(logits)
+
+    decoder = bundled.beam_decoder(CTCDECODE / "digits.arpa", beam_width=20)
+    watched = Watched(decoder.labels, decoder.lm, decoder.hotwords, beam_width=20)
+    whole = bundled.transcribe([tmp_path / "long.flac"], decoder=watched, chunk_seconds=60, timestamps=True)[0]
+    windowed = bundled.transcribe([tmp_path / "long.flac"], decoder=watched, chunk_seconds=2, timestamps=True)[0]
+    frames = int(frame_lengths([len(signal)], bundled.config)[0])
+    assert [x.shape for x in seen] == [(frames, 32), (frames, 32)]  # one search over the input's every frame
+    assert np.mean(seen[0].argmax(-1) == seen[1].argmax(-1)) > 0.9  # 2 s windows see most of what the whole sees
+    seconds = len(signal) / 16000  # 5.7 s; the last clip ends 0.25 s before
+    assert whole.words[-1].end > seconds - 1 and windowed.words[-1].end > seconds - 1  # the whole input's clock
+    assert whole.chars is None  # the beam search gives word times only
+
+
+def test_transcribe_lm_on_the_command_line(capsys):
+    from npw2v2.app.cli import main
+
+    assert main(["transcribe", "--examples", "--lm", str(CTCDECODE / "digits.arpa"), "--alpha", "0.8",
+                 "--hotwords", "SEVEN", "-f", "json", "--timestamps"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["EIGHT", "NINE ONE", "SEVEN SIX THREE ONE", "ZERO EIGHT THREE SEVEN"]
+    assert [w["word"] for w in lines[1]["words"]] == ["NINE", "ONE"] and 0 < lines[1]["words"][0]["start"] < 0.5
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--beta", "2"], "--alpha and --beta weigh a language model: give --lm"),
+    (["--lm", "missing.arpa"], "missing.arpa: no such language model file"),
+    (["--lm", str(CTCDECODE / "manifest.json")], "kenlm"),  # neither ARPA nor, without kenlm, a binary
+])
+def test_transcribe_lm_mistakes_are_one_line(capsys, arguments, message):
+    from npw2v2.app.cli import main
+
+    try:
+        import kenlm  # noqa: F401
+        if "kenlm" in message:
+            pytest.skip("kenlm is installed: it reads (or refuses) the file itself")
+    except ImportError:
+        pass
+    assert main(["transcribe", "--examples", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

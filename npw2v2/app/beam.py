@@ -27,12 +27,14 @@ import bisect
 import heapq
 import math
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from ..io.ngram import EOS
+from ..io.ngram import EOS, load_ngram_model, read_lm_folder
 
 BLANK, SPACE, UNKNOWN = "", " ", "⁇"  # the alphabet's blank, word boundary and unknown token
 # Defaults, pyctcdecode's (its constants.py).
@@ -319,3 +321,79 @@ def _finish(prefixes: list[Prefix], scores: _Scores, beam_width: int, prune_logp
     ranked = _best([scores.rank(p, last=True) for p in merge(ended)], beam_width, prune_logp)
     return [Hypothesis(" ".join(p.text.split()), list(zip(p.text.split(), p.word_frames)), p.logit_score, score)
             for p, score in ranked]
+
+
+# ---------------------------------------------------------------------------
+# A decoder: the search bound to a vocabulary, a language model and settings
+
+
+@dataclass
+class BeamDecoder:
+    """``decode(logits)``: an input's transcripts, best first, by the beam search with these settings."""
+
+    labels: list[str]  # alphabet(...) of the model's vocabulary
+    lm: LMScorer | None = None
+    hotwords: Hotwords = field(default_factory=Hotwords)
+    beam_width: int = BEAM_WIDTH
+    beam_prune_logp: float = BEAM_PRUNE_LOGP
+    token_min_logp: float = TOKEN_MIN_LOGP
+    prune_history: bool = False
+
+    def decode(self, logits) -> list[Hypothesis]:
+        """logits: [T, V], one input's (its valid frames) -> its hypotheses, best first."""
+        return beam_search(log_softmax(np.asarray(logits, dtype=np.float32)), self.labels, self.lm, self.hotwords,
+                           self.beam_width, self.beam_prune_logp, self.token_min_logp, self.prune_history)
+
+
+def load_lm(path, alpha: float | None = None, beta: float | None = None, unk_score_offset: float | None = None,
+            score_boundary: bool | None = None) -> LMScorer:
+    """A language model from an .arpa / .arpa.gz file, a KenLM binary (with the kenlm module), or a
+    Hugging Face ``language_model/`` folder (or the repository folder holding one), whose attrs.json
+    gives the weights not given here and whose unigrams.txt the known words.
+
+    Raises LanguageModelError naming the file and the problem.
+    """
+    path = Path(path)
+    unigrams, attrs = None, {}
+    if path.is_dir():
+        folder = read_lm_folder(path)
+        path, unigrams, attrs = folder.model_path, folder.unigrams, folder.attrs
+    model = load_ngram_model(path)
+    given = {"alpha": alpha, "beta": beta, "unk_score_offset": unk_score_offset, "score_boundary": score_boundary}
+    weights = {**attrs, **{k: v for k, v in given.items() if v is not None}}
+    return LMScorer(model, unigrams, **weights)
+
+
+LM_WEIGHTS = ("alpha", "beta", "unk_score_offset", "score_boundary")
+
+
+def decoder_for(id_to_token: list[str], delimiter: str = "|", lm=None, hotwords=(),
+                hotword_weight: float = HOTWORD_WEIGHT, **settings) -> BeamDecoder:
+    """A BeamDecoder for a CTC vocabulary (token by id).
+
+    ``lm``: a path (load_lm, which takes the LM_WEIGHTS among ``settings``), an LMScorer, or
+    None; the other ``settings`` are BeamDecoder's (beam_width, beam_prune_logp, ...). Warns when
+    the LM's words are spelled with characters the vocabulary lacks (a lowercase LM for an
+    uppercase vocabulary, say): every word would be unknown to it.
+    """
+    weights = {k: settings.pop(k) for k in LM_WEIGHTS if k in settings}
+    if lm is None or isinstance(lm, LMScorer):
+        if weights:
+            raise ValueError(f"{', '.join(weights)}: weights of a language model read from a path; "
+                             "a loaded one (load_lm) takes them when it is read")
+    else:
+        lm = load_lm(lm, **weights)
+    labels = alphabet(id_to_token, delimiter)
+    if lm is not None:
+        _check_spelling(lm, labels)
+    return BeamDecoder(labels, lm, Hotwords(hotwords, hotword_weight), **settings)
+
+
+def _check_spelling(lm: LMScorer, labels: list[str]) -> None:
+    letters = set("".join(lm.known))
+    missing = sorted(letters - set(labels))
+    if letters and len(missing) > 0.2 * len(letters):
+        warnings.warn(f"{lm.model.source}: its words use characters the model's vocabulary lacks "
+                      f"({' '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}): a different case or alphabet?",
+                      stacklevel=3)
+

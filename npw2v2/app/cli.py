@@ -161,11 +161,43 @@ def transcriptions(args, files: list[str], timestamps: bool):
         from . import distributed
 
         batches = distributed.transcribe(args.model, files, args.batch_size, timestamps, args.chunk_seconds,
-                                         args.workers, args.address)
+                                         args.workers, args.address, beam=beam_settings(args))
         return (pair for results in finished_batches(args, batches, len(files)) for pair in results)
     model = load_ctc_model(args)
     return pipeline.transcribe_each(model, files, args.batch_size, timestamps, args.chunk_seconds,
-                                    progress=progress_printer(args), errors="keep")
+                                    progress=progress_printer(args), errors="keep", decoder=beam_decoder(args, model))
+
+
+# The beam search's options: transcribe's names for npw2v2.app.beam's settings.
+BEAM_OPTIONS = {"lm": "lm", "alpha": "alpha", "beta": "beta", "beam_width": "beam_width", "hotwords": "hotwords",
+                "hotword_weight": "hotword_weight"}
+
+
+def beam_settings(args) -> dict | None:
+    """The beam search asked for (Wav2Vec2.beam_decoder's arguments), or None for greedy decoding."""
+    settings = {name: getattr(args, option) for option, name in BEAM_OPTIONS.items() if getattr(args, option) is not None}
+    if not settings:
+        return None
+    if args.lm is None and ({"alpha", "beta"} & set(settings)):
+        raise UsageError("--alpha and --beta weigh a language model: give --lm")
+    return settings
+
+
+def beam_decoder(args, model):
+    """The beam search decoder of --lm / --hotwords and their settings, or None; reading the LM is
+    reported on a terminal (a large ARPA file takes a while)."""
+    settings = beam_settings(args)
+    if settings is None:
+        return None
+    report = progress_printer(args) is not None and args.lm is not None
+    if report:
+        print(f"npw2v2: reading the language model {args.lm}", file=sys.stderr)
+    start = time.perf_counter()
+    decoder = model.beam_decoder(**settings)
+    if report:
+        print(f"npw2v2: {decoder.lm.order}-gram model, {len(decoder.lm.known):,} known words, read in "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return decoder
 
 
 def load_ctc_model(args):
@@ -229,7 +261,7 @@ def write_transcripts(args, files: list[str], timestamps: bool) -> int:
     journal, todo = None, [i for i in range(len(files)) if i not in unwritable]
     if args.engine == "ray":
         settings = {"command": "transcribe", "model": model_identity(args.model), "format": args.format,
-                    "timestamps": timestamps, "chunk_seconds": args.chunk_seconds}
+                    "timestamps": timestamps, "chunk_seconds": args.chunk_seconds, "beam": beam_settings(args)}
         journal, done = open_journal(args.output, settings, files)
         todo = [i for i in todo if done.get(files[i]) != paths[i].name]
     for message in unwritable.values():
@@ -706,6 +738,7 @@ POSITIVE = whole_number(1)
 SECONDS = finite_number(0.0, above=True)
 WHOLE = whole_number(0)
 SEED = whole_number(0, 2**32 - 1)  # what numpy.random.RandomState takes
+NUMBER = finite_number(-math.inf, above=False)  # any finite number
 
 
 MODEL_HELP = "a .safetensors file, a Hugging Face folder, or a hub id in the Hugging Face cache (ORG/NAME)"
@@ -714,6 +747,22 @@ MODEL_HELP = "a .safetensors file, a Hugging Face folder, or a hub id in the Hug
 def add_revision(command) -> None:
     command.add_argument("--revision", metavar="REV",
                          help="with a hub id: the branch, tag or commit in the cache (default main)")
+
+
+def add_beam_options(command) -> None:
+    b = command.add_argument_group(
+        "beam search", "decode with a CTC prefix beam search instead of greedily (pyctcdecode's algorithm and "
+                       "defaults): --lm, --hotwords or --beam-width turn it on")
+    b.add_argument("--lm", metavar="PATH",
+                   help="a word n-gram language model: an .arpa or .arpa.gz file, a KenLM binary (needs "
+                        "pip install kenlm), or a Hugging Face language_model/ folder (with attrs.json and "
+                        "unigrams.txt) or the repository folder holding one")
+    b.add_argument("--alpha", type=NUMBER, help="the LM's weight (default: the folder's attrs.json, else 0.5)")
+    b.add_argument("--beta", type=NUMBER, help="a bonus for each word (default: the folder's attrs.json, else 1.5)")
+    b.add_argument("--beam-width", type=POSITIVE, help="prefixes kept from frame to frame (default 100)")
+    b.add_argument("--hotwords", nargs="+", metavar="WORD",
+                   help="words to favour, spelled in the vocabulary's case (each word of a phrase counts alone)")
+    b.add_argument("--hotword-weight", type=NUMBER, help="the score of a hotword heard (default 10)")
 
 
 def add_quiet(command) -> None:
@@ -779,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk-seconds", type=SECONDS, default=20.0,
                    help="longer files run in windows of this length with a sixth of it as context on "
                         "each side (default 20)")
+    add_beam_options(t)
     add_engine_options(t)
     t.set_defaults(run=run_transcribe)
 

@@ -159,10 +159,16 @@ class ModelWorker:
 
 
 class Transcriber(ModelWorker):
+    def __init__(self):
+        super().__init__()
+        beam = self.options.get("beam")  # each worker reads the language model once
+        self.options = {**self.options, "decoder": self.model.beam_decoder(**beam) if beam else None}
+
     @staticmethod
     def run(model, items, options) -> list:
         return pipeline.transcribe_prepared(model, items, options["batch_size"], options["timestamps"],
-                                            options["chunk"], options["stride"], errors="keep")
+                                            options["chunk"], options["stride"], errors="keep",
+                                            decoder=options.get("decoder"))
 
 
 class Embedder(ModelWorker):
@@ -226,15 +232,19 @@ def run(worker: type[ModelWorker], model, model_name: str, files: list[str], opt
 
 def transcribe(model_name: str, files: list[str], batch_size: int = 8, timestamps: bool = False,
                chunk_seconds: float = pipeline.DEFAULT_CHUNK_SECONDS, workers: int | None = None,
-               address: str | None = None, worker: type[ModelWorker] = Transcriber) -> Iterator[Finished]:
+               address: str | None = None, worker: type[ModelWorker] = Transcriber,
+               beam: dict | None = None) -> Iterator[Finished]:
     """Transcriptions of ``files`` as pipeline.transcribe makes them, a Finished per batch, as batches finish.
 
-    ``workers`` actors each hold the model (default: one per CPU of the cluster).
+    ``workers`` actors each hold the model (default: one per CPU of the cluster), and with
+    ``beam`` (Wav2Vec2.beam_decoder's arguments: an LM path the workers can read) a beam search.
     """
     model, _ = load_model(model_name)  # on the driver first: a wrong model fails before Ray starts
     pipeline.check_can_transcribe(model)
+    if beam:
+        model.beam_decoder(**beam)  # a bad LM file or setting fails here, not in every worker
     chunk, stride = pipeline.chunking(model, chunk_seconds)
-    options = {"batch_size": batch_size, "timestamps": timestamps, "chunk": chunk, "stride": stride}
+    options = {"batch_size": batch_size, "timestamps": timestamps, "chunk": chunk, "stride": stride, "beam": beam}
     return run(worker, model, model_name, files, options, chunk, workers, address)
 
 

@@ -20,6 +20,7 @@ from ..core.trace import untraced
 from ..core.wav2vec2 import Output, can_run_items_alone, forward, forward_items_alone
 from ..io import hub, languages, weights
 from . import align, pipeline
+from .beam import decoder_for
 
 
 class Wav2Vec2:
@@ -127,9 +128,27 @@ class Wav2Vec2:
             tokens[i] = token
         return tokens
 
-    def transcribe(self, inputs, batch_size: int = 8, timestamps: bool = False, **options):
-        """Text of each file or 1-d array (see npw2v2.app.pipeline.transcribe)."""
+    def transcribe(self, inputs, batch_size: int = 8, timestamps: bool = False, lm=None, **options):
+        """Text of each file or 1-d array (see npw2v2.app.pipeline.transcribe).
+
+        Greedy, unless ``lm`` (an .arpa file, a KenLM binary, a Hugging Face language_model/ folder)
+        asks for a beam search with that language model and its default settings, or ``decoder``
+        (``beam_decoder``'s) for one with chosen settings and hotwords.
+        """
+        if lm is not None:
+            options["decoder"] = self.beam_decoder(lm)
         return pipeline.transcribe(self, inputs, batch_size=batch_size, timestamps=timestamps, **options)
+
+    def beam_decoder(self, lm=None, hotwords=(), **settings):
+        """A beam search over this model's vocabulary, for ``transcribe(..., decoder=...)``.
+
+        ``lm``: a path (as transcribe's) or None; ``settings``: the LM's alpha, beta,
+        unk_score_offset, score_boundary (defaults: its folder's attrs.json, else pyctcdecode's),
+        and the search's beam_width, beam_prune_logp, token_min_logp, prune_history, hotword_weight
+        (npw2v2.app.beam).
+        """
+        pipeline.check_can_transcribe(self)
+        return decoder_for(self.id_to_token, self.word_delimiter, lm, hotwords, **settings)
 
     def embed(self, inputs, layers=None, batch_size: int = 8, **options):
         """Hidden states of each file or 1-d array (see npw2v2.app.pipeline.embed)."""

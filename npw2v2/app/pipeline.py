@@ -56,7 +56,7 @@ class _Input:
     array: np.ndarray | None = None  # in memory (arrays, and files short enough to read whole)
     path: Path | None = None  # a long file, read window by window
     rate: int = 0  # the file's own rate, for long files
-    tokens: list = field(default_factory=list)  # frame-wise best tokens, filled as windows run
+    frames: list = field(default_factory=list)  # per window: best tokens [T_k], or logits [T_k, V] for a beam search
     error: str | None = None
 
 
@@ -90,11 +90,16 @@ def _plan_long(path: Path, found: audio.AudioInfo, rate: int) -> _Input:
     return _Input(str(path), samples, long=True, path=path, rate=found.rate)
 
 
-def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Best tokens of each frame for a batch of 1-d arrays: one [T_i] array per input."""
+def _run(model, arrays: list[np.ndarray], decoder=None) -> list[np.ndarray]:
+    """What decoding needs of each frame, for a batch of 1-d arrays: one [T_i] array of best tokens
+    per input (greedy), or of logits [T_i, V] when a beam search ``decoder`` will read them."""
     out = _forward(model, arrays)
-    tokens = ctc.best_tokens(asnumpy(out.logits))  # [B, T]
-    return [t[:n] for t, n in zip(tokens, out.frame_lengths)]
+    frames = _frame_outputs(asnumpy(out.logits), decoder)  # [B, T] or [B, T, V]
+    return [f[:n] for f, n in zip(frames, out.frame_lengths)]
+
+
+def _frame_outputs(logits: np.ndarray, decoder) -> np.ndarray:
+    return logits if decoder is not None else ctc.best_tokens(logits)
 
 
 def _forward(model, arrays: list[np.ndarray], output_hidden_states: bool = False):
@@ -144,10 +149,10 @@ def _read_window(item: _Input, start: int, end: int, rate: int) -> np.ndarray:
     return x[offset:offset + end - start]
 
 
-def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None) -> None:
-    """Fill item.tokens window by window, keeping each window's frames outside its context."""
+def _transcribe_long(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None, decoder=None) -> None:
+    """Fill item.frames window by window, keeping each window's frames outside its context."""
     for logits in window_logits(model, item, rate, chunk, stride, on_window):
-        item.tokens.append(ctc.best_tokens(logits))
+        item.frames.append(_frame_outputs(logits, decoder))
 
 
 def window_logits(model, item: _Input, rate: int, chunk: int, stride: int, on_window=None):
@@ -214,25 +219,27 @@ def check_can_transcribe(model) -> None:
 
 def transcribe(model, inputs, batch_size: int = 8, timestamps: bool = False,
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS, stride_seconds: float | None = None,
-               progress=None, errors: str = "raise") -> list[Transcription]:
+               progress=None, errors: str = "raise", decoder=None) -> list[Transcription]:
     """Transcribe files (any format libsndfile reads) or 1-d arrays at the model's rate: a list in their order.
 
     See transcribe_each, which yields each result as it finishes.
     """
     inputs = list(inputs)
     return in_order(transcribe_each(model, inputs, batch_size, timestamps, chunk_seconds, stride_seconds,
-                                    progress, errors), len(inputs))
+                                    progress, errors, decoder), len(inputs))
 
 
 def transcribe_each(model, inputs, batch_size: int = 8, timestamps: bool = False,
                     chunk_seconds: float = DEFAULT_CHUNK_SECONDS, stride_seconds: float | None = None,
-                    progress=None, errors: str = "raise"):
+                    progress=None, errors: str = "raise", decoder=None):
     """(index, Transcription) for each input as it finishes, a group of consecutive inputs at a time.
 
     Inputs longer than ``chunk_seconds`` run in windows with ``stride_seconds`` of context on
     each side (default: a sixth of the chunk). ``progress(done, total, detail=None)`` is
     called as inputs finish, and with a detail ("talk.wav: window 3/30") as long ones advance.
     A bad input raises AudioError, or with ``errors="keep"`` comes back with its ``error`` set.
+    The frames are decoded greedily, or by ``decoder`` (npw2v2.app.beam.BeamDecoder: a beam
+    search, with a language model and hotwords) over the whole input's logits.
     """
     check_can_transcribe(model)
     _check_batch_size(batch_size)
@@ -242,19 +249,20 @@ def transcribe_each(model, inputs, batch_size: int = 8, timestamps: bool = False
     for first, group in _groups(inputs):
         items = prepare(group, model.sampling_rate, model.config.receptive_field, chunk, errors)
         for i, result in transcribe_prepared_each(model, items, batch_size, timestamps, chunk, stride, errors,
-                                                  counter.window):
+                                                  counter.window, decoder):
             counter.finished()
             yield first + i, result
 
 
 def transcribe_prepared(model, items: list[_Input], batch_size: int = 8, timestamps: bool = False,
-                        chunk: int = 0, stride: int = 0, errors: str = "raise") -> list[Transcription]:
+                        chunk: int = 0, stride: int = 0, errors: str = "raise", decoder=None) -> list[Transcription]:
     """The model half of transcribe, for inputs from ``prepare``: one Transcription each, in their order."""
-    return in_order(transcribe_prepared_each(model, items, batch_size, timestamps, chunk, stride, errors), len(items))
+    return in_order(transcribe_prepared_each(model, items, batch_size, timestamps, chunk, stride, errors,
+                                             decoder=decoder), len(items))
 
 
 def transcribe_prepared_each(model, items: list[_Input], batch_size: int = 8, timestamps: bool = False,
-                             chunk: int = 0, stride: int = 0, errors: str = "raise", on_window=None):
+                             chunk: int = 0, stride: int = 0, errors: str = "raise", on_window=None, decoder=None):
     """(index, Transcription) for inputs from ``prepare`` as they finish: bad ones first, then short ones
     in padded batches of similar length, then long ones window by window (``chunk`` and ``stride`` in
     samples, from ``chunking``)."""
@@ -265,18 +273,18 @@ def transcribe_prepared_each(model, items: list[_Input], batch_size: int = 8, ti
     short = [i for i, item in enumerate(items) if item.error is None and not item.long]
     for group in audio.batches_by_length([items[i].samples for i in short], batch_size):
         indices = [short[j] for j in group]
-        for i, tokens in zip(indices, _run(model, [items[i].array for i in indices])):
-            items[i].tokens.append(tokens)
-            yield i, _result(model, items[i], timestamps)
+        for i, frames in zip(indices, _run(model, [items[i].array for i in indices], decoder)):
+            items[i].frames.append(frames)
+            yield i, _result(model, items[i], timestamps, decoder)
     for i, item in enumerate(items):
         if item.long:
             try:
-                _transcribe_long(model, item, rate, chunk, stride, on_window)
+                _transcribe_long(model, item, rate, chunk, stride, on_window, decoder)
             except audio.AudioError as e:
                 if errors == "raise":
                     raise
                 item.error = str(e)
-            yield i, _result(model, item, timestamps)
+            yield i, _result(model, item, timestamps, decoder)
 
 
 def in_order(pairs, count: int) -> list:
@@ -314,15 +322,30 @@ class _Counter:
             self.progress(self.done, self.total, f"{Path(name).name}: window {done}/{windows}")
 
 
-def _result(model, item: _Input, timestamps: bool) -> Transcription:
+def _result(model, item: _Input, timestamps: bool, decoder=None) -> Transcription:
     if item.error is not None:
         return Transcription(item.name, "", item.samples / model.sampling_rate, error=item.error)
-    tokens = np.concatenate(item.tokens) if item.tokens else np.zeros(0, int)
-    decoded = ctc.decode(tokens, model.id_to_token, model.config.pad_token_id,
-                         model.config.output_frame_stride / model.sampling_rate, model.word_delimiter)
+    seconds_per_frame = model.config.output_frame_stride / model.sampling_rate
+    if decoder is not None:
+        return _beam_result(model, item, timestamps, decoder, seconds_per_frame)
+    tokens = np.concatenate(item.frames) if item.frames else np.zeros(0, int)
+    decoded = ctc.decode(tokens, model.id_to_token, model.config.pad_token_id, seconds_per_frame,
+                         model.word_delimiter)
     result = Transcription(item.name, decoded.text, item.samples / model.sampling_rate, frame_tokens=tokens)
     if timestamps:
         result.words, result.chars = decoded.words, decoded.chars
+    return result
+
+
+def _beam_result(model, item: _Input, timestamps: bool, decoder, seconds_per_frame: float) -> Transcription:
+    """The beam search's best transcript of the whole input; its words' times (no character times)."""
+    logits = np.concatenate(item.frames) if item.frames else np.zeros((0, len(decoder.labels)), np.float32)
+    best = decoder.decode(logits)[0]
+    result = Transcription(item.name, best.text, item.samples / model.sampling_rate,
+                           frame_tokens=ctc.best_tokens(logits))
+    if timestamps:
+        result.words = [ctc.Span(word, start * seconds_per_frame, end * seconds_per_frame)
+                        for word, (start, end) in best.words]
     return result
 
 
