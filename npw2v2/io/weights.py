@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``unispeech.``, ...) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -45,9 +45,21 @@ class CheckpointError(ValueError):
 POS_CONV = "encoder.pos_conv_embed.conv."
 
 
+# The encoder's prefix in each family's task models (Wav2Vec2ForCTC's ``wav2vec2.``, ...): transformers'
+# base_model_prefix of each.
+TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.")
+
+
+def without_task_prefix(name: str) -> str:
+    """A tensor name without the encoder's prefix of the task models (TASK_PREFIXES)."""
+    prefix = next((p for p in TASK_PREFIXES if name.startswith(p)), "")
+    return name[len(prefix):]
+
+
 def canonical_name(name: str) -> str:
-    """Without the ``wav2vec2.`` / ``hubert.`` / ``data2vec_audio.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
-    name = name.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
+    """Without the ``wav2vec2.`` (``hubert.``, ...: TASK_PREFIXES) prefix of the task models, weight norm spelled
+    ``weight_g``/``weight_v``."""
+    name = without_task_prefix(name)
     for spelling, short in WEIGHT_NORM_SPELLINGS.items():
         name = name.replace(spelling, short)
     return name
@@ -79,13 +91,14 @@ def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     if far_off:  # the tensors win: nothing is built from the config's claim
         raise CheckpointError(f"{source}: " + "; ".join(counts))
     try:
-        expected = expected_shapes(cfg, model_kind(cfg, shapes))
+        kind = model_kind(cfg, shapes)
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
+    expected = expected_shapes(cfg, kind)
     if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
-    problems = counts + shape_problems(shapes, expected, optional_shapes(cfg))
+    problems = counts + shape_problems(shapes, expected, optional_shapes(cfg, kind))
     for language, found in languages.items():
         rows = found.get("lm_head.weight", (0,))[0]
         problems += [f"language {language}: {p}" for p in shape_problems(found, language_shapes(cfg, rows))]
