@@ -34,9 +34,13 @@ HUBERT = ["tiny_hubert", "tiny_hubert_stable", "tiny_hubert_bn", "tiny_contentve
 DATA2VEC_AUDIO = ["tiny_data2vec_audio", "tiny_data2vec_audio_ctc", "tiny_data2vec_audio_frame_classifier"]
 # x-vector heads (golden/record_xvector.py): wav2vec 2.0's and data2vec-audio's.
 XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector"]
-FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base")  # weights regenerated from the seed, last stages recorded
+# UniSpeech and UniSpeech-SAT (golden/record_unispeech.py): tiny heads, and UniSpeech-SAT's base architecture.
+UNISPEECH = ["tiny_unispeech_ctc", "tiny_unispeech_sat_frame_classifier", "tiny_unispeech_sat_classifier",
+             "tiny_unispeech_sat_xvector"]
+FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base")  # weights regenerated from the seed, last stages recorded
 # The manifest of each recording script besides golden/record.py's.
-MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json"}
+MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
+             "unispeech_sat_base": "unispeech_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
 NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
@@ -234,7 +238,8 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     """(configuration, case, stages compared, largest error on the fast path, on the reference path,
     tolerance): a row per configuration and kind of case, as docs/verification.md lists them."""
     rows = []
-    for name in TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR:
+    for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR
+                 + UNISPEECH + ["unispeech_sat_base"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

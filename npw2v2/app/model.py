@@ -156,7 +156,8 @@ class Wav2Vec2:
     def __repr__(self):
         c = self.config
         head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
-        family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, "}.get(c.model_type, "")
+        family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, ", "unispeech": "UniSpeech, ",
+                  "unispeech-sat": "UniSpeech-SAT, "}.get(c.model_type, "")
         return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
                 f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")
 

@@ -339,6 +339,10 @@ def check_fields(cfg: Config) -> dict:
             "config: tdnn_dim, tdnn_kernel and tdnn_dilation must have the same length, got "
             f"{len(values['tdnn_dim'])}, {len(values['tdnn_kernel'])} and {len(values['tdnn_dilation'])}"
         )
+    if values["model_type"] in ("unispeech", "unispeech-sat") and (values["add_adapter"]
+                                                                   or values["adapter_attn_dim"] is not None):
+        raise ValueError(f"config: add_adapter and adapter_attn_dim are wav2vec 2.0's adapters, which "
+                         f"{values['model_type']!r} models do not have in transformers")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:
