@@ -9,11 +9,11 @@ import pytest
 
 import npw2v2
 import stand_in_device
-from golden import HEADS, TINY, batch_vs_alone_errors, case_errors, cases, languages, tolerance
+from golden import HEADS, TINY, XVECTOR, batch_vs_alone_errors, case_errors, cases, languages, tolerance
 from npw2v2.core.backend import get_xp
 from stand_in_device import DeviceArray, HostCallError
 
-ALL = TINY + ["base"] + HEADS
+ALL = TINY + ["base"] + HEADS + XVECTOR[:2]  # the x-vector head on both of its paths
 GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 PADDED = [(name, language) for name in ALL for language in languages(name)]
 

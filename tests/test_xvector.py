@@ -160,3 +160,117 @@ def test_a_hugging_face_bin_folder_converts(tmp_path, capsys):
         ref = recorded_case("tiny_xvector", case)
         got = converted(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True)
         assert golden_error(got.embeddings, ref["embeddings"]) <= tolerance("tiny_xvector"), case
+
+
+# ---------------------------------------------------------------------------
+# model.embed_speaker and npw2v2 similarity
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """Three WAV files of noise, 0.6, 0.45 and 0.9 s: three 'speakers' of a random model."""
+    import soundfile as sf
+    folder = tmp_path_factory.mktemp("voices")
+    rng = np.random.default_rng(11)
+    paths = []
+    for i, seconds in enumerate((0.6, 0.45, 0.9)):
+        path = folder / f"voice{i}.wav"
+        sf.write(path, 0.1 * rng.standard_normal(int(16000 * seconds)), 16000)
+        paths.append(str(path))
+    return paths
+
+
+def test_embed_speaker_gives_each_inputs_embedding_whatever_the_batch(voices):
+    from npw2v2.io import audio
+    m = model("tiny_xvector")
+    one = m.embed_speaker(voices[1])
+    assert isinstance(one, np.ndarray) and one.shape == (TINY.xvector_output_dim,)
+    together = m.embed_speaker(voices, batch_size=3)
+    apart = m.embed_speaker(voices, batch_size=1)
+    assert len(together) == 3 and all(e.shape == one.shape for e in together)
+    for a, b in zip(together, apart):
+        assert golden_error(a, b) <= 1e-5
+    x = audio.load(voices[1], 16000, 400)[None]  # the model's own forward pass on the normalised samples
+    expected = m(audio.normalize(x, np.ones(x.shape, dtype=bool))).embeddings[0]
+    assert golden_error(one, expected) <= 1e-5 and golden_error(together[1], expected) <= 1e-5
+
+
+def test_embed_speaker_refuses_other_models_and_short_audio():
+    with pytest.raises(ValueError, match="Wav2Vec2ForCTC, not a speaker embedding model"):
+        model("tiny_ctc").embed_speaker(np.zeros(16000, dtype=np.float32))
+    with pytest.raises(npw2v2.io.audio.AudioError, match=str(xvector.min_samples(TINY))):
+        model("tiny_xvector").embed_speaker(np.zeros(xvector.min_samples(TINY) - 1, dtype=np.float32))
+
+
+def test_similarity_is_the_cosine_of_the_normalised_embeddings():
+    from npw2v2.app import speaker
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal(7), rng.standard_normal(7)
+    assert speaker.similarity(a, b) == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-6)
+    assert speaker.similarity(a, 3 * a) == pytest.approx(1.0, abs=1e-6)
+    assert speaker.similarity(a, -a) == pytest.approx(-1.0, abs=1e-6)
+    assert speaker.verdict(0.9, 0.86) == "same speaker" and speaker.verdict(0.8, 0.86) == "different speakers"
+    cached = "/home/u/.cache/huggingface/hub/models--microsoft--wavlm-base-plus-sv/snapshots/abc"
+    assert speaker.known_threshold(model("tiny_xvector"), cached) == (0.86, "the microsoft/wavlm-base-plus-sv model card")
+    assert speaker.known_threshold(model("tiny_xvector"), "my-model") == (None, "")
+
+
+def test_cli_similarity_scores_the_first_file_against_each_other(voices, capsys):
+    from npw2v2.app import speaker
+    from npw2v2.app.cli import main
+    folder = str(GOLDEN / "tiny_xvector")
+    assert main(["similarity", *voices, "-m", folder]) == 0
+    out, err = capsys.readouterr()
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [line[:2] for line in lines] == [[voices[0], voices[1]], [voices[0], voices[2]]]
+    embeddings = model("tiny_xvector").embed_speaker(voices)
+    for line, other in zip(lines, embeddings[1:]):
+        assert len(line) == 3 and float(line[2]) == pytest.approx(speaker.similarity(embeddings[0], other), abs=1e-4)
+    assert "no threshold known" in err
+    assert main(["similarity", *voices[:2], "-m", folder, "--threshold", "-1"]) == 0
+    assert capsys.readouterr().out.endswith("\tsame speaker\n")
+    assert main(["similarity", *voices[:2], "-m", folder, "-t", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.endswith("\tdifferent speakers\n") and "the threshold of --threshold" in err
+
+
+def test_cli_similarity_takes_the_threshold_from_the_converted_file(voices, tmp_path, capsys):
+    from npw2v2.app.cli import main
+    out = tmp_path / "sv.safetensors"
+    assert convert_main([str(GOLDEN / "xvector_checkpoints" / "hf_bin"), str(out), "--speaker-threshold", "1"]) == 0
+    assert npw2v2.load(out).metadata["speaker_threshold"] == 1.0
+    capsys.readouterr()
+    assert main(["similarity", *voices[:2], "-m", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.endswith("\tdifferent speakers\n") and "the model file's metadata" in printed.err
+    assert convert_main([str(GOLDEN / "xvector_checkpoints" / "hf_bin"), str(tmp_path / "x.safetensors"),
+                         "--speaker-threshold", "2"]) == 1
+    assert "--speaker-threshold: a speaker threshold must be a number from -1 to 1" in capsys.readouterr().err
+
+
+def test_a_bad_threshold_in_a_files_metadata_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+    source = tmp_path / "sv.safetensors"
+    assert convert_main([str(GOLDEN / "xvector_checkpoints" / "hf_bin"), str(source)]) == 0
+    with safe_open(str(source), "np") as f:
+        metadata = f.metadata()
+    save_file(load_file(str(source)), str(tmp_path / "bad.safetensors"), metadata={**metadata, "speaker_threshold": "high"})
+    with pytest.raises(CheckpointError, match="speaker_threshold in the metadata: a speaker threshold must be"):
+        npw2v2.load(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["/no/such.wav", "VOICE"], "/no/such.wav"),
+    (["VOICE", "VOICE", "-m", str(GOLDEN / "tiny_ctc")], "Wav2Vec2ForCTC, not a speaker embedding model"),
+    (["VOICE"], "similarity compares two files or more"),
+    (["VOICE", "VOICE", "--threshold", "1.5"], "--threshold: a speaker threshold must be a number from -1 to 1"),
+])
+def test_cli_similarity_errors_are_one_line(args, message, voices, capsys):
+    from npw2v2.app.cli import main
+    args = [voices[0] if a == "VOICE" else a for a in args]
+    if "-m" not in args:
+        args += ["-m", str(GOLDEN / "tiny_xvector")]
+    assert main(["similarity", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("npw2v2: error:") == 1

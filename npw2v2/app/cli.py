@@ -16,8 +16,8 @@ from .. import __version__
 from ..core.backend import DeviceError
 from ..io.audio import AudioError, AudioWarning
 from ..io.outputs import cause, file_error, folder_problem, output_problem, with_contents, write_atomically
-from ..io.weights import CheckpointError
-from . import pipeline
+from ..io.weights import CheckpointError, speaker_threshold
+from . import pipeline, speaker
 from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
 from ..io import hub
@@ -514,6 +514,34 @@ def run_classify(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# similarity
+
+
+def run_similarity(args) -> int:
+    """The first file against each of the others: a line per pair, its cosine score and, with a threshold, a verdict."""
+    if len(args.inputs) < 2:
+        raise UsageError("similarity compares two files or more: the first against each of the others")
+    threshold, source = None, ""
+    if args.threshold is not None:
+        threshold, source = speaker_threshold(args.threshold, "--threshold"), "--threshold"
+    model, _ = load_model(args.model, device=args.device)
+    if threshold is None:
+        threshold, source = speaker.known_threshold(model, args.model)
+    embeddings = pipeline.embed_speaker(model, args.inputs, args.batch_size, progress=progress_printer(args))
+    if threshold is None:
+        print("npw2v2: no threshold known for this model: the scores only (--threshold T gives a verdict)",
+              file=sys.stderr)
+    else:
+        print(f"npw2v2: same speaker at a score of {threshold:g} or more (the threshold of {source})",
+              file=sys.stderr)
+    for path, embedding in zip(args.inputs[1:], embeddings[1:]):
+        score = speaker.similarity(embeddings[0], embedding)
+        verdict = "" if threshold is None else "\t" + speaker.verdict(score, threshold)
+        print(f"{args.inputs[0]}\t{path}\t{score:.4f}{verdict}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # explain and compare
 
 
@@ -845,6 +873,26 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="text: path, then 'label probability' pairs, tab-separated; json: an object per line")
     k.set_defaults(run=run_classify)
+
+    v = commands.add_parser(
+        "similarity", help="are two recordings of the same speaker? (x-vector models)",
+        description="Compare speakers with a speaker verification model (an x-vector head, *ForXVector, as "
+                    "unispeech-sat-base-plus-sv has): the cosine similarity of the first file's speaker "
+                    "embedding with each other file's, normalised first as the model cards compute it. A "
+                    "line per pair: FIRST, OTHER, the score (near 1: the same voice) and, when a threshold "
+                    "is known, 'same speaker' (score >= threshold) or 'different speakers'. The threshold "
+                    "is --threshold, else the model file's speaker_threshold metadata (npw2v2-convert "
+                    "--speaker-threshold), else the model card's for known models (wavlm-base-plus-sv: "
+                    "0.86). Files are read whole, at least 0.325 s with the standard x-vector head.")
+    v.add_argument("inputs", nargs="+", metavar="FILE", help="audio files: the first is compared with each other")
+    v.add_argument("--model", "-m", required=True, help=MODEL_HELP + " of a speaker verification model")
+    add_revision(v)
+    v.add_argument("--threshold", "-t", type=finite_number(-1.0, above=False), metavar="T",
+                   help="the score from which two files are the same speaker (a cosine, up to 1)")
+    v.add_argument("--batch-size", type=POSITIVE, default=8, help="files run together (default 8)")
+    v.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    add_quiet(v)
+    v.set_defaults(run=run_similarity)
 
     x = commands.add_parser(
         "explain", help="trace a forward pass stage by stage: shapes, frame arithmetic, masks",

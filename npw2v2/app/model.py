@@ -139,6 +139,16 @@ class Wav2Vec2:
         """Label scores of each file or 1-d array (see npw2v2.app.pipeline.classify)."""
         return pipeline.classify(self, inputs, batch_size=batch_size, **options)
 
+    def embed_speaker(self, audio, batch_size: int = 8, **options):
+        """Speaker embeddings of an x-vector model (``*ForXVector``): one NumPy vector [X] per input
+        (npw2v2.app.pipeline.embed_speaker). One file or 1-d array gives one vector; a list, a list.
+
+        Compare two with npw2v2.app.similarity.cosine_similarity (``npw2v2 similarity``).
+        """
+        if isinstance(audio, (str, Path)) or getattr(audio, "ndim", None) == 1:
+            return pipeline.embed_speaker(self, [audio], batch_size=batch_size, **options)[0]
+        return pipeline.embed_speaker(self, audio, batch_size=batch_size, **options)
+
     def align(self, audio, text, batch_size: int = 8, **options):
         """When each word and character of a known transcript is spoken (npw2v2.app.align.align).
 

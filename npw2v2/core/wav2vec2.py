@@ -71,7 +71,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     With a mask, each utterance gets the result it gets alone (group norm statistics over
     its valid samples, adapter convolutions and classifier pooling over its valid frames).
     ``norm_over_padding=True`` lets the padding in where transformers does (group norm, the
-    down-sampling adapter), which reproduces its padded-batch numbers exactly. Without a
+    down-sampling adapter, the x-vector head's count of frames to pool), which reproduces its
+    padded-batch numbers exactly. Without a
     mask every sample counts. (HuBERT's batch-normed positional conv input is the third place
     padding leaks into, npw2v2.core.hubert.) ``mask_time_indices`` ([B, T] bool) replaces those frames by
     the learned mask embedding before the encoder, as pretraining does.

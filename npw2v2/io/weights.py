@@ -228,6 +228,20 @@ def shard_files(index: Path) -> list[Path]:
 
 # Settings besides the weights: the feature extractor's and the tokenizer's.
 SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
+# Metadata of a speaker verification model: the cosine score from which two recordings are the same
+# speaker (npw2v2-convert --speaker-threshold; npw2v2.app.speaker reads it).
+SPEAKER_THRESHOLD = "speaker_threshold"
+
+
+def speaker_threshold(value, where: str) -> float:
+    """A speaker threshold is a finite number in [-1, 1] (a cosine's range); ValueError naming ``where`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not -1.0 <= number <= 1.0:  # NaN fails too
+        raise ValueError(f"{where}: a speaker threshold must be a number from -1 to 1 (a cosine), got {show(value)}")
+    return number
 
 
 def check_preprocessor(settings) -> None:
@@ -348,6 +362,12 @@ def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
             reason = "nested too deeply" if isinstance(e, RecursionError) else e
             raise CheckpointError(f"{path}: bad {key} in the metadata: not JSON ({reason})") from None
     cfg = config_of(parsed.pop("config"), str(path))
+    if SPEAKER_THRESHOLD in parsed:
+        try:
+            parsed[SPEAKER_THRESHOLD] = speaker_threshold(parsed[SPEAKER_THRESHOLD], f"{path}: {SPEAKER_THRESHOLD} "
+                                                          "in the metadata")
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     vocab = parsed.pop("vocab", None)
     names = {key: f"{path}: {key} in the metadata" for key in ["vocab", *SETTINGS_FILES]}
     check_settings(vocab, parsed, head_rows({n: v.shape for n, v in tensors.items()}), names)
