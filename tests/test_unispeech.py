@@ -105,3 +105,10 @@ def test_explain_says_the_encoder_is_wav2vec2s(capsys):
     out = capsys.readouterr().out
     assert "Wav2Vec2(UniSpeech-SAT, 2 layers" in out and "no stage differs at inference" in out
     assert "embeddings            [2, 6]" in out and "5 TDNN layers (14 frames off)" in out
+    difference = float(out.split("same valid frames and speaker embedding: largest difference ", 1)[1].split()[0])
+    assert difference < 1e-5
+    # transformers' numbers: a layer-normed pre-LN encoder keeps the frames honest, the head's count does not
+    assert main(["explain", "--model", str(GOLDEN / "tiny_unispeech_sat_xvector"), "--seconds", "0.6", "0.4",
+                 "--norm-over-padding"]) == 0
+    out = capsys.readouterr().out
+    assert float(out.rsplit("largest difference ", 1)[1].split()[0]) > 1e-3

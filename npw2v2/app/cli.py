@@ -591,7 +591,7 @@ def run_explain(args) -> int:
 
         batched += other_way(model, x, mask, args.reference, args.norm_over_padding)
     found = differences_from_alone(model, x, mask, batched, args.reference)  # each item run alone, once
-    largest = max(found[0]["last_hidden_state"])
+    largest = max(found[0]["last_hidden_state"] + found[0].get("embeddings", []))  # an x-vector's too
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
                           "config": model.config.to_dict(), "stages": trace.as_data(),
@@ -600,8 +600,12 @@ def run_explain(args) -> int:
         path = "the reference path" if args.reference else "the fast path"
         print(f"npw2v2 explain: {name}, {path}\n  {model!r}\n")
         print(describe(trace, model, model.sampling_rate))
-        print(f"\nEach input run alone gives the same valid frames: largest difference {largest:.1e}"
-              + (" (group norm sees the padding here)" if args.norm_over_padding else ""))
+        what = "valid frames and speaker embedding" if "embeddings" in found[0] else "valid frames"
+        if args.norm_over_padding:  # transformers' numbers: no promise to state, only the gap
+            print(f"\nEach input run alone against its row of the batch ({what}): largest difference "
+                  f"{largest:.1e} (--norm-over-padding lets the padding in where transformers does)")
+        else:
+            print(f"\nEach input run alone gives the same {what}: largest difference {largest:.1e}")
     if args.save:
         from safetensors.numpy import save_file
 
@@ -909,7 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")
     x.add_argument("--samples", type=POSITIVE, nargs="+", help="input lengths in samples")
     x.add_argument("--norm-over-padding", action="store_true",
-                   help="let group norm see the padding, as transformers does (to compare with its activations)")
+                   help="let the padding in where transformers does: group norm, the adapter, an x-vector head's "
+                        "frame count, ... (to compare with its activations)")
     x.add_argument("--reference", action="store_true",
                    help="take the reference path: every operation in its plainest form (npw2v2.core.layers)")
     x.add_argument("--json", action="store_true", help="print the trace as JSON")
