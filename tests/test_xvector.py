@@ -2,6 +2,8 @@
 shares (tests/test_family_golden.py runs tiny_xvector* against transformers' Wav2Vec2ForXVector and
 Data2VecAudioForXVector, golden/record_xvector.py): the TDNN layers against a direct dilated convolution,
 their frame counts, the statistics against numpy's mean and std, where transformers lets padding in."""
+import re
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,24 @@ def test_the_loss_weights_load_and_no_other_stray_tensor(tmp_path):
     (folder / "config.json").write_bytes((GOLDEN / "tiny_xvector" / "config.json").read_bytes())
     save_file(tensors, str(folder / "model.safetensors"))
     with pytest.raises(CheckpointError, match="tdnn.9.kernel.bias"):
+        npw2v2.load(folder)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tdnn_dim": [8, 8, 8, 16], "tdnn_kernel": [5, 3, 3, 1], "tdnn_dilation": [1, 2, 3, 1]},
+     "config says len(tdnn_dim) 4, the file holds 5 TDNN layers"),
+    ({"tdnn_dim": [8, 8, 9, 8, 16]}, "config says tdnn_dim[2] 9, the file's tdnn.2.kernel.weight has 8 rows"),
+    ({"tdnn_kernel": [5, 3, 2, 1, 1]}, "wrong shape: tdnn.2.kernel.weight is [8, 24], the config says [8, 16]"),
+    ({"xvector_output_dim": 7}, "wrong shape: classifier.weight is [6, 6], the config says [7, 7]"),
+])
+def test_a_config_that_does_not_match_the_tdnn_tensors_is_named(change, message, tmp_path):
+    import json
+    import shutil
+    folder = tmp_path / "m"
+    shutil.copytree(GOLDEN / "tiny_xvector", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         npw2v2.load(folder)
 
 

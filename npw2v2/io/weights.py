@@ -136,6 +136,8 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
     if cfg.model_type == "data2vec-audio":  # its num_conv_pos_embeddings counts positional conv layers
         claims.append(("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV.replace("conv.", "layers."),
                        "positional conv layers"))
+    if layer_indices(shapes, "tdnn."):  # an x-vector head's TDNN layers (npw2v2.core.xvector)
+        claims.append(("len(tdnn_dim)", len(cfg.tdnn_dim), "tdnn.", "TDNN layers"))
     problems, far_off = [], False
     for key, claimed, prefix, what in claims:
         held = len(layer_indices(shapes, prefix))
@@ -150,6 +152,7 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
               ("vocab_size", cfg.vocab_size, "lm_head.weight", 0, "rows")]
     widths += [(f"conv_dim[{i}]", c, f"feature_extractor.conv_layers.{i}.conv.weight", 0, "rows")
                for i, c in enumerate(cfg.conv_dim)]
+    widths += [(f"tdnn_dim[{i}]", c, f"tdnn.{i}.kernel.weight", 0, "rows") for i, c in enumerate(cfg.tdnn_dim)]
     for key, claimed, name, axis, what in widths:
         shape = tuple(shapes.get(name, ()))
         if shape and shape[axis] != claimed:
