@@ -215,6 +215,15 @@ def test_embed_speaker_gives_each_inputs_embedding_whatever_the_batch(voices):
     assert golden_error(one, expected) <= 1e-5 and golden_error(together[1], expected) <= 1e-5
 
 
+def test_embed_speaker_keeps_going_past_bad_files_when_asked(voices):
+    from npw2v2.app import pipeline
+    m = model("tiny_xvector")
+    results = pipeline.embed_speaker(m, [voices[0], "/no/such.wav", voices[2]], errors="keep")
+    assert isinstance(results[1], npw2v2.io.audio.AudioError) and "/no/such.wav" in str(results[1])
+    for got, alone in zip((results[0], results[2]), m.embed_speaker([voices[0], voices[2]])):
+        assert golden_error(got, alone) <= 1e-5
+
+
 def test_embed_speaker_refuses_other_models_and_short_audio():
     with pytest.raises(ValueError, match="Wav2Vec2ForCTC, not a speaker embedding model"):
         model("tiny_ctc").embed_speaker(np.zeros(16000, dtype=np.float32))
