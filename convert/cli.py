@@ -9,7 +9,7 @@ from pathlib import Path
 from npw2v2 import __version__
 from npw2v2.io.hub import locate
 from npw2v2.io.outputs import file_error, output_problem, with_contents
-from npw2v2.io.weights import CheckpointError
+from npw2v2.io.weights import SPEAKER_THRESHOLD, CheckpointError, speaker_threshold
 
 from .checkpoint import DTYPES, convert
 from .errors import ConversionError
@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--languages", type=lambda text: [t for t in text.split(",") if t], metavar="LANG,...",
                         help="MMS models: bundle these languages' adapters and CTC heads (adapter.LANG.safetensors "
                              "or .bin in SRC), or 'all'; others load from adapter files beside the output")
+    parser.add_argument("--speaker-threshold", type=float, metavar="T",
+                        help="speaker verification models (x-vector heads): the cosine score from which "
+                             "'npw2v2 similarity' says 'same speaker', kept in the file's metadata")
     parser.add_argument("--version", action="version", version=f"npw2v2-convert {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -52,6 +55,12 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"npw2v2-convert: error: {e}", file=sys.stderr)
         return 1
+    if args.speaker_threshold is not None:
+        try:
+            speaker_threshold(args.speaker_threshold, "--speaker-threshold")
+        except ValueError as e:
+            print(f"npw2v2-convert: error: {e}", file=sys.stderr)
+            return 1
     problem = output_problem(args.out, with_contents([args.src, *([args.dict_path] if args.dict_path else [])]))
     if problem:
         print(f"npw2v2-convert: error: {args.out}: {problem}", file=sys.stderr)
@@ -60,6 +69,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         print(f"reading {args.src}", file=sys.stderr, flush=True)
         checkpoint = read_source(args.src, args.dict_path, args.languages)
+        if args.speaker_threshold is not None:
+            checkpoint.extra[SPEAKER_THRESHOLD] = args.speaker_threshold
         print(f"writing {args.out}", file=sys.stderr, flush=True)
         summary = convert(checkpoint, str(args.src), args.out, dtype=args.dtype)
     except ConversionError as e:

@@ -100,7 +100,10 @@ def run_case(model, weights: dict, input_values: np.ndarray, attention_mask: np.
         frames = stages["conv_features"].shape[1]
         stages["frame_mask"] = base._get_feature_vector_attention_mask(frames, mask).numpy()
     if model is not base:
-        stages["logits"] = model(x, attention_mask=mask).logits.numpy()
+        head = model(x, attention_mask=mask)
+        stages["logits"] = head.logits.numpy()
+        if getattr(head, "embeddings", None) is not None:  # x-vector heads (golden/record_xvector.py)
+            stages["embeddings"] = head.embeddings.numpy()
     return stages
 
 
@@ -114,13 +117,16 @@ def save_model(model, weights: dict, folder: Path) -> None:
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def record_activations(name: str, model, weights: dict, full_size: bool, base_stages) -> tuple[Path, list, dict]:
+def record_activations(name: str, model, weights: dict, full_size: bool, base_stages,
+                       lengths: list | None = None) -> tuple[Path, list, dict]:
     """Every case of one configuration run through transformers, into golden/data/NAME/activations.safetensors
     (a full-size one: its single, batch and alone.1 cases and ``base_stages`` only, to stay small);
-    returns (the folder, the input lengths, the cases). record_data2vec_audio.py records the same way."""
+    returns (the folder, the input lengths, the cases). record_data2vec_audio.py records the same way.
+    ``lengths``: the inputs' lengths, when not the usual ones."""
     folder = DATA / name
     folder.mkdir(parents=True, exist_ok=True)
-    lengths = BASE_LENGTHS if full_size else HEAD_LENGTHS if name.endswith("classifier") else TINY_LENGTHS
+    if lengths is None:
+        lengths = BASE_LENGTHS if full_size else HEAD_LENGTHS if name.endswith("classifier") else TINY_LENGTHS
     cases = padded_cases(*speech_like_batch(lengths, INPUT_SEED))
     if full_size:
         cases = {k: v for k, v in cases.items() if k in ("single", "batch", "alone.1")}

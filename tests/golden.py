@@ -32,12 +32,20 @@ HEADS = ["tiny_pretraining", "tiny_classifier", "tiny_frame_classifier", "tiny_a
 HUBERT = ["tiny_hubert", "tiny_hubert_stable", "tiny_hubert_bn", "tiny_contentvec", "tiny_hubert_classifier"]
 # data2vec-audio (golden/record_data2vec_audio.py): tiny configurations and heads, and its base architecture.
 DATA2VEC_AUDIO = ["tiny_data2vec_audio", "tiny_data2vec_audio_ctc", "tiny_data2vec_audio_frame_classifier"]
-FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base")  # weights regenerated from the seed, last stages recorded
+# x-vector heads (golden/record_xvector.py): wav2vec 2.0's and data2vec-audio's.
+XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector"]
+# UniSpeech and UniSpeech-SAT (golden/record_unispeech.py): tiny heads, and UniSpeech-SAT's base architecture.
+UNISPEECH = ["tiny_unispeech_ctc", "tiny_unispeech_sat_frame_classifier", "tiny_unispeech_sat_classifier",
+             "tiny_unispeech_sat_xvector"]
+FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base")  # weights regenerated from the seed, last stages recorded
 # The manifest of each recording script besides golden/record.py's.
-MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json"}
+MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
+             "unispeech_sat_base": "unispeech_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
 NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
+# Stages with one row per input (x-vector heads), whatever their rank.
+PER_INPUT = ("embeddings",)
 # Stages on the frames after the down-sampling adapter; the others are on the encoder's frames.
 OUTPUT_FRAMES = ("last_hidden_state", "logits")
 # Statistics of a whole batch: compared as they are, never with an item alone.
@@ -130,7 +138,7 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
                     mask_time_indices=mask_time_indices, items_alone=items_alone, reference=reference)
     stages = {"extract_features": out.extract_features, "last_hidden_state": out.last_hidden_state}
     stages.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
-    stages.update({k: getattr(out, k) for k in ("logits", "projected_states", "projected_quantized_states",
+    stages.update({k: getattr(out, k) for k in ("logits", "embeddings", "projected_states", "projected_quantized_states",
                                                 "codevector_perplexity") if getattr(out, k) is not None})
     if "final_proj" in m.params:  # HuBERT's final_proj on each hidden state, as recorded
         stages.update({f"final_proj.{i}": final_projection(h, params["final_proj"]) for i, h in enumerate(out.hidden_states)})
@@ -148,7 +156,7 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
 def stage_error(stage: str, ours, ref, masks: dict) -> float:
     """golden_error on the frames the stage is valid on: the encoder's, the adapter's output's, or all
     (per-input logits [B, labels] and batch statistics)."""
-    if stage in BATCH_STATISTICS or np.ndim(ref) < 3 and stage == "logits":
+    if stage in BATCH_STATISTICS + PER_INPUT or np.ndim(ref) < 3 and stage == "logits":
         return golden_error(ours, ref)
     if stage == "contrastive_logits":  # [1 + N, B, T]: to [B, T, 1 + N]
         ours, ref = np.moveaxis(ours, 0, -1), np.moveaxis(ref, 0, -1)
@@ -230,7 +238,8 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     """(configuration, case, stages compared, largest error on the fast path, on the reference path,
     tolerance): a row per configuration and kind of case, as docs/verification.md lists them."""
     rows = []
-    for name in TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"]:
+    for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR
+                 + UNISPEECH + ["unispeech_sat_base"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

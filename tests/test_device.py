@@ -9,11 +9,12 @@ import pytest
 
 import npw2v2
 import stand_in_device
-from golden import DATA2VEC_AUDIO, HEADS, HUBERT, TINY, batch_vs_alone_errors, case_errors, cases, languages, tolerance
+from golden import (DATA2VEC_AUDIO, HEADS, HUBERT, TINY, UNISPEECH, XVECTOR, batch_vs_alone_errors, case_errors,
+                    cases, languages, tolerance)
 from npw2v2.core.backend import get_xp
 from stand_in_device import DeviceArray, HostCallError
 
-ALL = TINY + ["base"] + HEADS + HUBERT + DATA2VEC_AUDIO  # every family, tiny
+ALL = TINY + ["base"] + HEADS + HUBERT + DATA2VEC_AUDIO + UNISPEECH + XVECTOR  # every family and head, tiny
 GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 PADDED = [(name, language) for name in ALL for language in languages(name)]
 

@@ -162,9 +162,10 @@ def test_kind_comes_from_architectures_or_from_the_head_in_the_file():
 def test_unsupported_heads_are_named(tmp_path):
     from test_weights import save_single
 
-    cfg = dataclasses.replace(TINY, architectures=("Wav2Vec2ForXVector",))
+    cfg = dataclasses.replace(TINY, architectures=("UniSpeechSatForPreTraining",))
     path = save_single(tmp_path / "m.safetensors", npw2v2.random_weights(TINY, kind=BASE), cfg)
-    with pytest.raises(npw2v2.CheckpointError, match=f"{path}: Wav2Vec2ForXVector: npw2v2 does not run x-vector"):
+    with pytest.raises(npw2v2.CheckpointError,
+                       match=f"{path}: UniSpeechSatForPreTraining: npw2v2 does not run UniSpeech-SAT's pretraining"):
         npw2v2.load(path)
     with pytest.raises(ValueError, match="add_adapter with Wav2Vec2ForSequenceClassification"):
         model_kind(dataclasses.replace(TINY, architectures=(SEQUENCE_CLASSIFICATION,), add_adapter=True))

@@ -16,8 +16,8 @@ from .. import __version__
 from ..core.backend import DeviceError
 from ..io.audio import AudioError, AudioWarning
 from ..io.outputs import cause, file_error, folder_problem, output_problem, with_contents, write_atomically
-from ..io.weights import CheckpointError
-from . import pipeline
+from ..io.weights import CheckpointError, speaker_threshold
+from . import pipeline, speaker
 from .distributed import RayUnavailable
 from .journal import Journal, merge_shards
 from ..io import hub
@@ -546,6 +546,34 @@ def run_classify(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# similarity
+
+
+def run_similarity(args) -> int:
+    """The first file against each of the others: a line per pair, its cosine score and, with a threshold, a verdict."""
+    if len(args.inputs) < 2:
+        raise UsageError("similarity compares two files or more: the first against each of the others")
+    threshold, source = None, ""
+    if args.threshold is not None:
+        threshold, source = speaker_threshold(args.threshold, "--threshold"), "--threshold"
+    model, _ = load_model(args.model, device=args.device)
+    if threshold is None:
+        threshold, source = speaker.known_threshold(model, args.model)
+    embeddings = pipeline.embed_speaker(model, args.inputs, args.batch_size, progress=progress_printer(args))
+    if threshold is None:
+        print("npw2v2: no threshold known for this model: the scores only (--threshold T gives a verdict)",
+              file=sys.stderr)
+    else:
+        print(f"npw2v2: same speaker at a score of {threshold:g} or more (the threshold of {source})",
+              file=sys.stderr)
+    for path, embedding in zip(args.inputs[1:], embeddings[1:]):
+        score = speaker.similarity(embeddings[0], embedding)
+        verdict = "" if threshold is None else "\t" + speaker.verdict(score, threshold)
+        print(f"{args.inputs[0]}\t{path}\t{score:.4f}{verdict}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # explain and compare
 
 
@@ -595,7 +623,7 @@ def run_explain(args) -> int:
 
         batched += other_way(model, x, mask, args.reference, args.norm_over_padding)
     found = differences_from_alone(model, x, mask, batched, args.reference)  # each item run alone, once
-    largest = max(found[0]["last_hidden_state"])
+    largest = max(found[0]["last_hidden_state"] + found[0].get("embeddings", []))  # an x-vector's too
     if args.json:
         print(json.dumps({"model": name, "path": "reference" if args.reference else "fast",
                           "config": model.config.to_dict(), "stages": trace.as_data(),
@@ -604,8 +632,12 @@ def run_explain(args) -> int:
         path = "the reference path" if args.reference else "the fast path"
         print(f"npw2v2 explain: {name}, {path}\n  {model!r}\n")
         print(describe(trace, model, model.sampling_rate))
-        print(f"\nEach input run alone gives the same valid frames: largest difference {largest:.1e}"
-              + (" (group norm sees the padding here)" if args.norm_over_padding else ""))
+        what = "valid frames and speaker embedding" if "embeddings" in found[0] else "valid frames"
+        if args.norm_over_padding:  # transformers' numbers: no promise to state, only the gap
+            print(f"\nEach input run alone against its row of the batch ({what}): largest difference "
+                  f"{largest:.1e} (--norm-over-padding lets the padding in where transformers does)")
+        else:
+            print(f"\nEach input run alone gives the same {what}: largest difference {largest:.1e}")
     if args.save:
         from safetensors.numpy import save_file
 
@@ -896,6 +928,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: path, then 'label probability' pairs, tab-separated; json: an object per line")
     k.set_defaults(run=run_classify)
 
+    v = commands.add_parser(
+        "similarity", help="are two recordings of the same speaker? (x-vector models)",
+        description="Compare speakers with a speaker verification model (an x-vector head, *ForXVector, as "
+                    "unispeech-sat-base-plus-sv has): the cosine similarity of the first file's speaker "
+                    "embedding with each other file's, normalised first as the model cards compute it. A "
+                    "line per pair: FIRST, OTHER, the score (near 1: the same voice) and, when a threshold "
+                    "is known, 'same speaker' (score >= threshold) or 'different speakers'. The threshold "
+                    "is --threshold, else the model file's speaker_threshold metadata (npw2v2-convert "
+                    "--speaker-threshold), else the model card's for known models (wavlm-base-plus-sv: "
+                    "0.86). Files are read whole, at least 0.325 s with the standard x-vector head.")
+    v.add_argument("inputs", nargs="+", metavar="FILE", help="audio files: the first is compared with each other")
+    v.add_argument("--model", "-m", required=True, help=MODEL_HELP + " of a speaker verification model")
+    add_revision(v)
+    v.add_argument("--threshold", "-t", type=finite_number(-1.0, above=False), metavar="T",
+                   help="the score from which two files are the same speaker (a cosine, up to 1)")
+    v.add_argument("--batch-size", type=POSITIVE, default=8, help="files run together (default 8)")
+    v.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
+    add_quiet(v)
+    v.set_defaults(run=run_similarity)
+
     x = commands.add_parser(
         "explain", help="trace a forward pass stage by stage: shapes, frame arithmetic, masks",
         description="Run one padded batch through a model and print every stage: its shape, how each conv "
@@ -911,7 +963,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")
     x.add_argument("--samples", type=POSITIVE, nargs="+", help="input lengths in samples")
     x.add_argument("--norm-over-padding", action="store_true",
-                   help="let group norm see the padding, as transformers does (to compare with its activations)")
+                   help="let the padding in where transformers does: group norm, the adapter, an x-vector head's "
+                        "frame count, ... (to compare with its activations)")
     x.add_argument("--reference", action="store_true",
                    help="take the reference path: every operation in its plainest form (npw2v2.core.layers)")
     x.add_argument("--json", action="store_true", help="print the trace as JSON")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core import xvector
 from ..core.backend import asnumpy
 
 
@@ -235,12 +236,17 @@ def _logits_text(stage, model) -> str:
         return f"[B, labels]  {len(model.labels)} label scores per input, from the mean of its valid frames"
     if kind.endswith("FrameClassification"):
         return f"[B, T, labels]  {len(model.labels)} label scores per frame"
+    if kind.endswith("XVector"):
+        return f"[B, X]  x-vector head: the speaker classifier's {stage.shape[-1]} scores of each embedding"
     return f"[B, T, V]  CTC head: {stage.shape[-1]} token scores per frame"
 
 
 # What the head outputs are, for the walkthrough.
 HEAD_STAGES = {
     "logits": _logits_text,
+    "embeddings": lambda stage, model: (
+        f"[B, X]  x-vector head: projector, {len(model.config.tdnn_dim)} TDNN layers ({xvector.tdnn_reduction(model.config)} "
+        f"frames off), mean and std over each input's valid frames, Linear -> X = {stage.shape[-1]}"),
     "projected_states": lambda stage, model: "[B, T, P]  pretraining: each frame's context vector, projected",
     "projected_quantized_states": lambda stage, model: "[B, T, P]  pretraining: the quantized conv features, projected",
     "codevector_ids": lambda stage, model: "[B, T, G]  pretraining: the codevector each group picked (argmax)",
@@ -264,7 +270,13 @@ def family_differences(cfg) -> list[str]:
                 f"  positional_embedding: a stack of {cfg.num_conv_pos_embeddings} convs of kernel "
                 f"{cfg.conv_pos_kernel_size}, each with a LayerNorm without parameters, instead of one "
                 "weight-normed conv",
-                "  heads: CTC, sequence and frame classifiers; no quantizer"]
+                "  heads: CTC, sequence and frame classifiers, x-vector; no quantizer"]
+    if cfg.model_type in ("unispeech", "unispeech-sat"):
+        name, heads = {"unispeech": ("UniSpeech", "CTC and sequence classifier"),
+                       "unispeech-sat": ("UniSpeech-SAT", "CTC, sequence and frame classifiers, x-vector")}[cfg.model_type]
+        return [f"{name}: wav2vec 2.0's encoder, the same blocks under the names {cfg.model_type.replace('-', '_')}.*; "
+                "no stage differs at inference",
+                f"  heads: {heads}; its pretraining heads are not run"]
     if cfg.model_type != "hubert":
         return []
     lines = ["HuBERT: wav2vec 2.0's encoder without the quantizer; what differs from wav2vec 2.0 here:"]
@@ -281,7 +293,7 @@ def family_differences(cfg) -> list[str]:
 
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
                "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "hidden_states", "adapter.proj",
-               "adapter.layers", "last_hidden_state", "logits", "projected_states", "projected_quantized_states",
+               "adapter.layers", "last_hidden_state", "logits", "embeddings", "projected_states", "projected_quantized_states",
                "codevector_ids", "codevector_perplexity", "contrastive_logits"]
 
 # Each case's frame mask, under npw2v2's and golden's name (True for real frames) or fairseq's

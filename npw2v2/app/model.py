@@ -158,6 +158,16 @@ class Wav2Vec2:
         """Label scores of each file or 1-d array (see npw2v2.app.pipeline.classify)."""
         return pipeline.classify(self, inputs, batch_size=batch_size, **options)
 
+    def embed_speaker(self, audio, batch_size: int = 8, **options):
+        """Speaker embeddings of an x-vector model (``*ForXVector``): one NumPy vector [X] per input
+        (npw2v2.app.pipeline.embed_speaker). One file or 1-d array gives one vector; a list, a list.
+
+        Compare two with npw2v2.app.similarity.cosine_similarity (``npw2v2 similarity``).
+        """
+        if isinstance(audio, (str, Path)) or getattr(audio, "ndim", None) == 1:
+            return pipeline.embed_speaker(self, [audio], batch_size=batch_size, **options)[0]
+        return pipeline.embed_speaker(self, audio, batch_size=batch_size, **options)
+
     def align(self, audio, text, batch_size: int = 8, **options):
         """When each word and character of a known transcript is spoken (npw2v2.app.align.align).
 
@@ -175,7 +185,8 @@ class Wav2Vec2:
     def __repr__(self):
         c = self.config
         head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
-        family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, "}.get(c.model_type, "")
+        family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, ", "unispeech": "UniSpeech, ",
+                  "unispeech-sat": "UniSpeech-SAT, "}.get(c.model_type, "")
         return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
                 f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.backend import asnumpy
-from ..core.heads import SEQUENCE_CLASSIFICATION
+from ..core import xvector
+from ..core.heads import SEQUENCE_CLASSIFICATION, XVECTOR
 from ..core.hubert import final_projection
 from ..core.layers import softmax
 from ..io import audio
@@ -480,3 +481,35 @@ def _classification(model, item: _Input, out, row, top_k) -> Classification:
     probabilities = asnumpy(softmax(out.logits[row]))  # [labels]
     best = np.argsort(-probabilities, kind="stable")[:top_k]
     return Classification(item.name, seconds, [(model.labels[k], float(probabilities[k])) for k in best])
+
+
+# ---------------------------------------------------------------------------
+# Speaker embeddings
+
+
+def embed_speaker(model, inputs, batch_size: int = 8, errors: str = "raise", progress=None) -> list:
+    """Each input's speaker embedding, in their order: see embed_speaker_each."""
+    inputs = list(inputs)
+    return in_order(embed_speaker_each(model, inputs, batch_size, errors, progress), len(inputs))
+
+
+def embed_speaker_each(model, inputs, batch_size: int = 8, errors: str = "raise", progress=None):
+    """(index, embedding [X] as NumPy, or AudioError with errors="keep") for each file or 1-d array
+    as it finishes, with an x-vector model (``*ForXVector``: speaker verification).
+
+    Files are read whole and batched by length; the statistics pooling counts each input's own
+    frames only, so batching changes nothing. An input needs xvector.min_samples samples (0.325 s
+    with the standard TDNN layers).
+    """
+    if model.kind != XVECTOR:
+        raise ValueError(f"this model is a {model.kind}, not a speaker embedding model ({XVECTOR}: an x-vector "
+                         "head, as wavlm-base-plus-sv or unispeech-sat-base-plus-sv have)")
+    _check_batch_size(batch_size)
+    inputs = list(inputs)
+    counter = _Counter(len(inputs), progress)
+    minimum = max(model.config.receptive_field, xvector.min_samples(model.config))
+    for first, group in _groups(inputs):
+        items = prepare(group, model.sampling_rate, minimum, WHOLE, errors)
+        for i, item, out, row in _whole_inputs(model, items, batch_size):
+            counter.finished()
+            yield first + i, audio.AudioError(item.error) if out is None else asnumpy(out.embeddings[row])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io.weights import without_task_prefix
+
 
 def torch_state_dict(model, weights: dict) -> dict:
     """npw2v2's canonical weights under a transformers model's own state-dict names (torch tensors).
@@ -17,9 +19,9 @@ def torch_state_dict(model, weights: dict) -> dict:
 
     state = {}
     for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
-        if name == "masked_spec_embed" or name.endswith("num_batches_tracked"):  # training-only; the model's own
-            value = current.numpy()
+        name = without_task_prefix(key)
+        if name in ("masked_spec_embed", "objective.weight") or name.endswith("num_batches_tracked"):
+            value = current.numpy()  # training-only (the x-vector loss's weights among them): the model's own
         elif ".parametrizations.weight." in name:
             w = weights[name.split(".parametrizations.")[0] + ".weight"]
             value = weight_norm_g(w) if name.endswith("original0") else w
@@ -31,7 +33,9 @@ def torch_state_dict(model, weights: dict) -> dict:
 
 # Each model_type's transformers config class and bare model class.
 FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
-                  "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel")}
+                  "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+                  "unispeech": ("UniSpeechConfig", "UniSpeechModel"),
+                  "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel")}
 
 
 def bare_model_class(model_type: str):

@@ -30,8 +30,9 @@ MAX_LAYERS = 1_000  # num_hidden_layers: 48 in the deepest published models (xls
 MAX_WIDTH = 65_536  # hidden_size and the other widths: 1920 is the widest published (xls-r-2b); 34x
 MAX_FEED_FORWARD = 262_144  # intermediate_size: 7680 (xls-r-2b) is the largest published; 34x
 MAX_HEADS = 1_024  # num_attention_heads: 16 in large models (xls-r-2b included); 64x
-MAX_CONV_LAYERS = 100  # len(conv_dim): 7 in every published model; 14x
-MAX_CONV_KERNEL = 1_024  # conv_kernel and adapter_kernel_size: 10 (the first conv layer), 3 (adapter); 100x
+MAX_CONV_LAYERS = 100  # len(conv_dim): 7 in every published model (len(tdnn_dim): 5); 14x
+MAX_CONV_KERNEL = 1_024  # conv_kernel, adapter_kernel_size, tdnn_kernel and tdnn_dilation: 10 (the first conv
+#                         layer), 3 (adapter), 5 and 3 (TDNN); 100x
 MAX_CONV_STRIDE = 1_024  # conv_stride and adapter_stride: 5 (the first conv layer), 2 (adapter); 200x
 MAX_POS_KERNEL = 4_096  # num_conv_pos_embeddings: 128 in every published model; 32x
 MAX_VOCAB = 1_000_000  # vocab_size (and pad_token_id): characters, up to ~21k (Chinese CTC models reusing
@@ -88,6 +89,12 @@ class Config:
     id2label: tuple[tuple[int, str], ...] = ((0, "LABEL_0"), (1, "LABEL_1"))
     classifier_proj_size: int = 256  # the sequence classifier's projector width
     use_weighted_layer_sum: bool = False  # classify a learned softmax-weighted sum of all hidden states
+    # X-vector speaker heads (npw2v2.core.xvector): TDNN layers (dilated convs over time, no padding),
+    # statistics pooling, embeddings of xvector_output_dim. transformers' defaults (and the -sv models').
+    tdnn_dim: tuple[int, ...] = (512, 512, 512, 512, 1500)  # each TDNN layer's output width
+    tdnn_kernel: tuple[int, ...] = (5, 3, 3, 1, 1)
+    tdnn_dilation: tuple[int, ...] = (1, 2, 3, 1, 1)
+    xvector_output_dim: int = 512  # the speaker embedding's width
     # Down-sampling adapter after the encoder: Linear(D -> output_hidden_size) + LayerNorm when the
     # widths differ, then num_adapter_layers of Conv1d(k, stride, padding 1) + GLU.
     add_adapter: bool = False
@@ -271,6 +278,10 @@ FIELD_CHECKS = {
     "id2label": lambda k, v: _label_pairs(v),
     "classifier_proj_size": lambda k, v: whole(k, v, 1, MAX_WIDTH),
     "use_weighted_layer_sum": _flag,
+    "tdnn_dim": lambda k, v: _wholes(k, v, MAX_WIDTH),
+    "tdnn_kernel": lambda k, v: _wholes(k, v, MAX_CONV_KERNEL),
+    "tdnn_dilation": lambda k, v: _wholes(k, v, MAX_CONV_KERNEL),
+    "xvector_output_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
     "add_adapter": _flag,
     "output_hidden_size": lambda k, v: _optional_whole(k, v, 1, MAX_WIDTH),
     "num_adapter_layers": lambda k, v: whole(k, v, 0, MAX_ADAPTER_LAYERS),
@@ -281,10 +292,11 @@ FIELD_CHECKS = {
 
 
 # config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
-MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
+# UniSpeech and UniSpeech-SAT run wav2vec 2.0's encoder unchanged at inference (their own parts are
+# pretraining heads, which npw2v2 does not run: npw2v2.core.heads.NOT_SUPPORTED).
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat")
 NOT_YET = {
     "wavlm": "WavLM (its gated relative position bias)",
-    "unispeech": "UniSpeech", "unispeech-sat": "UniSpeech-SAT",
     "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
     "wav2vec2-conformer": "wav2vec2-conformer (its convolution module)", "wav2vec2-bert": "w2v-BERT",
 }
@@ -322,6 +334,15 @@ def check_fields(cfg: Config) -> dict:
                                                      or values["do_stable_layer_norm"]):
         raise ValueError("config: data2vec-audio layer-norms every conv layer and its transformer is post-LN: "
                          "feat_extract_norm must be 'layer' and do_stable_layer_norm false")
+    if not len(values["tdnn_dim"]) == len(values["tdnn_kernel"]) == len(values["tdnn_dilation"]):
+        raise ValueError(
+            "config: tdnn_dim, tdnn_kernel and tdnn_dilation must have the same length, got "
+            f"{len(values['tdnn_dim'])}, {len(values['tdnn_kernel'])} and {len(values['tdnn_dilation'])}"
+        )
+    if values["model_type"] in ("unispeech", "unispeech-sat") and (values["add_adapter"]
+                                                                   or values["adapter_attn_dim"] is not None):
+        raise ValueError(f"config: add_adapter and adapter_attn_dim are wav2vec 2.0's adapters, which "
+                         f"{values['model_type']!r} models do not have in transformers")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:

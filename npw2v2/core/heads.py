@@ -8,6 +8,8 @@ A wav2vec 2.0 checkpoint is one of transformers' model classes, named in its con
     Wav2Vec2ForPreTraining               quantizer, project_q, project_hid: the pretraining targets
     Wav2Vec2ForSequenceClassification    projector, mean over valid frames, classifier: logits [B, labels]
     Wav2Vec2ForAudioFrameClassification  classifier on every frame: logits [B, T, labels]
+    Wav2Vec2ForXVector                   projector, TDNN layers, statistics pooling: a speaker
+                                         embedding [B, X] and logits [B, X] (npw2v2.core.xvector)
 
 The classifiers may read a learned, softmax-weighted sum of every hidden state
 (``use_weighted_layer_sum``) instead of the last one. The pretraining head quantizes each
@@ -20,35 +22,53 @@ from __future__ import annotations
 from .backend import get_xp
 from .config import Config
 from .layers import linear, softmax
+from .xvector import tdnn_layer, tdnn_shapes, xvector_head
 
 BASE = "Wav2Vec2Model"
 CTC = "Wav2Vec2ForCTC"
 PRETRAINING = "Wav2Vec2ForPreTraining"
 SEQUENCE_CLASSIFICATION = "Wav2Vec2ForSequenceClassification"
 FRAME_CLASSIFICATION = "Wav2Vec2ForAudioFrameClassification"
+XVECTOR = "Wav2Vec2ForXVector"
 # HuBERT's pretraining projection alone (ContentVec's final_proj), as the converted ContentVec
 # checkpoints name it: no transformers class has it (npw2v2.core.hubert.final_projection).
 FINAL_PROJ = "HubertModelWithFinalProj"
-KINDS = (BASE, CTC, PRETRAINING, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, FINAL_PROJ)
-# The parameter that tells each head apart, in the order they are looked for: a sequence
-# classifier has a classifier too, so its projector must be seen first.
-MARKERS = {"lm_head": CTC, "quantizer": PRETRAINING, "projector": SEQUENCE_CLASSIFICATION,
+KINDS = (BASE, CTC, PRETRAINING, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR, FINAL_PROJ)
+# The parameter that tells each head apart, in the order they are looked for: an x-vector head
+# has a projector and a classifier too, and a sequence classifier a classifier, so the TDNN
+# layers must be seen first, then the projector.
+MARKERS = {"lm_head": CTC, "quantizer": PRETRAINING, "tdnn": XVECTOR, "projector": SEQUENCE_CLASSIFICATION,
            "classifier": FRAME_CLASSIFICATION, "final_proj": FINAL_PROJ}
 HEAD_NAMES = {BASE: "no head", CTC: "CTC head", PRETRAINING: "pretraining heads",
               SEQUENCE_CLASSIFICATION: "sequence classifier", FRAME_CLASSIFICATION: "frame classifier",
-              FINAL_PROJ: "final_proj"}
-NOT_SUPPORTED = {f"{family}ForXVector": "x-vector speaker verification heads (TDNN layers)"
-                 for family in ("Wav2Vec2", "WavLM", "Data2VecAudio", "UniSpeechSat")}
+              XVECTOR: "x-vector head", FINAL_PROJ: "final_proj"}
+NOT_SUPPORTED = {
+    "WavLMForXVector": "WavLM models (its gated relative position bias) yet",
+    "UniSpeechForPreTraining": "UniSpeech's pretraining heads (quantizer, CTC projection); its encoder runs as "
+                               "UniSpeechModel",
+    "UniSpeechSatForPreTraining": "UniSpeech-SAT's pretraining heads (quantizer, speaker projection); its encoder "
+                                  "runs as UniSpeechSatModel",
+}
 # Each family's classes as the wav2vec 2.0 kind they share a head with, and the kinds a family has.
 FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION,
                   "Data2VecAudioModel": BASE, "Data2VecAudioForCTC": CTC,
                   "Data2VecAudioForSequenceClassification": SEQUENCE_CLASSIFICATION,
-                  "Data2VecAudioForAudioFrameClassification": FRAME_CLASSIFICATION}
+                  "Data2VecAudioForAudioFrameClassification": FRAME_CLASSIFICATION,
+                  "Data2VecAudioForXVector": XVECTOR,
+                  "UniSpeechModel": BASE, "UniSpeechForCTC": CTC,
+                  "UniSpeechForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "UniSpeechSatModel": BASE, "UniSpeechSatForCTC": CTC,
+                  "UniSpeechSatForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "UniSpeechSatForAudioFrameClassification": FRAME_CLASSIFICATION,
+                  "UniSpeechSatForXVector": XVECTOR}
 FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ},
-                "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION}}
+                "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
+                "unispeech": {BASE, CTC, SEQUENCE_CLASSIFICATION},
+                "unispeech-sat": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR}}
 
 
-FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio"}  # of their transformers classes
+FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio", "unispeech": "UniSpeech",
+                 "unispeech-sat": "UniSpeechSat"}  # of their transformers classes
 
 
 def class_name(kind: str, model_type: str) -> str:
@@ -56,7 +76,9 @@ def class_name(kind: str, model_type: str) -> str:
     prefix = FAMILY_PREFIX.get(model_type)
     if prefix is None:
         return kind
-    return next((name for name, k in FAMILY_CLASSES.items() if k == kind and name.startswith(prefix)), kind)
+    # "UniSpeech" begins "UniSpeechSat...": the prefix must be followed by the class's own part.
+    return next((name for name, k in FAMILY_CLASSES.items()
+                 if k == kind and name.startswith(prefix) and name[len(prefix):].startswith(("Model", "For"))), kind)
 
 
 def kind_of_names(names) -> str | None:
@@ -113,6 +135,8 @@ def head_shapes(cfg: Config, kind: str) -> dict[str, tuple[int, ...]]:
                 "classifier.weight": (labels, c), "classifier.bias": (labels,), **weighted}
     if kind == FRAME_CLASSIFICATION:
         return {"classifier.weight": (labels, d), "classifier.bias": (labels,), **weighted}
+    if kind == XVECTOR:
+        return {**tdnn_shapes(cfg), **weighted}
     if kind == FINAL_PROJ:  # ContentVec's: D -> classifier_proj_size (256), applied to a chosen layer
         return {"final_proj.weight": (cfg.classifier_proj_size, d), "final_proj.bias": (cfg.classifier_proj_size,)}
     return {}
@@ -272,12 +296,15 @@ def sequence_classification(x, valid, params):
 # All heads
 
 
-def apply_head(params, cfg: Config, last_hidden_state, hidden_states, extract_features, valid, counted) -> dict:
+def apply_head(params, cfg: Config, last_hidden_state, hidden_states, extract_features, valid, counted,
+               tdnn=tdnn_layer, padding_leaks: bool = False) -> dict:
     """The head's outputs, by transformers' names, for whichever head ``params`` holds.
 
     last_hidden_state: [B, T, D] (the adapter's output when there is one), hidden_states:
     the L + 1 encoder states, extract_features: [B, T, C], valid: [B, T] bool or None,
-    counted: the frames the codevector perplexity counts ([B, T] bool or None).
+    counted: the frames the codevector perplexity counts ([B, T] bool or None). ``tdnn``:
+    the path's x-vector TDNN layer (npw2v2.core.ops); ``padding_leaks``: the x-vector
+    pooling counts frames as transformers does (npw2v2.core.xvector).
     """
     kind = kind_of_names(params)
     if kind == CTC:
@@ -289,4 +316,6 @@ def apply_head(params, cfg: Config, last_hidden_state, hidden_states, extract_fe
         return {"logits": sequence_classification(x, valid, params)}  # [B, labels]
     if kind == FRAME_CLASSIFICATION:
         return {"logits": linear(x, **params["classifier"])}  # [B, T, labels]
+    if kind == XVECTOR:
+        return xvector_head(x, valid, params, cfg, tdnn, padding_leaks)  # embeddings, logits [B, X]
     return {}

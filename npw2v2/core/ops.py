@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import conv_encoder, fast, layers
+from . import conv_encoder, fast, layers, xvector
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,10 @@ class Ops:
     activation: Callable  # hidden_act name -> f(x, out=None)
     attention: Callable  # (x [B, T, D], valid [B, T] bool or None, p, heads) -> [B, T, D]
     feature_encoder: Callable  # (input_values [B, S], p, cfg, norm_lengths, trace) -> [B, T, C]
+    tdnn: Callable  # x-vector TDNN layer: (x [B, T, I], weight [O, K * I], bias, kernel, dilation) -> [B, T', O]
 
 
 REFERENCE = Ops("reference", layers.conv1d, layers.layer_norm, layers.activation, layers.attention,
-                conv_encoder.feature_encoder)
-FAST = Ops("fast", fast.conv1d, fast.layer_norm, fast.activation, fast.attention, fast.feature_encoder)
+                conv_encoder.feature_encoder, xvector.tdnn_layer)
+FAST = Ops("fast", fast.conv1d, fast.layer_norm, fast.activation, fast.attention, fast.feature_encoder,
+           xvector.tdnn_layer_fast)

@@ -12,7 +12,8 @@ from . import data2vec_audio
 from .adapters import attention_adapter_shapes, downsample_shapes
 from .backend import get_xp
 from .config import Config
-from .heads import head_shapes, model_kind
+from .heads import XVECTOR, head_shapes, model_kind
+from .xvector import training_only_shapes
 
 
 def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
@@ -58,10 +59,13 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
     return {**shapes, **downsample_shapes(cfg), **head_shapes(cfg, kind)}
 
 
-def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+def optional_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
     """Tensors a model may have or not: the mask embedding (only for mask_time_indices; checkpoints
-    trained with mask_time_prob = 0 have none), and batch norm's training-only step count."""
+    trained with mask_time_prob = 0 have none), batch norm's training-only step count, and an
+    x-vector head's loss weights (``kind``: the model's, npw2v2.core.heads.KINDS)."""
     optional = {"masked_spec_embed": (cfg.hidden_size,)}
+    if kind == XVECTOR:
+        optional.update(training_only_shapes(cfg))
     if cfg.conv_pos_batch_norm:
         optional["encoder.pos_conv_embed.batch_norm.num_batches_tracked"] = ()
     return optional

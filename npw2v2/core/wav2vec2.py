@@ -16,7 +16,8 @@ The path of a batch of waveforms, and where its padding mask acts:
         -> last_hidden_state [B, T, D]
       down-sampling adapter, when the config adds one (adapters)     <- padded frames zeroed
       the head (heads): CTC logits [B, T, V], pretraining projections,
-        classifier logits [B, labels] (mean over valid frames) or [B, T, labels]
+        classifier logits [B, labels] (mean over valid frames) or [B, T, labels],
+        x-vector embeddings and logits [B, X] (statistics over valid frames)
 
 ``params`` mirrors the Hugging Face state dict: ``params["encoder"]["layers"][3]["attention"]``
 holds what ``encoder.layers.3.attention.*`` names (npw2v2.core.params).
@@ -51,7 +52,9 @@ class Output:
     frame_lengths: np.ndarray  # [B] valid frames per item
     frame_mask: object  # [B, T] bool, True for valid frames
     hidden_states: tuple | None = None  # L + 1 arrays of [B, T, D], when asked
-    logits: object | None = None  # CTC [B, T, V], sequence classifier [B, labels], frame classifier [B, T, labels]
+    logits: object | None = None  # CTC [B, T, V], sequence classifier [B, labels], frame classifier [B, T, labels],
+    #                               x-vector [B, X]
+    embeddings: object | None = None  # [B, X], x-vector: each input's speaker embedding
     encoder_frame_lengths: np.ndarray | None = None  # [B], the encoder's frames
     encoder_frame_mask: object | None = None  # [B, T] bool
     projected_states: object | None = None  # [B, T, P], pretraining: context vectors in the target space
@@ -68,7 +71,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     With a mask, each utterance gets the result it gets alone (group norm statistics over
     its valid samples, adapter convolutions and classifier pooling over its valid frames).
     ``norm_over_padding=True`` lets the padding in where transformers does (group norm, the
-    down-sampling adapter), which reproduces its padded-batch numbers exactly. Without a
+    down-sampling adapter, the x-vector head's count of frames to pool), which reproduces its
+    padded-batch numbers exactly. Without a
     mask every sample counts. (HuBERT's batch-normed positional conv input is the third place
     padding leaks into, npw2v2.core.hubert.) ``mask_time_indices`` ([B, T] bool) replaces those frames by
     the learned mask embedding before the encoder, as pretraining does.
@@ -107,7 +111,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     trace("last_hidden_state", last, axes="B T D")
     counted = perplexity_frames(mask_time_indices, valid, norm_over_padding, xp)
     pooled_over = None if valid is None else out_mask
-    head = apply_head(params, cfg, last, states, extract_features, pooled_over, counted)
+    head = apply_head(params, cfg, last, states, extract_features, pooled_over, counted, tdnn=ops.tdnn,
+                      padding_leaks=norm_over_padding)
     for name, value in head.items():
         trace(name, value)
     return Output(

@@ -179,13 +179,14 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def check(x: np.ndarray, name: str, min_samples: int, rate: int) -> None:
-    """Refuse audio that cannot be transcribed: empty, NaN or infinite, shorter than one frame. [S] at ``rate``."""
+    """Refuse audio that cannot be transcribed: empty, NaN or infinite, shorter than ``min_samples`` (one frame;
+    more for an x-vector head). [S] at ``rate``."""
     if x.size == 0:
         raise AudioError(f"{name}: no audio samples")
     check_finite(x, name, rate)
     if x.size < min_samples:
         raise AudioError(f"{name}: {x.size} samples after resampling, fewer than the {min_samples} "
-                         "the model needs for one frame")
+                         "the model needs")
 
 
 def check_finite(x: np.ndarray, name: str, rate: int) -> None:

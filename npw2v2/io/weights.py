@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``unispeech.``, ...) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -45,9 +45,21 @@ class CheckpointError(ValueError):
 POS_CONV = "encoder.pos_conv_embed.conv."
 
 
+# The encoder's prefix in each family's task models (Wav2Vec2ForCTC's ``wav2vec2.``, ...): transformers'
+# base_model_prefix of each.
+TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.")
+
+
+def without_task_prefix(name: str) -> str:
+    """A tensor name without the encoder's prefix of the task models (TASK_PREFIXES)."""
+    prefix = next((p for p in TASK_PREFIXES if name.startswith(p)), "")
+    return name[len(prefix):]
+
+
 def canonical_name(name: str) -> str:
-    """Without the ``wav2vec2.`` / ``hubert.`` / ``data2vec_audio.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
-    name = name.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
+    """Without the ``wav2vec2.`` (``hubert.``, ...: TASK_PREFIXES) prefix of the task models, weight norm spelled
+    ``weight_g``/``weight_v``."""
+    name = without_task_prefix(name)
     for spelling, short in WEIGHT_NORM_SPELLINGS.items():
         name = name.replace(spelling, short)
     return name
@@ -79,13 +91,14 @@ def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     if far_off:  # the tensors win: nothing is built from the config's claim
         raise CheckpointError(f"{source}: " + "; ".join(counts))
     try:
-        expected = expected_shapes(cfg, model_kind(cfg, shapes))
+        kind = model_kind(cfg, shapes)
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
+    expected = expected_shapes(cfg, kind)
     if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
-    problems = counts + shape_problems(shapes, expected, optional_shapes(cfg))
+    problems = counts + shape_problems(shapes, expected, optional_shapes(cfg, kind))
     for language, found in languages.items():
         rows = found.get("lm_head.weight", (0,))[0]
         problems += [f"language {language}: {p}" for p in shape_problems(found, language_shapes(cfg, rows))]
@@ -123,6 +136,8 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
     if cfg.model_type == "data2vec-audio":  # its num_conv_pos_embeddings counts positional conv layers
         claims.append(("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV.replace("conv.", "layers."),
                        "positional conv layers"))
+    if layer_indices(shapes, "tdnn."):  # an x-vector head's TDNN layers (npw2v2.core.xvector)
+        claims.append(("len(tdnn_dim)", len(cfg.tdnn_dim), "tdnn.", "TDNN layers"))
     problems, far_off = [], False
     for key, claimed, prefix, what in claims:
         held = len(layer_indices(shapes, prefix))
@@ -137,6 +152,7 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
               ("vocab_size", cfg.vocab_size, "lm_head.weight", 0, "rows")]
     widths += [(f"conv_dim[{i}]", c, f"feature_extractor.conv_layers.{i}.conv.weight", 0, "rows")
                for i, c in enumerate(cfg.conv_dim)]
+    widths += [(f"tdnn_dim[{i}]", c, f"tdnn.{i}.kernel.weight", 0, "rows") for i, c in enumerate(cfg.tdnn_dim)]
     for key, claimed, name, axis, what in widths:
         shape = tuple(shapes.get(name, ()))
         if shape and shape[axis] != claimed:
@@ -215,6 +231,20 @@ def shard_files(index: Path) -> list[Path]:
 
 # Settings besides the weights: the feature extractor's and the tokenizer's.
 SETTINGS_FILES = {"preprocessor": "preprocessor_config.json", "tokenizer": "tokenizer_config.json"}
+# Metadata of a speaker verification model: the cosine score from which two recordings are the same
+# speaker (npw2v2-convert --speaker-threshold; npw2v2.app.speaker reads it).
+SPEAKER_THRESHOLD = "speaker_threshold"
+
+
+def speaker_threshold(value, where: str) -> float:
+    """A speaker threshold is a finite number in [-1, 1] (a cosine's range); ValueError naming ``where`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not -1.0 <= number <= 1.0:  # NaN fails too
+        raise ValueError(f"{where}: a speaker threshold must be a number from -1 to 1 (a cosine), got {show(value)}")
+    return number
 
 
 def check_preprocessor(settings) -> None:
@@ -335,6 +365,12 @@ def _read_file(path: Path) -> tuple[dict, Config, dict | None, dict]:
             reason = "nested too deeply" if isinstance(e, RecursionError) else e
             raise CheckpointError(f"{path}: bad {key} in the metadata: not JSON ({reason})") from None
     cfg = config_of(parsed.pop("config"), str(path))
+    if SPEAKER_THRESHOLD in parsed:
+        try:
+            parsed[SPEAKER_THRESHOLD] = speaker_threshold(parsed[SPEAKER_THRESHOLD], f"{path}: {SPEAKER_THRESHOLD} "
+                                                          "in the metadata")
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     vocab = parsed.pop("vocab", None)
     names = {key: f"{path}: {key} in the metadata" for key in ["vocab", *SETTINGS_FILES]}
     check_settings(vocab, parsed, head_rows({n: v.shape for n, v in tensors.items()}), names)
