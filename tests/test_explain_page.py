@@ -370,6 +370,7 @@ def test_attention_choices_and_outputs_are_checked_before_any_work(tmp_path, cap
 
 @pytest.mark.parametrize("name,leaks", [("tiny_data2vec_audio", "the stack of positional convs"),
                                         ("tiny_hubert_bn", "the positional conv's batch norm"),
+                                        ("tiny_xvector_weighted", "the x-vector pooling"),
                                         ("tiny_stable", None)])
 def test_the_promise_figure_sets_transformers_way_beside_wherever_padding_can_leak(tmp_path, name, leaks):
     """Layer-normed conv layers let no padding in, but HuBERT's batch norm and data2vec's convs do."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.backend import asnumpy
 from ..core.config import receptive_field
+from ..core.heads import XVECTOR
 from ..core.layers import attention_weights, softmax
 from ..core.ops import REFERENCE
 from ..core.transformer import attention_input
@@ -494,7 +495,8 @@ def padding_leaks(model) -> list[str]:
     places = {"group norm": cfg.feat_extract_norm == "group",
               "the positional conv's batch norm": cfg.conv_pos_batch_norm,
               "the stack of positional convs": cfg.model_type == "data2vec-audio",
-              "the down-sampling adapter": "adapter" in model.params}
+              "the down-sampling adapter": "adapter" in model.params,
+              "the x-vector pooling": model.kind == XVECTOR}
     return [place for place, leaks in places.items() if leaks]
 
 
