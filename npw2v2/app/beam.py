@@ -29,6 +29,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -259,7 +260,7 @@ class _Scores:
 
     def _part(self, word_part: str) -> float:
         if word_part not in self.parts:
-            in_hotword = word_part in self.hotwords
+            in_hotword = self.hotwords and word_part in self.hotwords
             self.parts[word_part] = self.hotwords.partial(word_part) if in_hotword else self.lm.partial(word_part)
         return self.parts[word_part]
 
@@ -268,7 +269,7 @@ def _best(ranked: list[tuple[Prefix, float]], beam_width: int, prune_logp: float
     """Those within prune_logp of the best, then the beam_width best of them."""
     top = max(score for _, score in ranked)
     kept = [r for r in ranked if r[1] >= top + prune_logp]
-    return heapq.nlargest(beam_width, kept, key=lambda r: r[1])
+    return heapq.nlargest(beam_width, kept, key=itemgetter(1))
 
 
 def _forget_old_words(ranked: list[tuple[Prefix, float]], order: int) -> list[Prefix]:
