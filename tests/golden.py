@@ -32,9 +32,13 @@ HEADS = ["tiny_pretraining", "tiny_classifier", "tiny_frame_classifier", "tiny_a
 HUBERT = ["tiny_hubert", "tiny_hubert_stable", "tiny_hubert_bn", "tiny_contentvec", "tiny_hubert_classifier"]
 # data2vec-audio (golden/record_data2vec_audio.py): tiny configurations and heads, and its base architecture.
 DATA2VEC_AUDIO = ["tiny_data2vec_audio", "tiny_data2vec_audio_ctc", "tiny_data2vec_audio_frame_classifier"]
-FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base")  # weights regenerated from the seed, last stages recorded
+# WavLM (golden/record_wavlm.py): tiny configurations and heads, and the wavlm-base-plus architecture.
+WAVLM = ["tiny_wavlm", "tiny_wavlm_stable", "tiny_wavlm_classifier", "tiny_wavlm_frame_classifier"]
+# weights regenerated from the seed, last stages recorded
+FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "wavlm_base_plus")
 # The manifest of each recording script besides golden/record.py's.
-MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json"}
+MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
+             "wavlm_base_plus": "wavlm_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
 NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
@@ -230,7 +234,8 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     """(configuration, case, stages compared, largest error on the fast path, on the reference path,
     tolerance): a row per configuration and kind of case, as docs/verification.md lists them."""
     rows = []
-    for name in TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"]:
+    for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"]
+                 + WAVLM + ["wavlm_base_plus"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

@@ -1,13 +1,14 @@
-"""Every family beside wav2vec 2.0 (HuBERT and ContentVec, data2vec-audio) against its recordings from
-transformers (golden/record_hubert.py, golden/record_data2vec_audio.py): every stage on both paths,
-each item of a padded batch against the item alone, the frame mask. What differs from wav2vec 2.0 in
-each family is tested in its own file (test_hubert.py, test_data2vec_audio.py)."""
+"""Every family beside wav2vec 2.0 (HuBERT and ContentVec, data2vec-audio, WavLM) against its recordings
+from transformers (golden/record_hubert.py, record_data2vec_audio.py, record_wavlm.py): every stage on both
+paths, each item of a padded batch against the item alone, the frame mask. What differs from wav2vec 2.0 in
+each family is tested in its own file (test_hubert.py, test_data2vec_audio.py, test_wavlm.py)."""
 import numpy as np
 import pytest
 
-from golden import DATA2VEC_AUDIO, HUBERT, batch_vs_alone_errors, case_errors, cases, model, recorded_case, tolerance
+from golden import (DATA2VEC_AUDIO, HUBERT, WAVLM, batch_vs_alone_errors, case_errors, cases, model, recorded_case,
+                    tolerance)
 
-ALL = HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"]
+ALL = HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + WAVLM + ["wavlm_base_plus"]
 GOLDEN_CASES = [(name, case) for name in ALL for case in cases(name)]
 
 

@@ -17,7 +17,7 @@ def torch_state_dict(model, weights: dict) -> dict:
 
     state = {}
     for key, current in model.state_dict().items():
-        name = key.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
+        name = key.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.").removeprefix("wavlm.")
         if name == "masked_spec_embed" or name.endswith("num_batches_tracked"):  # training-only; the model's own
             value = current.numpy()
         elif ".parametrizations.weight." in name:
@@ -31,7 +31,7 @@ def torch_state_dict(model, weights: dict) -> dict:
 
 # Each model_type's transformers config class and bare model class.
 FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
-                  "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel")}
+                  "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"), "wavlm": ("WavLMConfig", "WavLMModel")}
 
 
 def bare_model_class(model_type: str):

@@ -43,12 +43,15 @@ NOT_SUPPORTED = {f"{family}ForXVector": "x-vector speaker verification heads (TD
 FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION,
                   "Data2VecAudioModel": BASE, "Data2VecAudioForCTC": CTC,
                   "Data2VecAudioForSequenceClassification": SEQUENCE_CLASSIFICATION,
-                  "Data2VecAudioForAudioFrameClassification": FRAME_CLASSIFICATION}
+                  "Data2VecAudioForAudioFrameClassification": FRAME_CLASSIFICATION,
+                  "WavLMModel": BASE, "WavLMForCTC": CTC, "WavLMForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "WavLMForAudioFrameClassification": FRAME_CLASSIFICATION}
 FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ},
-                "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION}}
+                "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION},
+                "wavlm": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION}}
 
 
-FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio"}  # of their transformers classes
+FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio", "wavlm": "WavLM"}  # of their transformers classes
 
 
 def class_name(kind: str, model_type: str) -> str:

@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``wavlm.``) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -46,8 +46,8 @@ POS_CONV = "encoder.pos_conv_embed.conv."
 
 
 def canonical_name(name: str) -> str:
-    """Without the ``wav2vec2.`` / ``hubert.`` / ``data2vec_audio.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
-    name = name.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.")
+    """Without the ``wav2vec2.`` / ``hubert.`` / ``data2vec_audio.`` / ``wavlm.`` prefix of the task models, weight norm spelled ``weight_g``/``weight_v``."""
+    name = name.removeprefix("wav2vec2.").removeprefix("hubert.").removeprefix("data2vec_audio.").removeprefix("wavlm.")
     for spelling, short in WEIGHT_NORM_SPELLINGS.items():
         name = name.replace(spelling, short)
     return name
