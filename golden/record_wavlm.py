@@ -60,6 +60,7 @@ CLASSES = {"WavLMForCTC": WavLMForCTC, "WavLMForSequenceClassification": WavLMFo
            "WavLMForAudioFrameClassification": WavLMForAudioFrameClassification}
 BASE_STAGES = ("input_values", "attention_mask", "frame_mask", "last_hidden_state", "hidden_states.6")
 BUCKET_OFFSETS = np.arange(-3000, 3001)  # key frame minus query frame: a minute each way at 50 frames/s
+BUCKET_GEOMETRIES = ((320, 800), (16, 10), (12, 778), (52, 432))  # (num_buckets, max_bucket_distance)
 
 # Hugging Face names -> the original WavLM's (microsoft/unilm wavlm/WavLM.py), the inverse of the
 # renaming transformers' convert_wavlm_original_pytorch_checkpoint_to_pytorch.py does; layer
@@ -124,10 +125,11 @@ def record_config(name: str) -> dict:
 
 
 def record_buckets(model, folder: Path) -> None:
-    """transformers' bucket of every offset in BUCKET_OFFSETS, for wavlm-base-plus's 320 / 800 and tiny_wavlm's 16 / 10."""
+    """transformers' bucket of every offset in BUCKET_OFFSETS, for wavlm-base-plus's 320 / 800, tiny_wavlm's
+    16 / 10, and two geometries where float32's log puts an offset (122; 147 and 252) one bucket above float64's."""
     attention = model.encoder.layers[0].attention
     tensors = {"offsets": BUCKET_OFFSETS.astype(np.int64)}
-    for buckets, distance in ((320, 800), (16, 10)):
+    for buckets, distance in BUCKET_GEOMETRIES:
         attention.num_buckets, attention.max_distance = buckets, distance  # what _relative_positions_bucket reads
         found = attention._relative_positions_bucket(torch.from_numpy(BUCKET_OFFSETS.astype(np.int64)))
         tensors[f"buckets.{buckets}.{distance}"] = found.numpy().astype(np.int64)
