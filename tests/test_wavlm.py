@@ -314,3 +314,16 @@ def test_an_original_wavlm_file_needs_no_global_beyond_the_tensor_rebuilders():
     assert found == {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage")}
     assert found <= set(torch_pickle.ALLOWED)
     assert not any("wavlm" in f"{module}.{name}".lower() for module, name in torch_pickle.ALLOWED)
+
+
+def test_explain_says_what_differs_and_shows_the_table(capsys):
+    from npw2v2.app.cli import main as cli
+
+    assert cli(["explain", "--model", str(GOLDEN / "tiny_wavlm_stable"), "--seconds", "1", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Wav2Vec2(WavLM, 2 layers" in out and "what differs from wav2vec 2.0" in out
+    assert "position_bias_table   [4, 97]" in out and "from 20 buckets (one per distance below 5" in out
+    assert float(out.rsplit("largest difference ", 1)[1].split()[0]) < 1e-5
+    assert cli(["explain", "--model", "wavlm-base-plus", "--seconds", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "wavlm-base-plus architecture" in out and "320 buckets up to 800 frames" in out

@@ -128,7 +128,7 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     position = None
     if cfg.model_type == "wavlm" and p["layers"]:  # one table from layer 0's buckets, for every layer
         position = wavlm.relative_table(x.shape[1], p["layers"][0]["attention"]["rel_attn_embed"]["weight"], cfg)
-        trace("relative_position_table", position, axes="H R", buckets=cfg.num_buckets,
+        trace("position_bias_table", position, axes="H R", buckets=cfg.num_buckets,
               max_distance=cfg.max_bucket_distance)
     states = []
     for i, layer in enumerate(p["layers"]):
