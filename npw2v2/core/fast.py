@@ -10,7 +10,8 @@ and odd shapes). What each one does differently:
   among threads (npw2v2.core.threads); GELU's erf evaluated as PyTorch's CPU kernels do
   (Abramowitz & Stegun 7.1.26, error < 1.5e-7), with base-2 exponentials.
 - ``attention``: each item's queries over its valid keys only, one head at a time, in
-  query blocks that keep the scores in cache; a base-2, unnormalised softmax.
+  query blocks that keep the scores in cache; a base-2, unnormalised softmax; an additive
+  bias (WavLM's) added block by block from a [B, H, T] gate and an [H, T, T] view.
 - ``feature_encoder``: group norm folded into the first convolution; long inputs in
   segments, so the first layers' long outputs never exist whole.
 
