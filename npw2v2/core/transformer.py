@@ -56,11 +56,11 @@ def feed_forward(x, p, cfg: Config, ops: Ops):
     return linear(h, **p["output_dense"])
 
 
-def encoder_layer(x, valid, p, cfg: Config, ops: Ops, position=None):
+def encoder_layer(x, valid, p, cfg: Config, ops: Ops, table=None):
     """One transformer block; pre-LN when cfg.do_stable_layer_norm, else post-LN.
 
     x: [B, T, D], valid: [B, T] bool or None -> [B, T, D]. A pre-LN layer of an MMS
-    model ends with its language's attention adapter. ``position``: WavLM's relative
+    model ends with its language's attention adapter. ``table``: WavLM's relative
     position table [H, 2T - 1], which this layer's gate weighs into the attention scores
     (npw2v2.core.wavlm). Mirrors Wav2Vec2EncoderLayer / Wav2Vec2EncoderLayerStableLayerNorm
     (and WavLM's).
@@ -70,7 +70,7 @@ def encoder_layer(x, valid, p, cfg: Config, ops: Ops, position=None):
 
     def attend(h):
         h = attention_input(h, p, cfg, ops)
-        bias = None if position is None else wavlm.gated_bias(h, p["attention"], position, cfg.num_attention_heads)
+        bias = None if table is None else wavlm.gated_bias(h, p["attention"], table, cfg.num_attention_heads)
         return ops.attention(h, valid, p["attention"], heads=cfg.num_attention_heads, bias=bias)
 
     if cfg.do_stable_layer_norm:
@@ -125,17 +125,17 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     x = x + position
     if not cfg.do_stable_layer_norm:
         x = norm(x)
-    position = None
+    table = None
     if cfg.model_type == "wavlm" and p["layers"]:  # one table from layer 0's buckets, for every layer
-        position = wavlm.relative_table(x.shape[1], p["layers"][0]["attention"]["rel_attn_embed"]["weight"], cfg)
-        trace("position_bias_table", position, axes="H R", buckets=cfg.num_buckets,
+        table = wavlm.relative_table(x.shape[1], p["layers"][0]["attention"]["rel_attn_embed"]["weight"], cfg)
+        trace("position_bias_table", table, axes="H R", buckets=cfg.num_buckets,
               max_distance=cfg.max_bucket_distance)
     states = []
     for i, layer in enumerate(p["layers"]):
         trace(f"hidden_states.{i}", x, axes="B T D", keys_masked=valid is not None, heads=cfg.num_attention_heads)
         if keep_states:
             states.append(x)
-        x = encoder_layer(x, valid, layer, cfg, ops, position)
+        x = encoder_layer(x, valid, layer, cfg, ops, table)
     trace(f"hidden_states.{len(p['layers'])}", x, axes="B T D")
     if keep_states:
         states.append(x)
