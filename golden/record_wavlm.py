@@ -68,7 +68,6 @@ BUCKET_GEOMETRIES = ((320, 800), (16, 10), (12, 778), (52, 432))  # (num_buckets
 # against an independent statement of the names.
 HF_TO_ORIGINAL = [
     (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
-    (r"feature_extractor\.conv_layers\.0\.layer_norm\.", r"feature_extractor.conv_layers.0.2."),  # group norm
     (r"feature_projection\.layer_norm\.", r"layer_norm."),
     (r"feature_projection\.projection\.", r"post_extract_proj."),
     (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", r"encoder.pos_conv.0.weight_g"),
@@ -84,6 +83,10 @@ HF_TO_ORIGINAL = [
     (r"masked_spec_embed", r"mask_emb"),
     (r"(encoder\.layers\.\d+\.final_layer_norm\.|encoder\.layer_norm\.)", r"\1"),  # the same names
 ]
+# The conv layers' norms: layer 0's GroupNorm ("default" extractor), or every layer's LayerNorm between two
+# transposes ("layer_norm" extractor).
+CONV_NORM = {"group": (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"feature_extractor.conv_layers.\1.2."),
+             "layer": (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"feature_extractor.conv_layers.\1.2.1.")}
 # The original WavLMConfig fields of tiny_wavlm (unilm's names; the released base-plus checkpoint's values
 # for what the tiny model does not change).
 ORIGINAL_CFG = {
@@ -98,6 +101,10 @@ ORIGINAL_CFG = {
     "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 16, "max_distance": 10,
     "gru_rel_pos": True,
 }
+# tiny_wavlm_stable's encoder as the original saves a wavlm-large-like model: layer-normed conv layers with bias,
+# pre-LN, normalised inputs, 20 buckets up to 12
+ORIGINAL_STABLE_CFG = dict(ORIGINAL_CFG, extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True,
+                           normalize=True, num_buckets=20, max_distance=12)
 
 
 def build_model(name: str):
@@ -137,11 +144,13 @@ def record_buckets(model, folder: Path) -> None:
     save_file(tensors, str(folder / "buckets.safetensors"))
 
 
-def original_state_dict(state: dict) -> dict:
-    """A transformers WavLM state dict under the original WavLM's names (HF_TO_ORIGINAL)."""
-    rules = [(re.compile(pattern), repl) for pattern, repl in HF_TO_ORIGINAL]
+def original_state_dict(state: dict, norm: str) -> dict:
+    """A transformers WavLM state dict under the original WavLM's names (CONV_NORM[norm], HF_TO_ORIGINAL)."""
+    rules = [(re.compile(pattern), repl) for pattern, repl in [CONV_NORM[norm], *HF_TO_ORIGINAL]]
     renamed = {}
     for name, value in state.items():
+        if name.startswith("lm_head."):  # the original files are pretrained encoders: no head
+            continue
         for pattern, repl in rules:
             if pattern.match(name):
                 name = pattern.sub(repl, name, count=1)
@@ -153,19 +162,23 @@ def original_state_dict(state: dict) -> dict:
 
 
 def write_checkpoint_fixtures() -> dict:
-    """The converter's inputs: tiny_wavlm_stable (WavLMForCTC) as transformers' .bin folder, and tiny_wavlm as
-    an original WavLM .pt ({"cfg": WavLMConfig fields, "model": the state dict under the original names})."""
+    """The converter's inputs: tiny_wavlm_stable (WavLMForCTC) as transformers' .bin folder, and tiny_wavlm and
+    tiny_wavlm_stable's encoder as original WavLM .pt files ({"cfg": WavLMConfig fields, "model": the state dict
+    under the original names})."""
     folder = DATA / "wavlm_checkpoints"
     model, _ = build_model("tiny_wavlm_stable")
     (folder / "hf_bin").mkdir(parents=True)
     torch.save(model.state_dict(), folder / "hf_bin" / "pytorch_model.bin")
     model.config.to_json_file(str(folder / "hf_bin" / "config.json"))
     (folder / "hf_bin" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB_960H)}))
+    stable = original_state_dict({k.removeprefix("wavlm."): v for k, v in model.state_dict().items()}, "layer")
+    torch.save({"cfg": ORIGINAL_STABLE_CFG, "model": stable}, folder / "tiny_wavlm_stable_original.pt")
     model, _ = build_model("tiny_wavlm")
-    state = original_state_dict(model.state_dict())
+    state = original_state_dict(model.state_dict(), "group")
     torch.save({"cfg": ORIGINAL_CFG, "model": state}, folder / "tiny_wavlm_original.pt")
     return {"hf_bin": "tiny_wavlm_stable", "tiny_wavlm_original.pt": "tiny_wavlm, the original WavLM layout",
-            "original_names": sorted(state)}
+            "tiny_wavlm_stable_original.pt": "tiny_wavlm_stable's encoder (no CTC head), the original layout",
+            "original_names": sorted(state), "original_stable_names": sorted(stable)}
 
 
 def main() -> None:

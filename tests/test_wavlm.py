@@ -151,6 +151,25 @@ def test_fast_attention_with_a_bias_in_query_blocks_and_far_out_of_exp2_range(mo
     assert_same(y, layers.attention(x, valid, p, 2, bias))
 
 
+def test_fast_attention_with_a_bias_never_makes_a_t_by_t_array_per_head(monkeypatch):
+    """The bias is read from the [H, 2T - 1] table a block of query rows at a time: the fast path's peak
+    stays far below even one [H, T, T] float32 array (the reference's scores are [B, H, T, T])."""
+    import tracemalloc
+
+    rng = np.random.RandomState(7)
+    lengths, heads_ = [1600, 1100], 2
+    x, p, valid, bias = biased_case(rng, lengths, heads_)
+    monkeypatch.setattr(fast, "ATTENTION_BLOCK_ELEMENTS", 1 << 18)  # blocks of 1 MiB of scores
+    tracemalloc.start()
+    try:
+        fast.attention(x, valid, p, heads_, bias)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_head_set = heads_ * 1600 * 1600 * 4  # bytes of an [H, T, T] float32 array
+    assert peak < one_head_set / 4, f"{peak:,} bytes"
+
+
 def test_recordings_cover_each_variant():
     cfgs = {name: model(name).config for name in WAVLM}
     assert {c.do_stable_layer_norm for c in cfgs.values()} == {False, True}
@@ -211,37 +230,55 @@ def test_a_hugging_face_bin_folder_converts(tmp_path, capsys):
         assert golden_error(got.logits, ref["logits"], got.frame_mask) <= tolerance("tiny_wavlm_stable"), case
 
 
+ORIGINALS = {"tiny_wavlm": "tiny_wavlm_original.pt", "tiny_wavlm_stable": "tiny_wavlm_stable_original.pt"}
+
+
 @pytest.fixture(scope="module")
-def converted_original(tmp_path_factory):
+def converted_originals(tmp_path_factory):
+    """Each original .pt fixture through npw2v2-convert, loaded, by the configuration it was made from."""
     from convert.cli import main as convert_main
 
-    out = tmp_path_factory.mktemp("original") / "model.safetensors"
-    assert convert_main([str(CHECKPOINTS / "tiny_wavlm_original.pt"), str(out)]) == 0
-    return npw2v2.load(out)
+    models = {}
+    for name, file in ORIGINALS.items():
+        out = tmp_path_factory.mktemp(name) / "model.safetensors"
+        assert convert_main([str(CHECKPOINTS / file), str(out)]) == 0
+        models[name] = npw2v2.load(out)
+    return models
+
+
+@pytest.fixture(scope="module")
+def converted_original(converted_originals):
+    return converted_originals["tiny_wavlm"]
 
 
 @PATHS
 @pytest.mark.parametrize("case", ["single", "batch", "alone.2"])
-def test_an_original_wavlm_pt_converts_to_the_recorded_model(converted_original, case, reference):
-    """tiny_wavlm saved under the original WavLM's names and config (golden/record_wavlm.py renames it back,
-    independently of convert/wavlm.py): converted, it gives transformers' tiny_wavlm activations."""
-    ref = recorded_case("tiny_wavlm", case)
-    got = converted_original(ref["input_values"], ref.get("attention_mask"), norm_over_padding=True,
-                             output_hidden_states=True, reference=reference)
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_an_original_wavlm_pt_converts_to_the_recorded_model(converted_originals, name, case, reference):
+    """tiny_wavlm (group norm, post-LN) and tiny_wavlm_stable's encoder (layer norm, pre-LN) saved under the
+    original WavLM's names and config (golden/record_wavlm.py renames them back, independently of
+    convert/wavlm.py): converted, each gives transformers' activations."""
+    ref = recorded_case(name, case)
+    got = converted_originals[name](ref["input_values"], ref.get("attention_mask"), norm_over_padding=True,
+                                    output_hidden_states=True, reference=reference)
     errors = {"last_hidden_state": golden_error(got.last_hidden_state, ref["last_hidden_state"], got.frame_mask)}
     for i, h in enumerate(got.hidden_states):
         errors[f"hidden_states.{i}"] = golden_error(h, ref[f"hidden_states.{i}"], got.frame_mask)
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= tolerance("tiny_wavlm"), f"{worst}: {errors[worst]:.2e}"
+    assert errors[worst] <= tolerance(name), f"{worst}: {errors[worst]:.2e}"
 
 
-def test_the_converted_original_is_a_wavlm_model_with_its_settings(converted_original):
+def test_the_converted_original_is_a_wavlm_model_with_its_settings(converted_original, converted_originals):
     cfg = converted_original.config
     assert (cfg.model_type, cfg.num_buckets, cfg.max_bucket_distance, cfg.feat_extract_norm,
             cfg.do_stable_layer_norm, cfg.num_conv_pos_embeddings) == ("wavlm", 16, 10, "group", False, 16)
     assert converted_original.kind == heads.BASE and "masked_spec_embed" in converted_original.params
     assert converted_original.metadata["source_format"] == "wavlm-original"
     assert converted_original.do_normalize is False  # the original cfg's normalize
+    stable = converted_originals["tiny_wavlm_stable"]
+    assert (stable.config.do_stable_layer_norm, stable.config.feat_extract_norm, stable.config.conv_bias,
+            stable.config.num_buckets, stable.config.max_bucket_distance, stable.do_normalize, stable.kind) == \
+        (True, "layer", True, 20, 12, True, heads.BASE)
 
 
 @pytest.mark.parametrize("change,named", [
