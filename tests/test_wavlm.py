@@ -364,3 +364,18 @@ def test_explain_says_what_differs_and_shows_the_table(capsys):
     assert cli(["explain", "--model", "wavlm-base-plus", "--seconds", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "wavlm-base-plus architecture" in out and "320 buckets up to 800 frames" in out
+
+
+@PATHS
+@pytest.mark.parametrize("name", ["tiny_wavlm", "tiny_wavlm_stable"])
+def test_wavlm_on_the_stand_in_device(name, reference):
+    """The buckets, the table view, the gate and the biased attention take no NumPy (host) call on device
+    arrays (tests/stand_in_device.py refuses them as CuPy does): every stage, and the padded batch."""
+    import stand_in_device
+    from golden import batch_vs_alone_errors, case_errors
+
+    for case in ("single", "batch"):
+        errors = case_errors(name, case, device=stand_in_device, reference=reference)
+        worst = max(errors, key=errors.get)
+        assert errors[worst] <= tolerance(name), f"{case} {worst}: error {errors[worst]:.2e}"
+    assert max(batch_vs_alone_errors(name, device=stand_in_device, reference=reference).values()) <= tolerance(name)
