@@ -1,5 +1,6 @@
 """Original fairseq wav2vec 2.0 checkpoints (.pt): pretrained models and fine-tuned CTC models;
 HuBERT, pretrained (final_proj kept, the label sets' cluster embeddings dropped) or fine-tuned (hubert_ctc).
+Original WavLM files are read here too and handed to convert/wavlm.py.
 
 The configuration comes from ``args`` (an argparse Namespace, older files) or ``cfg`` (a
 plain dict or an omegaconf DictConfig, newer files); fine-tuned models nest the pretrained
@@ -401,6 +402,10 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
             f"{source}: not a fairseq checkpoint (no 'model' state dict); "
             "a Hugging Face pytorch_model.bin converts from its folder, with config.json"
         )
+    from . import wavlm  # imports this module: here, not at the top
+
+    if wavlm.is_original(state):  # microsoft/unilm's WavLM: a flat cfg of its own fields, its attention's tensors
+        return wavlm.read_state(state, source, SAMPLING_RATE)
     model, task = model_and_task(state, source)
     hubert = is_hubert(model)
     check_pretraining_heads(model, state["model"], source)

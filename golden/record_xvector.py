@@ -5,8 +5,9 @@ Run in the golden environment (torch, transformers 5):
     python golden/record_xvector.py    # rewrites golden/data/{tiny_*xvector*,xvector_checkpoints}
 
 As golden/record_hubert.py does, with its record_activations (the stage names of golden/record.py,
-plus ``embeddings``, the x-vector head's speaker embeddings, and its ``logits``): Wav2Vec2ForXVector
-and Data2VecAudioForXVector (eval mode, eager attention) holding npw2v2.random_weights(config, seed).
+plus ``embeddings``, the x-vector head's speaker embeddings, and its ``logits``): Wav2Vec2ForXVector,
+Data2VecAudioForXVector and WavLMForXVector (eval mode, eager attention) holding
+npw2v2.random_weights(config, seed).
 The inputs are longer than the other heads' (27, 17 and 21 frames): the TDNN layers take up to 14
 frames off, and a shorter input's dilated frames must reach its padding in the batch, where
 transformers' count of valid TDNN frames (no dilation) takes them in.
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import DATA, TINY, WEIGHT_SEED, record_family  # noqa: E402
 from record_data2vec_audio import DATA2VEC  # noqa: E402
 from record_hubert import record_activations, save_model  # noqa: E402
+from record_wavlm import CONFIGS as WAVLM_CONFIGS  # noqa: E402
 
 import npw2v2  # noqa: E402
 from npw2v2.app.torch_bridge import FAMILY_CLASSES, torch_state_dict  # noqa: E402
@@ -46,6 +48,9 @@ CONFIGS = {
     "tiny_data2vec_audio_xvector": dict(DATA2VEC, model_type="data2vec-audio",
                                         architectures=["Data2VecAudioForXVector"], num_conv_pos_embeddings=2,
                                         conv_pos_kernel_size=5, **TDNN),
+    # WavLM's relative position bias (tiny_wavlm's encoder: 16 buckets up to 10 frames), as wavlm-base-plus-sv
+    "tiny_wavlm_xvector": dict(WAVLM_CONFIGS["tiny_wavlm"], model_type="wavlm", architectures=["WavLMForXVector"],
+                               **TDNN),
 }
 HEAD_STAGES = ("logits", "embeddings")
 

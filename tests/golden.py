@@ -32,15 +32,18 @@ HEADS = ["tiny_pretraining", "tiny_classifier", "tiny_frame_classifier", "tiny_a
 HUBERT = ["tiny_hubert", "tiny_hubert_stable", "tiny_hubert_bn", "tiny_contentvec", "tiny_hubert_classifier"]
 # data2vec-audio (golden/record_data2vec_audio.py): tiny configurations and heads, and its base architecture.
 DATA2VEC_AUDIO = ["tiny_data2vec_audio", "tiny_data2vec_audio_ctc", "tiny_data2vec_audio_frame_classifier"]
-# x-vector heads (golden/record_xvector.py): wav2vec 2.0's and data2vec-audio's.
-XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector"]
+# WavLM (golden/record_wavlm.py): tiny configurations and heads, and the wavlm-base-plus architecture.
+WAVLM = ["tiny_wavlm", "tiny_wavlm_stable", "tiny_wavlm_classifier", "tiny_wavlm_frame_classifier"]
+# x-vector heads (golden/record_xvector.py): wav2vec 2.0's, data2vec-audio's and WavLM's.
+XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector", "tiny_wavlm_xvector"]
 # UniSpeech and UniSpeech-SAT (golden/record_unispeech.py): tiny heads, and UniSpeech-SAT's base architecture.
 UNISPEECH = ["tiny_unispeech_ctc", "tiny_unispeech_sat_frame_classifier", "tiny_unispeech_sat_classifier",
              "tiny_unispeech_sat_xvector"]
-FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base")  # weights regenerated from the seed, last stages recorded
+# weights regenerated from the seed, last stages recorded
+FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base", "wavlm_base_plus")
 # The manifest of each recording script besides golden/record.py's.
 MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
-             "unispeech_sat_base": "unispeech_manifest.json"}
+             "unispeech_sat_base": "unispeech_manifest.json", "wavlm_base_plus": "wavlm_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
 NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
@@ -239,7 +242,7 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     tolerance): a row per configuration and kind of case, as docs/verification.md lists them."""
     rows = []
     for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR
-                 + UNISPEECH + ["unispeech_sat_base"]):
+                 + UNISPEECH + ["unispeech_sat_base"] + WAVLM + ["wavlm_base_plus"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

@@ -70,7 +70,7 @@ def test_vs_torch_times_both_and_agrees_with_transformers(capsys):
     assert difference < 5e-4
 
 
-@pytest.mark.parametrize("name", ["hubert-base", "data2vec-audio-base"])
+@pytest.mark.parametrize("name", ["hubert-base", "data2vec-audio-base", "wavlm-base-plus"])
 def test_bench_runs_the_family_architectures(name, capsys):
     assert main(["bench", "--model", name, "--seconds", "0.3", "--runs", "1", "--warmup", "0", "--no-memory"]) == 0
     out = capsys.readouterr().out
@@ -84,3 +84,12 @@ def test_flops_count_data2vec_audios_stack_of_positional_convs():
     extra = bench.forward_flops(DATA2VEC_AUDIO_BASE, [160000]) - bench.forward_flops(BASE, [160000])
     frames, d, groups = 499, 768, 16
     assert extra == pytest.approx(2.0 * frames * (5 * 19 - 128) * d * d / groups)
+
+
+def test_flops_count_wavlms_gate_and_position_bias():
+    """Per layer, the gate's D/H -> 8 map for each head and frame and the gated bias added to the T x T scores."""
+    from npw2v2.core.config import WAVLM_BASE_PLUS
+
+    extra = bench.forward_flops(WAVLM_BASE_PLUS, [160000]) - bench.forward_flops(BASE, [160000])
+    frames, d, heads, layers = 499, 768, 12, 12
+    assert extra == pytest.approx(layers * (2.0 * frames * d * 8 + 2.0 * frames * frames * heads))

@@ -19,6 +19,7 @@ from npw2v2.app.svg import colour, png
 from npw2v2.core.layers import attention_weights
 from npw2v2.core.transformer import attention_input
 from npw2v2.core.ops import REFERENCE
+from npw2v2.core import wavlm
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FIGURES = ["waveforms", "ladder", "mask", "sizes", "attention", "ctc", "promise"]
@@ -211,7 +212,7 @@ def test_the_bundled_model_page_spells_its_examples(digits_page):
 
 
 @pytest.mark.parametrize("name", ["tiny_adapter", "tiny_classifier", "tiny_pretraining", "tiny_frame_classifier",
-                                  "tiny_mms", "tiny_odd_pos", "tiny_stable", "tiny_ctc"])
+                                  "tiny_mms", "tiny_odd_pos", "tiny_stable", "tiny_ctc", "tiny_wavlm"])
 def test_every_head_and_layout_gets_a_whole_page(tmp_path, name):
     path = tmp_path / "page.html"
     assert main(["explain", "-m", str(GOLDEN / name), "--samples", "16000", "8000", "--html", str(path),
@@ -295,7 +296,7 @@ def test_text_is_one_spellable_transcript_per_input(tmp_path, capsys, args, mess
 
 
 def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes():
-    for name in ("tiny_base", "tiny_stable"):  # post-LN and pre-LN
+    for name in ("tiny_base", "tiny_stable", "tiny_wavlm", "tiny_wavlm_stable"):  # post-LN and pre-LN
         m = model(GOLDEN / name)
         x = np.random.RandomState(0).standard_normal((2, 3000)).astype(np.float32)
         mask = np.ones(x.shape, bool)
@@ -306,7 +307,12 @@ def test_head_weights_are_that_heads_slice_of_the_attention_the_layer_computes()
         layer = m.config.num_hidden_layers - 1
         p = m.params["encoder"]["layers"][layer]
         h = attention_input(trace[f"hidden_states.{layer}"].array, p, m.config, REFERENCE)
-        every = attention_weights(h, trace["frame_mask"].array, p["attention"], m.config.num_attention_heads)
+        bias = None
+        if m.config.model_type == "wavlm":  # the layer's gated relative position bias, every head's
+            embed = m.params["encoder"]["layers"][0]["attention"]["rel_attn_embed"]["weight"]
+            table = wavlm.relative_table(h.shape[1], embed, m.config)
+            bias = wavlm.gated_bias(h, p["attention"], table, m.config.num_attention_heads)
+        every = attention_weights(h, trace["frame_mask"].array, p["attention"], m.config.num_attention_heads, bias)
         for head in range(m.config.num_attention_heads):
             one = head_weights(b, layer, head)
             np.testing.assert_allclose(one, every[:, head], rtol=1e-5, atol=1e-7)

@@ -75,7 +75,7 @@ def test_heads_are_told_from_the_config_and_tensors():
         heads.model_kind(npw2v2.Config(architectures=("HubertModelWithFinalProj",)))
 
 
-@pytest.mark.parametrize("model_type,named", [("wavlm", "WavLM"), ("sew-d", "SEW-D"),
+@pytest.mark.parametrize("model_type,named", [("sew", "SEW"), ("sew-d", "SEW-D"),
                                               ("whisper", "'whisper' is not a model npw2v2 knows")])
 def test_load_refuses_other_families_by_name(model_type, named, tmp_path):
     folder = tmp_path / "m"

@@ -124,8 +124,9 @@ def test_heads_are_told_apart_and_named():
     cfg = npw2v2.Config(model_type="hubert", architectures=("Wav2Vec2ForXVector",))
     with pytest.raises(ValueError, match="hubert models have no x-vector head"):
         heads.model_kind(cfg)
-    with pytest.raises(ValueError, match="WavLMForXVector: npw2v2 does not run WavLM"):
-        heads.model_kind(npw2v2.Config(architectures=("WavLMForXVector",)))
+    assert heads.class_name(heads.XVECTOR, "wavlm") == "WavLMForXVector"  # wavlm-base-plus-sv's class
+    with pytest.raises(ValueError, match="UniSpeechSatForPreTraining: npw2v2 does not run UniSpeech-SAT's pretraining"):
+        heads.model_kind(npw2v2.Config(model_type="unispeech-sat", architectures=("UniSpeechSatForPreTraining",)))
 
 
 def test_config_tdnn_fields_are_checked():

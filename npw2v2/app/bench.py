@@ -71,6 +71,8 @@ def forward_flops(cfg: Config, sample_lengths) -> float:
             taps *= cfg.conv_pos_kernel_size
         total += 2.0 * t * taps * d * d / cfg.num_conv_pos_embedding_groups
         per_block = 4 * 2.0 * t * d * d + 2 * 2.0 * t * t * d + 2 * 2.0 * t * d * f  # q k v out, QK^T, PV, FFN
+        if cfg.model_type == "wavlm":  # the gate (D/H -> 8 per head and frame), then gate x bias added to the scores
+            per_block += 2.0 * t * d * 8 + 2.0 * t * t * cfg.num_attention_heads
         total += cfg.num_hidden_layers * per_block
     return total
 

@@ -201,6 +201,13 @@ def describe(trace: Trace, model, rate: int) -> str:
                  f"{'pre' if cfg.do_stable_layer_norm else 'post'}-LN"
                  + ("; in every layer the padded frames' keys get the most negative float, so no "
                     "frame attends to padding" if mask.facts["used"] else ""))
+    if any(s.name == "position_bias_table" for s in trace.stages):
+        table = trace["position_bias_table"]
+        buckets, distance = table.facts["buckets"], table.facts["max_distance"]
+        add("position_bias_table", f"[H, 2T - 1]  WavLM: a score per head for each offset key - query, from "
+            f"{buckets} buckets (one per distance below {buckets // 4} on each side, log-spaced up to {distance}): "
+            "layer 0's rel_attn_embed; every layer gates it per head and frame and adds it to its scores",
+            table.shape)
     for s in layers:
         role = "the next layer's input" if s is not layers[-1] else "the last layer's output"
         if s is layers[0]:
@@ -264,6 +271,13 @@ HEAD_STAGES = {
 
 def family_differences(cfg) -> list[str]:
     """For a model other than wav2vec 2.0, a line on what it is and one per stage that differs."""
+    if cfg.model_type == "wavlm":
+        return ["WavLM: wav2vec 2.0's encoder without the quantizer; what differs from wav2vec 2.0:",
+                f"  position_bias_table: attention scores get a bias by offset key - query, {cfg.num_buckets} "
+                f"buckets up to {cfg.max_bucket_distance} frames, one table from layer 0 shared by every layer",
+                "  hidden_states: each layer weighs that bias per head and frame by a gate from its attention input "
+                "(gru_rel_pos_linear, gru_rel_pos_const)",
+                "  heads: CTC, sequence and frame classifiers; no quantizer (x-vector heads not run)"]
     if cfg.model_type == "data2vec-audio":
         return ["data2vec-audio: wav2vec 2.0's post-LN encoder without the quantizer; what differs from wav2vec 2.0:",
                 "  conv_layers: every conv layer layer-normed (feat_extract_norm 'layer' always)",
@@ -292,7 +306,7 @@ def family_differences(cfg) -> list[str]:
 
 
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
-               "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "hidden_states", "adapter.proj",
+               "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "position_bias_table", "hidden_states", "adapter.proj",
                "adapter.layers", "last_hidden_state", "logits", "embeddings", "projected_states", "projected_quantized_states",
                "codevector_ids", "codevector_perplexity", "contrastive_logits"]
 

@@ -22,6 +22,7 @@ from ..core.heads import XVECTOR
 from ..core.layers import attention_weights, softmax
 from ..core.ops import REFERENCE
 from ..core.transformer import attention_input
+from ..core.wavlm import gated_bias
 from . import align, ctc
 from .explain import Trace
 from .svg import colour, colour_bar, image, line, pooled, rect, svg, tag, text, title
@@ -339,7 +340,8 @@ def activation_sizes(b: Batch) -> str:
 
 def head_weights(b: Batch, layer: int, head: int) -> np.ndarray:
     """One head's attention weights [B, T, T] (queries by keys) in ``layer``, from the reference
-    attention on the layer's traced input, with the mask the forward pass used."""
+    attention on the layer's traced input, with the mask the forward pass used (and a WavLM
+    layer's gated relative position bias, this head's share, from the traced table)."""
     cfg, xp = b.model.config, b.model.xp
     p = b.model.params["encoder"]["layers"][layer]
     width = cfg.hidden_size // cfg.num_attention_heads
@@ -348,7 +350,12 @@ def head_weights(b: Batch, layer: int, head: int) -> np.ndarray:
                 for name in ("q_proj", "k_proj")}
     x = attention_input(xp.asarray(b.trace[f"hidden_states.{layer}"].array), p, cfg, REFERENCE)
     valid = xp.asarray(b.trace["frame_mask"].array) if b.masked else None
-    return asnumpy(attention_weights(x, valid, one_head, heads=1))[:, 0]
+    bias = None
+    if cfg.model_type == "wavlm":
+        table = xp.asarray(b.trace["position_bias_table"].array)
+        gate, position = gated_bias(x, p["attention"], table, cfg.num_attention_heads)
+        bias = (gate[:, head:head + 1], position[head:head + 1])
+    return asnumpy(attention_weights(x, valid, one_head, heads=1, bias=bias))[:, 0]
 
 
 def attention(b: Batch, layer: int, head: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.backend import asnumpy, get_xp
-from ..core.config import BASE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, Config
+from ..core.config import BASE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, WAVLM_BASE_PLUS, Config
 from ..core.heads import HEAD_NAMES, contrastive_logits, model_kind
 from ..core.params import random_weights
 from ..core.trace import untraced
@@ -186,7 +186,7 @@ class Wav2Vec2:
         c = self.config
         head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
         family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, ", "unispeech": "UniSpeech, ",
-                  "unispeech-sat": "UniSpeech-SAT, "}.get(c.model_type, "")
+                  "unispeech-sat": "UniSpeech-SAT, ", "wavlm": "WavLM, "}.get(c.model_type, "")
         return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
                 f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")
 
@@ -230,7 +230,7 @@ def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = Non
 
 
 BUILT_IN = {"base": BASE, "large": LARGE, "hubert-base": HUBERT_BASE,  # architectures the command line
-            "data2vec-audio-base": DATA2VEC_AUDIO_BASE}                # knows by name
+            "data2vec-audio-base": DATA2VEC_AUDIO_BASE, "wavlm-base-plus": WAVLM_BASE_PLUS}  # knows by name
 
 
 def load_model(name: str, seed: int = 0, device: str = "cpu", revision: str | None = None) -> tuple[Wav2Vec2, str]:

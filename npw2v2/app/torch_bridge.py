@@ -35,7 +35,7 @@ def torch_state_dict(model, weights: dict) -> dict:
 FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
                   "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
                   "unispeech": ("UniSpeechConfig", "UniSpeechModel"),
-                  "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel")}
+                  "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"), "wavlm": ("WavLMConfig", "WavLMModel")}
 
 
 def bare_model_class(model_type: str):

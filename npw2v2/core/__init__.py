@@ -11,6 +11,7 @@ no printing. In the order a forward pass meets them:
     ops            the two paths: REFERENCE and FAST
     conv_encoder   the convolutional feature encoder (reference version)
     transformer    feature projection, positional conv, transformer layers
+    hubert, data2vec_audio, wavlm   what each family member does differently
     adapters       the down-sampling adapter and MMS's attention adapters
     heads          CTC, pretraining, classifiers
     wav2vec2       the whole forward pass, and the padded batch item by item

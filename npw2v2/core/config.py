@@ -42,6 +42,8 @@ MAX_LABELS = 100_000  # num_labels, from which id2label is built before any tens
 MAX_CODEVECTORS = 65_536  # num_codevectors_per_group: 320 in every published model; 200x
 MAX_CODEVECTOR_GROUPS = 1_024  # num_codevector_groups: 2 in every published model; 512x
 MAX_ADAPTER_LAYERS = 100  # num_adapter_layers: transformers' default 3; 33x
+MAX_BUCKETS = 100_000  # WavLM's num_buckets: 320 in every published model; 312x
+MAX_BUCKET_DISTANCE = 1_000_000  # WavLM's max_bucket_distance, in frames: 800 published; 1250x
 MAX_SAMPLES = 10_000_000  # receptive field and (output) frame stride, in samples: 400 and 320 for every
 #                           published encoder (2560 with a 3-layer down-sampling adapter); 10 minutes at
 #                           16 kHz, far past anything a model could be fed in one piece
@@ -70,6 +72,10 @@ class Config:
     conv_pos_batch_norm: bool = False
     # data2vec-audio (npw2v2.core.data2vec_audio): num_conv_pos_embeddings convs of this kernel, stacked.
     conv_pos_kernel_size: int = 19
+    # WavLM (npw2v2.core.wavlm): the relative position buckets of its attention bias (fairseq:
+    # num_buckets, max_distance); 320 and 800 in every published model.
+    num_buckets: int = 320
+    max_bucket_distance: int = 800
     # Positional convolution (fairseq: conv_pos, conv_pos_groups).
     num_conv_pos_embeddings: int = 128  # K; even K drops the last output frame
     num_conv_pos_embedding_groups: int = 16
@@ -270,6 +276,8 @@ FIELD_CHECKS = {
     "feat_proj_layer_norm": _flag,
     "conv_pos_batch_norm": _flag,
     "conv_pos_kernel_size": lambda k, v: whole(k, v, 1, MAX_POS_KERNEL),
+    "num_buckets": lambda k, v: whole(k, v, 4, MAX_BUCKETS),  # fewer than 4 leaves no exact bucket: log(d / 0)
+    "max_bucket_distance": lambda k, v: whole(k, v, 1, MAX_BUCKET_DISTANCE),
     "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
     "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
     "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
@@ -294,9 +302,8 @@ FIELD_CHECKS = {
 # config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
 # UniSpeech and UniSpeech-SAT run wav2vec 2.0's encoder unchanged at inference (their own parts are
 # pretraining heads, which npw2v2 does not run: npw2v2.core.heads.NOT_SUPPORTED).
-MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "wavlm")
 NOT_YET = {
-    "wavlm": "WavLM (its gated relative position bias)",
     "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
     "wav2vec2-conformer": "wav2vec2-conformer (its convolution module)", "wav2vec2-bert": "w2v-BERT",
 }
@@ -343,6 +350,12 @@ def check_fields(cfg: Config) -> dict:
                                                                    or values["adapter_attn_dim"] is not None):
         raise ValueError(f"config: add_adapter and adapter_attn_dim are wav2vec 2.0's adapters, which "
                          f"{values['model_type']!r} models do not have in transformers")
+    if values["max_bucket_distance"] <= values["num_buckets"] // 4:
+        # WavLM's log-spaced buckets run from num_buckets // 4 to max_bucket_distance: the log of their ratio divides
+        raise ValueError(f"config: max_bucket_distance {values['max_bucket_distance']} must be above num_buckets // 4 "
+                         f"({values['num_buckets'] // 4}), where the log-spaced buckets start")
+    if values["model_type"] == "wavlm" and values["adapter_attn_dim"] is not None:
+        raise ValueError("config: adapter_attn_dim (MMS attention adapters) is wav2vec 2.0's; WavLM's layers have none")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:
@@ -401,6 +414,7 @@ BASE = Config()
 HUBERT_BASE = Config(model_type="hubert")  # hubert-base-ls960: HubertConfig's defaults, wav2vec2-base's widths
 DATA2VEC_AUDIO_BASE = Config(model_type="data2vec-audio", feat_extract_norm="layer", num_conv_pos_embeddings=5,
                              conv_pos_kernel_size=19)  # data2vec-audio-base: Data2VecAudioConfig's defaults
+WAVLM_BASE_PLUS = Config(model_type="wavlm")  # wavlm-base(-plus): WavLMConfig's defaults, post-LN, group norm
 LARGE = Config(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,

@@ -10,7 +10,8 @@ and odd shapes). What each one does differently:
   among threads (npw2v2.core.threads); GELU's erf evaluated as PyTorch's CPU kernels do
   (Abramowitz & Stegun 7.1.26, error < 1.5e-7), with base-2 exponentials.
 - ``attention``: each item's queries over its valid keys only, one head at a time, in
-  query blocks that keep the scores in cache; a base-2, unnormalised softmax.
+  query blocks that keep the scores in cache; a base-2, unnormalised softmax; an additive
+  bias (WavLM's) added block by block from a [B, H, T] gate and an [H, T, T] view.
 - ``feature_encoder``: group norm folded into the first convolution; long inputs in
   segments, so the first layers' long outputs never exist whole.
 
@@ -176,12 +177,15 @@ def activation(name):
 # Attention
 
 
-def attention(x, valid, p, heads):
+def attention(x, valid, p, heads, bias=None):
     """layers.attention, each item's queries over its own valid keys, without computing padded ones.
 
     x: [B, T, D], valid: [B, T] bool or None -> [B, T, D]. The padded keys' weights are
     exactly 0 in the reference too (2^(most negative float) underflows), so leaving them
     out changes nothing. Padded query rows are computed like the others, as in the reference.
+    ``bias`` (rows [B, H, T], table [H, T, T], as layers.attention_weights takes it) is added
+    to each block of scores as it is computed; the table may be a strided view (WavLM's,
+    npw2v2.core.wavlm.position_bias), read a block of rows at a time.
     """
     xp = get_xp(x)
     batch, frames, dim = x.shape
@@ -194,33 +198,38 @@ def attention(x, valid, p, heads):
     context = xp.empty((batch, frames, heads, head_dim), dtype=x.dtype)
     lengths = [frames] * batch if valid is None else [int(n) for n in valid.sum(axis=1).tolist()]
     for b, n in enumerate(lengths):
-        context[b] = attend(q[b], k[b, :, :n], v[b, :, :n])
+        # The bias in base 2 too: its rows scaled by log2(e), as q was.
+        item_bias = None if bias is None else (bias[0][b] * LOG2_E, bias[1])
+        context[b] = attend(q[b], k[b, :, :n], v[b, :, :n], item_bias)
     return linear(context.reshape(batch, frames, dim), **p["out_proj"])
 
 
-def attend(q, k, v):
+def attend(q, k, v, bias=None):
     """Softmax attention of one item's heads in base 2: 2^(q k^T), normalised by rows, times v.
 
     q: [H, m, D/H], scaled by log2(e) / sqrt(D/H); k, v: [H, n, D/H] -> [m, H, D/H].
     With that scaling 2^(q k^T) = e^(q' k^T) for the usual q' = q_proj / sqrt(D/H): the
-    weights are the usual softmax.
+    weights are the usual softmax. ``bias`` (rows [H, m], table [H, >= m, >= n]), both in
+    base 2, adds rows[h, i] * table[h, i, j] to the scores.
 
     One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
     small on long inputs); one buffer serves every block. The softmax is left unnormalised,
     2^(s - c): the weighted values and the weights' row sums (a product with a vector of
     ones) come from the same scores, and one division per output value normalises. c is
     each row's maximum, or 0 when |s| <= |q| |k| cannot reach EXP2_SAFE, which saves a pass
-    over the scores (any c gives the same softmax; the maximum only guards the range).
+    over the scores (any c gives the same softmax; the maximum only guards the range). With
+    a bias the maximum is always taken: bounding the bias would cost a pass over it.
     """
     xp = get_xp(q)
     heads, m, head_dim = q.shape
     n = k.shape[1]
     keys_t = xp.ascontiguousarray(k.transpose(0, 2, 1))  # [H, D/H, n]
     bound = float(asnumpy(_norms(q).max() * _norms(k).max()))
-    exp_rows = _exp2_kernel(subtract_max=not bound <= EXP2_SAFE)  # a NaN bound takes the careful path
+    exp_rows = _exp2_kernel(subtract_max=bias is not None or not bound <= EXP2_SAFE)  # NaN: the careful path
     context = xp.empty((m, heads, head_dim), dtype=q.dtype)
     rows = max(1, min(m, ATTENTION_BLOCK_ELEMENTS // n))
     scores = xp.empty((rows, n), dtype=q.dtype)
+    biased = None if bias is None else xp.empty((rows, n), dtype=q.dtype)
     weighted = xp.empty((rows, head_dim), dtype=q.dtype)
     sums = xp.empty((rows, 1), dtype=q.dtype)
     ones = xp.ones((n, 1), dtype=q.dtype)
@@ -229,6 +238,10 @@ def attend(q, k, v):
             stop = min(m, start + rows)
             block, block_weighted, block_sums = scores[:stop - start], weighted[:stop - start], sums[:stop - start]
             xp.matmul(q[h, start:stop], keys_t[h], out=block)
+            if bias is not None:
+                block_bias = biased[:stop - start]
+                xp.multiply(bias[1][h, start:stop, :n], bias[0][h, start:stop, None], out=block_bias)
+                block += block_bias
             rowwise(exp_rows, block, block, threaded=False)  # between products: BLAS's threads still spin
             xp.matmul(block, v[h], out=block_weighted)
             xp.matmul(block, ones, out=block_sums)

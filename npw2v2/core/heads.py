@@ -43,7 +43,6 @@ HEAD_NAMES = {BASE: "no head", CTC: "CTC head", PRETRAINING: "pretraining heads"
               SEQUENCE_CLASSIFICATION: "sequence classifier", FRAME_CLASSIFICATION: "frame classifier",
               XVECTOR: "x-vector head", FINAL_PROJ: "final_proj"}
 NOT_SUPPORTED = {
-    "WavLMForXVector": "WavLM models (its gated relative position bias) yet",
     "UniSpeechForPreTraining": "UniSpeech's pretraining heads (quantizer, CTC projection); its encoder runs as "
                                "UniSpeechModel",
     "UniSpeechSatForPreTraining": "UniSpeech-SAT's pretraining heads (quantizer, speaker projection); its encoder "
@@ -60,15 +59,18 @@ FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceCl
                   "UniSpeechSatModel": BASE, "UniSpeechSatForCTC": CTC,
                   "UniSpeechSatForSequenceClassification": SEQUENCE_CLASSIFICATION,
                   "UniSpeechSatForAudioFrameClassification": FRAME_CLASSIFICATION,
-                  "UniSpeechSatForXVector": XVECTOR}
+                  "UniSpeechSatForXVector": XVECTOR,
+                  "WavLMModel": BASE, "WavLMForCTC": CTC, "WavLMForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "WavLMForAudioFrameClassification": FRAME_CLASSIFICATION, "WavLMForXVector": XVECTOR}
 FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ},
                 "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
                 "unispeech": {BASE, CTC, SEQUENCE_CLASSIFICATION},
-                "unispeech-sat": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR}}
+                "unispeech-sat": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
+                "wavlm": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR}}
 
 
 FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio", "unispeech": "UniSpeech",
-                 "unispeech-sat": "UniSpeechSat"}  # of their transformers classes
+                 "unispeech-sat": "UniSpeechSat", "wavlm": "WavLM"}  # of their transformers classes
 
 
 def class_name(kind: str, model_type: str) -> str:

@@ -119,32 +119,38 @@ def softmax(x, axis=-1):
     return e
 
 
-def attention_weights(x, valid, p, heads):
+def attention_weights(x, valid, p, heads, bias=None):
     """How much each frame attends to each other frame: softmax(q k^T / sqrt(D/H)), head by head.
 
     x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, H, T, T],
     queries by keys. Padded keys score the most negative float, so their weights are 0, yet a
-    row is never all -inf. ``p`` holds q_proj and k_proj, each {"weight", "bias"}.
+    row is never all -inf. ``p`` holds q_proj and k_proj, each {"weight", "bias"}. ``bias``, when
+    given, is added to the scores as a pair (rows [B, H, T], table [H, T, T]): score[b, h, i, j]
+    gets rows[b, h, i] * table[h, i, j] (WavLM's gated relative position bias, npw2v2.core.wavlm).
     """
     xp = get_xp(x)
     q, k = (split_heads(linear(x, **p[name]), heads) for name in ("q_proj", "k_proj"))  # [B, H, T, D/H]
     scores = (q @ k.transpose(0, 1, 3, 2)) * q.shape[-1]**-0.5  # [B, H, T, T]
+    if bias is not None:
+        rows, table = bias
+        scores = scores + rows[..., None] * table  # [B, H, T, 1] * [H, T, T] -> [B, H, T, T]
     if valid is not None:
         scores = xp.where(valid[:, None, None, :], scores, xp.finfo(scores.dtype).min)
     return softmax(scores)
 
 
-def attention(x, valid, p, heads):
+def attention(x, valid, p, heads, bias=None):
     """Multi-head self-attention over a padded batch: the attention weights times v, head by head.
 
     x: [B, T, D], valid: [B, T] bool (True = real frame, right padding) or None -> [B, T, D].
     ``p`` holds q_proj, k_proj, v_proj and out_proj, each {"weight", "bias"}. No frame
     attends to padding (attention_weights). Padded query rows are computed like the others
-    (meaningless, as in transformers). Mirrors Wav2Vec2Attention with eager attention.
+    (meaningless, as in transformers). ``bias``: an additive score bias (attention_weights).
+    Mirrors Wav2Vec2Attention with eager attention (and WavLMAttention with a bias).
     """
     batch, frames, dim = x.shape
     v = split_heads(linear(x, **p["v_proj"]), heads)  # [B, H, T, D/H]
-    context = attention_weights(x, valid, p, heads) @ v  # [B, H, T, D/H]
+    context = attention_weights(x, valid, p, heads, bias) @ v  # [B, H, T, D/H]
     return linear(context.transpose(0, 2, 1, 3).reshape(batch, frames, dim), **p["out_proj"])
 
 

@@ -23,7 +23,7 @@ class Ops:
     conv1d: Callable  # (x [B, L, C_in], weight, bias, stride, padding, groups) -> [B, T, C_out]
     layer_norm: Callable  # (x [..., D], weight, bias, eps) -> [..., D]
     activation: Callable  # hidden_act name -> f(x, out=None)
-    attention: Callable  # (x [B, T, D], valid [B, T] bool or None, p, heads) -> [B, T, D]
+    attention: Callable  # (x [B, T, D], valid [B, T] bool or None, p, heads, bias=None) -> [B, T, D]
     feature_encoder: Callable  # (input_values [B, S], p, cfg, norm_lengths, trace) -> [B, T, C]
     tdnn: Callable  # x-vector TDNN layer: (x [B, T, I], weight [O, K * I], bias, kernel, dilation) -> [B, T', O]
 

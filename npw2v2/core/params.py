@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data2vec_audio
+from . import data2vec_audio, wavlm
 from .adapters import attention_adapter_shapes, downsample_shapes
 from .backend import get_xp
 from .config import Config
@@ -56,6 +56,8 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
         add(f"{layer}.feed_forward.output_dense", weight=(d, f), bias=(d,))
         add(f"{layer}.final_layer_norm", weight=(d,), bias=(d,))
         shapes.update(attention_adapter_shapes(cfg, i))
+        if cfg.model_type == "wavlm":  # the gate of the relative position bias; layer 0's buckets (npw2v2.core.wavlm)
+            shapes.update(wavlm.parameter_shapes(cfg, i))
     return {**shapes, **downsample_shapes(cfg), **head_shapes(cfg, kind)}
 
 
@@ -86,7 +88,8 @@ def random_weights(cfg: Config, seed: int = 0, kind: str | None = None) -> dict[
         noise = rng.standard_normal(shape)
         if len(shape) > 1:
             value = noise / np.sqrt(np.prod(shape[1:]))
-        elif name.endswith(("layer_norm.weight", "batch_norm.weight", "running_var")):  # scales, variances > 0
+        elif name.endswith(("layer_norm.weight", "batch_norm.weight", "running_var", "gru_rel_pos_const")):
+            # scales, variances > 0, WavLM's gate constants (1 at initialisation)
             value = 1.0 + 0.1 * noise
         else:
             value = 0.1 * noise

@@ -8,7 +8,7 @@ Each block takes ``ops`` (npw2v2.core.ops): the reference or the fast operations
 from __future__ import annotations
 
 from .adapters import attention_adapter
-from . import data2vec_audio
+from . import data2vec_audio, wavlm
 from .config import Config
 from .hubert import positional_conv_input
 from .layers import linear
@@ -56,18 +56,22 @@ def feed_forward(x, p, cfg: Config, ops: Ops):
     return linear(h, **p["output_dense"])
 
 
-def encoder_layer(x, valid, p, cfg: Config, ops: Ops):
+def encoder_layer(x, valid, p, cfg: Config, ops: Ops, table=None):
     """One transformer block; pre-LN when cfg.do_stable_layer_norm, else post-LN.
 
     x: [B, T, D], valid: [B, T] bool or None -> [B, T, D]. A pre-LN layer of an MMS
-    model ends with its language's attention adapter. Mirrors Wav2Vec2EncoderLayer /
-    Wav2Vec2EncoderLayerStableLayerNorm.
+    model ends with its language's attention adapter. ``table``: WavLM's relative
+    position table [H, 2T - 1], which this layer's gate weighs into the attention scores
+    (npw2v2.core.wavlm). Mirrors Wav2Vec2EncoderLayer / Wav2Vec2EncoderLayerStableLayerNorm
+    (and WavLM's).
     """
     def norm(h, name):
         return ops.layer_norm(h, **p[name], eps=cfg.layer_norm_eps)
 
     def attend(h):
-        return ops.attention(attention_input(h, p, cfg, ops), valid, p["attention"], heads=cfg.num_attention_heads)
+        h = attention_input(h, p, cfg, ops)
+        bias = None if table is None else wavlm.gated_bias(h, p["attention"], table, cfg.num_attention_heads)
+        return ops.attention(h, valid, p["attention"], heads=cfg.num_attention_heads, bias=bias)
 
     if cfg.do_stable_layer_norm:
         x = x + attend(x)
@@ -95,7 +99,8 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     the list is empty, and each layer's input is freed as soon as it has been used.
     HuBERT's conv_pos_batch_norm batch-norms the positional conv's input; ``padding_leaks``
     lets padded frames into it as transformers does (npw2v2.core.hubert.positional_conv_input), as
-    into data2vec-audio's stack of positional convs (npw2v2.core.data2vec_audio).
+    into data2vec-audio's stack of positional convs (npw2v2.core.data2vec_audio). WavLM's layers
+    share one relative position table, made here from layer 0's rel_attn_embed (npw2v2.core.wavlm).
     Mirrors Wav2Vec2Encoder / Wav2Vec2EncoderStableLayerNorm (and HuBERT's).
     """
     def norm(h):
@@ -120,12 +125,17 @@ def encoder(x, valid, p, cfg: Config, ops: Ops, trace=untraced, keep_states=True
     x = x + position
     if not cfg.do_stable_layer_norm:
         x = norm(x)
+    table = None
+    if cfg.model_type == "wavlm" and p["layers"]:  # one table from layer 0's buckets, for every layer
+        table = wavlm.relative_table(x.shape[1], p["layers"][0]["attention"]["rel_attn_embed"]["weight"], cfg)
+        trace("position_bias_table", table, axes="H R", buckets=cfg.num_buckets,
+              max_distance=cfg.max_bucket_distance)
     states = []
     for i, layer in enumerate(p["layers"]):
         trace(f"hidden_states.{i}", x, axes="B T D", keys_masked=valid is not None, heads=cfg.num_attention_heads)
         if keep_states:
             states.append(x)
-        x = encoder_layer(x, valid, layer, cfg, ops)
+        x = encoder_layer(x, valid, layer, cfg, ops, table)
     trace(f"hidden_states.{len(p['layers'])}", x, axes="B T D")
     if keep_states:
         states.append(x)
