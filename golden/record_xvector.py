@@ -19,16 +19,13 @@ import sys
 from pathlib import Path
 
 import torch
-import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import DATA, TINY, WEIGHT_SEED, record_family  # noqa: E402
 from record_data2vec_audio import DATA2VEC  # noqa: E402
-from record_hubert import record_activations, save_model  # noqa: E402
+from record_hubert import build_family_model, record_activations, save_model  # noqa: E402
 from record_wavlm import CONFIGS as WAVLM_CONFIGS  # noqa: E402
 
-import npw2v2  # noqa: E402
-from npw2v2.app.torch_bridge import FAMILY_CLASSES, torch_state_dict  # noqa: E402
 
 XVECTOR_LENGTHS = [9000, 5800, 7321]  # 27, 17 and 21 frames
 # transformers' TDNN shape (kernels 5, 3, 3, 1, 1; dilations 1, 2, 3, 1, 1: 14 frames off, where
@@ -56,15 +53,7 @@ HEAD_STAGES = ("logits", "embeddings")
 
 
 def build_model(config: dict):
-    """The transformers model of a config.json dict (its first architecture's class, model_type's config
-    class) holding npw2v2.random_weights, and those weights."""
-    config_class = getattr(transformers, FAMILY_CLASSES[config.get("model_type", "wav2vec2")][0])
-    hf_config = config_class(**config)
-    cls = getattr(transformers, hf_config.architectures[0])
-    model = cls._from_config(hf_config, attn_implementation="eager").eval()
-    weights = npw2v2.random_weights(npw2v2.Config.from_dict(hf_config.to_dict()), seed=WEIGHT_SEED)
-    model.load_state_dict(torch_state_dict(model, weights), strict=True)
-    return model, weights
+    return build_family_model(config, config.get("model_type", "wav2vec2"))
 
 
 def record_model(name: str, config: dict, full_size: bool = False, base_stages=(), lengths=None) -> dict:
