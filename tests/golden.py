@@ -294,3 +294,26 @@ if __name__ == "__main__":
         write_table(Path(sys.argv[2]))
     else:
         print(table())
+
+
+# ---------------------------------------------------------------------------
+# fairseq's own checkpoints (golden/fairseq_*_fixtures.py): converted, and what fairseq computed
+
+
+def converted_fairseq_models(folder: Path, names, tmp_path_factory) -> dict:
+    """Each NAME.pt of a fixture folder through npw2v2-convert (the restricted pickle reader), loaded."""
+    from convert.cli import main as convert_main
+
+    models = {}
+    for name in names:
+        out = tmp_path_factory.mktemp(name) / "model.safetensors"
+        assert convert_main([str(folder / f"{name}.pt"), str(out)]) == 0
+        models[name] = npw2v2.load(out)
+    return models
+
+
+def fairseq_recorded(folder: Path, name: str, case: str) -> dict:
+    """One fixture's arrays recorded from fairseq for one input, by stage name."""
+    prefix = f"{name}.{case}."
+    return {k.removeprefix(prefix): v for k, v in load_file(str(folder / "activations.safetensors")).items()
+            if k.startswith(prefix)}

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 import npw2v2
-from golden import (DATA2VEC_AUDIO, GOLDEN, golden_error, model, recorded,
-                    recorded_case, tolerance)
+from golden import (DATA2VEC_AUDIO, GOLDEN, converted_fairseq_models, fairseq_recorded, golden_error, model,
+                    recorded, recorded_case, tolerance)
 from npw2v2.core import heads
 from npw2v2.io.weights import CheckpointError
 
@@ -103,29 +103,14 @@ ALONE = ("single", "alone.1", "alone.2")
 
 @pytest.fixture(scope="module")
 def converted_fairseq(tmp_path_factory):
-    """The pretrained and the fine-tuned fixture through npw2v2-convert (the restricted pickle reader), loaded."""
-    from convert.cli import main as convert_main
-
-    models = {}
-    for name in ("data2vec_pretrained", "data2vec_ctc"):
-        out = tmp_path_factory.mktemp(name) / "model.safetensors"
-        assert convert_main([str(FAIRSEQ_DATA2VEC / f"{name}.pt"), str(out)]) == 0
-        models[name] = npw2v2.load(out)
-    return models
-
-
-def fairseq_recorded(name: str, case: str) -> dict:
-    from safetensors.numpy import load_file
-
-    prefix = f"{name}.{case}."
-    return {k.removeprefix(prefix): v for k, v in load_file(str(FAIRSEQ_DATA2VEC / "activations.safetensors")).items()
-            if k.startswith(prefix)}
+    """The pretrained and the fine-tuned fixture, converted and loaded."""
+    return converted_fairseq_models(FAIRSEQ_DATA2VEC, ("data2vec_pretrained", "data2vec_ctc"), tmp_path_factory)
 
 
 @PATHS
 @pytest.mark.parametrize("case", ALONE)
 def test_converted_fairseq_data2vec_matches_fairseq_at_every_layer(converted_fairseq, case, reference):
-    ref = fairseq_recorded("data2vec_pretrained", case)
+    ref = fairseq_recorded(FAIRSEQ_DATA2VEC, "data2vec_pretrained", case)
     m = converted_fairseq["data2vec_pretrained"]
     out = m(ref["input_values"], output_hidden_states=True, reference=reference)
     errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
@@ -138,7 +123,7 @@ def test_converted_fairseq_data2vec_matches_fairseq_at_every_layer(converted_fai
 @PATHS
 @pytest.mark.parametrize("case", ALONE)
 def test_converted_fine_tuned_fairseq_data2vec_gives_fairseqs_ctc_logits(converted_fairseq, case, reference):
-    ref = fairseq_recorded("data2vec_ctc", case)
+    ref = fairseq_recorded(FAIRSEQ_DATA2VEC, "data2vec_ctc", case)
     logits = converted_fairseq["data2vec_ctc"](ref["input_values"], reference=reference).logits
     assert golden_error(logits, ref["logits"]) <= 1e-4
 

@@ -9,7 +9,7 @@ import pytest
 
 import npw2v2
 from convert.cli import main as convert_main
-from golden import (GOLDEN, HUBERT, golden_error, model, recorded,
+from golden import (GOLDEN, HUBERT, converted_fairseq_models, fairseq_recorded, golden_error, model, recorded,
                     recorded_case, tolerance)
 from npw2v2.core import heads
 from npw2v2.core.hubert import batch_norm
@@ -165,22 +165,8 @@ FAIRSEQ_CASES = [(name, case) for name in FAIRSEQ_FIXTURES for case in ALONE]
 
 @pytest.fixture(scope="module")
 def converted_fairseq(tmp_path_factory):
-    """Each fairseq HuBERT fixture through npw2v2-convert (the restricted pickle reader), loaded."""
-    models = {}
-    for name in FAIRSEQ_FIXTURES + ("hubert_ctc",):
-        out = tmp_path_factory.mktemp(name) / "model.safetensors"
-        assert convert_main([str(FAIRSEQ_HUBERT / f"{name}.pt"), str(out)]) == 0
-        models[name] = npw2v2.load(out)
-    return models
-
-
-def fairseq_recorded(name: str, case: str) -> dict:
-    """One fixture's recorded arrays for one input, by stage name."""
-    from safetensors.numpy import load_file
-
-    prefix = f"{name}.{case}."
-    return {k.removeprefix(prefix): v for k, v in load_file(str(FAIRSEQ_HUBERT / "activations.safetensors")).items()
-            if k.startswith(prefix)}
+    """Each fairseq HuBERT fixture, converted and loaded."""
+    return converted_fairseq_models(FAIRSEQ_HUBERT, FAIRSEQ_FIXTURES + ("hubert_ctc",), tmp_path_factory)
 
 
 @PATHS
@@ -189,7 +175,7 @@ def test_converted_fairseq_hubert_matches_fairseq(converted_fairseq, name, case,
     """Every layer's output (fairseq's output_layer, 1-based) and final_proj on it, as fairseq computes them."""
     from npw2v2.core.hubert import final_projection
 
-    ref = fairseq_recorded(name, case)
+    ref = fairseq_recorded(FAIRSEQ_HUBERT, name, case)
     m = converted_fairseq[name]
     out = m(ref["input_values"], output_hidden_states=True, reference=reference)
     errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
@@ -216,7 +202,7 @@ def test_converted_fairseq_hubert_keeps_final_proj_and_drops_the_cluster_embeddi
 @pytest.mark.parametrize("case", ALONE)
 def test_converted_fine_tuned_fairseq_hubert_gives_fairseqs_ctc_logits(converted_fairseq, case, reference):
     """hubert_ctc.pt (fairseq's HubertCtc: w2v_encoder.w2v_model.* and w2v_encoder.proj) as fairseq runs it."""
-    ref = fairseq_recorded("hubert_ctc", case)
+    ref = fairseq_recorded(FAIRSEQ_HUBERT, "hubert_ctc", case)
     logits = converted_fairseq["hubert_ctc"](ref["input_values"], reference=reference).logits
     assert golden_error(logits, ref["logits"]) <= 1e-4
 
