@@ -122,6 +122,22 @@ def test_rerun_skips_the_files_done(runs, mixed, tmp_path, capsys):
                if name.endswith(".json") and not name.startswith("npw2v2-"))
 
 
+def test_ray_engine_beam_search_with_an_lm_writes_what_the_local_engine_writes(runtime, mixed, tmp_path_factory):
+    """Each worker reads the LM itself; the settings go into the journal."""
+    from golden import GOLDEN
+
+    beam = ["--lm", str(GOLDEN / "ctcdecode" / "digits.arpa"), "--hotwords", "SEVEN", "--beam-width", "20"]
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path_factory.mktemp(f"lm-{engine}")
+        with contextlib.redirect_stderr(io.StringIO()):
+            main(["transcribe", str(mixed[0]), *OPTIONS, *beam, "-o", str(out), "--engine", engine])
+        outputs[engine] = out
+    assert files_of(outputs["ray"]) == files_of(outputs["local"]) and len(files_of(outputs["local"])) >= 10
+    settings = json.loads((outputs["ray"] / journal.Journal.SETTINGS).read_text())
+    assert settings["beam"] == {"lm": beam[1], "beam_width": 20, "hotwords": ["SEVEN"]}
+
+
 def test_rerun_with_other_settings_is_refused(runtime, mixed, tmp_path, capsys):
     folder = mixed[0]
     (tmp_path / journal.Journal.SETTINGS).write_text('{"command": "transcribe", "format": "tsv"}')
