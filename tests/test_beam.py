@@ -260,6 +260,7 @@ def test_transcribe_lm_on_the_command_line(capsys):
 
 @pytest.mark.parametrize("arguments,message", [
     (["--beta", "2"], "--alpha and --beta weigh a language model: give --lm"),
+    (["--hotword-weight", "5"], "--hotword-weight weighs hotwords: give --hotwords"),
     (["--lm", "missing.arpa"], "missing.arpa: no such language model file"),
     (["--lm", str(CTCDECODE / "manifest.json")], "kenlm"),  # neither ARPA nor, without kenlm, a binary
 ])

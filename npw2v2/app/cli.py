@@ -180,6 +180,8 @@ def beam_settings(args) -> dict | None:
         return None
     if args.lm is None and ({"alpha", "beta"} & set(settings)):
         raise UsageError("--alpha and --beta weigh a language model: give --lm")
+    if args.hotwords is None and args.hotword_weight is not None:
+        raise UsageError("--hotword-weight weighs hotwords: give --hotwords")
     return settings
 
 
