@@ -33,7 +33,9 @@ def cache_model(cache: Path, repo_id: str, files: dict, commit: str, refs=("main
     for name, data in files.items():
         blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)  # names may hold a folder: language_model/...
+        link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(exist_ok=True)
     for ref in refs:
         (repo / "refs" / ref).write_text(commit)
@@ -242,3 +244,21 @@ def test_download_patterns_cover_what_the_loader_and_converter_read():
         assert any(fnmatch.fnmatch(name, p) for p in hub.DOWNLOAD_PATTERNS), name
     assert not any(fnmatch.fnmatch("adapter.fra.safetensors", p) for p in hub.DOWNLOAD_PATTERNS)
     assert json.dumps(hub.DOWNLOAD_PATTERNS)  # plain strings, as huggingface_hub takes them
+
+
+def test_an_lm_by_hub_id_is_the_language_model_folder_of_its_snapshot(cache, capsys):
+    """transcribe --lm ORG/NAME: a Wav2Vec2ProcessorWithLM repository in the cache, read as it is."""
+    from npw2v2.app.cli import main
+
+    lm = GOLDEN / "ctcdecode" / "digits.arpa"
+    cache_model(cache, "someone/digits-with-lm", {**digits_files(), "language_model/digits.arpa": lm.read_bytes(),
+                                                   "language_model/attrs.json": b'{"alpha": 0.5, "beta": 1.5}',
+                                                   "language_model/unigrams.txt": b"EIGHT\nNINE\n"}, COMMIT_1)
+    assert main(["transcribe", str(CLIP), "-m", "someone/digits-with-lm", "--lm", "someone/digits-with-lm"]) == 0
+    assert capsys.readouterr().out == "EIGHT\n"
+    cache_model(cache, "someone/no-lm", digits_files(), COMMIT_2)
+    for name in ("someone/no-lm", "someone/not-cached"):
+        assert main(["transcribe", str(CLIP), "--lm", name]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: no such file or folder, nor a repository with a language_model/ folder" in err
+        assert "hf download" in err and len(err.strip().splitlines()) == 1

@@ -30,11 +30,11 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from operator import itemgetter
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ..io.hub import locate_lm
 from ..io.ngram import EOS, load_ngram_model, read_lm_folder
 
 BLANK, SPACE, UNKNOWN = "", " ", "⁇"  # the alphabet's blank, word boundary and unknown token
@@ -349,12 +349,13 @@ class BeamDecoder:
 def load_lm(path, alpha: float | None = None, beta: float | None = None, unk_score_offset: float | None = None,
             score_boundary: bool | None = None) -> LMScorer:
     """A language model from an .arpa / .arpa.gz file, a KenLM binary (with the kenlm module), or a
-    Hugging Face ``language_model/`` folder (or the repository folder holding one), whose attrs.json
-    gives the weights not given here and whose unigrams.txt the known words.
+    Hugging Face ``language_model/`` folder (or the repository folder holding one, or its hub id:
+    npw2v2.io.hub.locate_lm), whose attrs.json gives the weights not given here and whose
+    unigrams.txt the known words.
 
     Raises LanguageModelError naming the file and the problem.
     """
-    path = Path(path)
+    path = locate_lm(str(path))
     unigrams, attrs = None, {}
     if path.is_dir():
         folder = read_lm_folder(path)

@@ -182,6 +182,8 @@ def beam_settings(args) -> dict | None:
         raise UsageError("--alpha and --beta weigh a language model: give --lm")
     if args.hotwords is None and args.hotword_weight is not None:
         raise UsageError("--hotword-weight weighs hotwords: give --hotwords")
+    if args.lm is not None:
+        settings["lm"] = str(hub.locate_lm(args.lm))  # a hub id: its language_model/ folder in the cache
     return settings
 
 
@@ -789,8 +791,9 @@ def add_beam_options(command) -> None:
                        "defaults): --lm, --hotwords or --beam-width turn it on")
     b.add_argument("--lm", metavar="PATH",
                    help="a word n-gram language model: an .arpa or .arpa.gz file, a KenLM binary (needs "
-                        "pip install kenlm), or a Hugging Face language_model/ folder (with attrs.json and "
-                        "unigrams.txt) or the repository folder holding one")
+                        "pip install kenlm), a Hugging Face language_model/ folder (with attrs.json and "
+                        "unigrams.txt) or the repository folder holding one, or a hub id whose repository "
+                        "has one (from the Hugging Face cache)")
     b.add_argument("--alpha", type=NUMBER, help="the LM's weight (default: the folder's attrs.json, else 0.5)")
     b.add_argument("--beta", type=NUMBER, help="a bonus for each word (default: the folder's attrs.json, else 1.5)")
     b.add_argument("--beam-width", type=POSITIVE, help="prefixes kept from frame to frame (default 100)")

@@ -20,6 +20,7 @@ import re
 import warnings
 from pathlib import Path
 
+from .ngram import LM_SUFFIXES
 from .weights import CheckpointError
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -78,16 +79,17 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.fullmatch(name)) and "--" not in name and ".." not in name
 
 
-def cached_snapshot(repo_id: str, revision: str | None = None, cache: Path | None = None) -> Path | None:
+def cached_snapshot(repo_id: str, revision: str | None = None, cache: Path | None = None,
+                    holding: str = "config.json") -> Path | None:
     """The snapshot folder of a model in the local cache at ``revision`` (a branch, a tag or a
-    commit; default main), or None when the cache does not hold it."""
+    commit; default main), or None when the cache does not hold it (with ``holding`` in it)."""
     repo = (cache or cache_folder()) / ("models--" + repo_id.replace("/", "--"))
     revision = revision or "main"
     commit = revision if COMMIT.fullmatch(revision) else _read_ref(repo / "refs" / revision)
     if commit is None:
         return None
     snapshot = repo / "snapshots" / commit
-    return snapshot if (snapshot / "config.json").is_file() else None
+    return snapshot if (snapshot / holding).exists() else None
 
 
 def _read_ref(path: Path) -> str | None:
@@ -103,23 +105,42 @@ def offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def snapshot(repo_id: str, revision: str | None = None) -> Path:
-    """The snapshot folder of a hub id: from the cache, else downloaded when huggingface_hub is
-    installed and not told to stay offline, else NotCached saying how to fetch it."""
-    found = cached_snapshot(repo_id, revision)
+def snapshot(repo_id: str, revision: str | None = None, patterns=tuple(DOWNLOAD_PATTERNS),
+             holding: str = "config.json", what: str = "a model") -> Path:
+    """The snapshot folder of a hub id (one ``holding`` that file or folder): from the cache, else
+    downloaded (the files ``patterns`` match) when huggingface_hub is installed and not told to
+    stay offline, else NotCached saying how to fetch it (``what`` it was looking for)."""
+    found = cached_snapshot(repo_id, revision, holding=holding)
     if found is not None:
         return found
     where = f"{repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         import huggingface_hub
     except ImportError:
-        raise NotCached(f"{where}: no such file or folder, nor a model in the Hugging Face cache ({cache_folder()}); "
+        raise NotCached(f"{where}: no such file or folder, nor {what} in the Hugging Face cache ({cache_folder()}); "
                         + FETCH_HINT.format(id=repo_id)) from None
     if offline():
         raise NotCached(f"{where}: not in the Hugging Face cache ({cache_folder()}), and HF_HUB_OFFLINE is set")
     try:
         return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=str(cache_folder()),
-                                                      allow_patterns=DOWNLOAD_PATTERNS))
+                                                      allow_patterns=list(patterns)))
     except Exception as e:  # noqa: BLE001 - the client raises many kinds (network, 404, auth): one line each
         raise NotCached(f"{where}: not in the Hugging Face cache, and downloading it failed: "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+# A Wav2Vec2ProcessorWithLM repository keeps its n-gram model in this folder (npw2v2.io.ngram.read_lm_folder).
+LANGUAGE_MODEL = "language_model"
+
+
+def locate_lm(name: str, revision: str | None = None) -> Path:
+    """The language model a name means: an existing file or folder, else the language_model/
+    folder of a hub id's snapshot in the cache (downloading that folder alone, as ``snapshot``)."""
+    path = Path(name)
+    if path.exists() or not is_hub_id(name) or name.lower().endswith(LM_SUFFIXES):
+        return path  # a path (a missing one is reported by the reader, which names it)
+    folder = snapshot(name, revision, patterns=(f"{LANGUAGE_MODEL}/*",), holding=LANGUAGE_MODEL,
+                      what=f"a repository with a {LANGUAGE_MODEL}/ folder") / LANGUAGE_MODEL
+    if not folder.is_dir():  # the download found no such folder in the repository
+        raise NotCached(f"{name}: the repository has no {LANGUAGE_MODEL}/ folder (no Wav2Vec2ProcessorWithLM)")
+    return folder
