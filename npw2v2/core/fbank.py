@@ -96,8 +96,9 @@ def mel_filter_bank(num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
 
     M triangles whose corners are M + 2 points evenly spaced in mel from 20 Hz to 8 kHz; each
     FFT bin's weight is read off the triangle at the bin's frequency in mel (so the triangles
-    are straight in mel, curved in hertz), with no area normalisation. Mirrors
-    mel_filter_bank(mel_scale="kaldi", triangularize_in_mel_space=True, norm=None).
+    are straight in mel, curved in hertz), with no area normalisation. Only the shape of the
+    scale matters: its factor 1127 cancels in the slopes (HTK's 2595 log10 gives the same bank,
+    to rounding). Mirrors mel_filter_bank(mel_scale="kaldi", triangularize_in_mel_space=True, norm=None).
     """
     corners = np.linspace(kaldi_mel(MIN_FREQUENCY), kaldi_mel(SAMPLING_RATE / 2), num_mel_bins + 2)
     bins = kaldi_mel(np.arange(FFT_LENGTH // 2 + 1) * (SAMPLING_RATE / FFT_LENGTH))[:, None]  # [257, 1]
@@ -142,7 +143,8 @@ def prepare_frames(x):
     """
     xp = get_xp(x)
     x = x - x.mean(axis=-1, keepdims=True)
-    # The first sample has no predecessor in the frame: Kaldi scales it by 1 - 0.97 instead.
+    # The first sample has no predecessor in the frame: Kaldi scales it by 1 - 0.97 instead
+    # (which changes nothing in the end: the Povey window is 0 there).
     x = xp.concatenate([x[:, :1] * (1 - PREEMPHASIS), x[:, 1:] - PREEMPHASIS * x[:, :-1]], axis=-1)
     return x * xp.asarray(povey_window())
 
