@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import stand_in_device
 from golden import GOLDEN
 from npw2v2.core import fbank
 from npw2v2.core.fbank import fbank_batch, feature_lengths, frame_lengths, padded_length
+from stand_in_device import DeviceArray
 
 DATA = GOLDEN / "fbank"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())
@@ -187,3 +189,16 @@ def test_digital_silence_sits_on_the_floor():
     """Zeros have no energy: every log-mel value is ln(float32 epsilon) = -15.94, never -inf."""
     logs = fbank.log_mel(np.zeros(1000, np.float32))
     assert logs.shape == (4, 80) and np.all(logs == np.float32(np.log(np.finfo(np.float32).eps)))
+
+
+def test_on_the_stand_in_device():
+    """The whole front end takes its array module from the waveform (CuPy's functions by name): on the strict
+    stand-in, which refuses any NumPy call on a device array, it gives the host's numbers."""
+    names = MANIFEST["batch"]
+    features, mask = fbank_batch([stand_in_device.device.asarray(waveform(name)) for name in names])
+    assert isinstance(features, DeviceArray) and isinstance(mask, DeviceArray)
+    host_features, host_mask = fbank_batch([waveform(name) for name in names])
+    np.testing.assert_array_equal(features.get(), host_features)
+    np.testing.assert_array_equal(mask.get(), host_mask)
+    alone = fbank.fbank(stand_in_device.device.asarray(waveform("s0_3")))
+    np.testing.assert_array_equal(alone.get(), fbank.fbank(waveform("s0_3")))
