@@ -185,6 +185,17 @@ def test_float64_is_rounded_to_float32_first():
     np.testing.assert_array_equal(features, fbank.fbank(x.astype(np.float32)))
 
 
+def test_blocks_of_frames_change_no_number():
+    """log_mel takes long audio a block of frames at a time (bounded memory): any block size gives the same
+    numbers, which are the extractor's (s0_3's 28 frames in blocks of 5, the last one short)."""
+    x = waveform("s0_3")
+    whole = fbank.log_mel(x)
+    for block in (1, 5, 27):
+        np.testing.assert_array_equal(fbank.log_mel(x, block=block), whole)
+    expected = recorded()["unnormalized.input_features"][MANIFEST["unnormalized_batch"].index("s0_3")]
+    assert np.abs(fbank.stack_frames(fbank.log_mel(x, block=5)) - expected).max() <= LOG_MEL_ATOL
+
+
 def test_digital_silence_sits_on_the_floor():
     """Zeros have no energy: every log-mel value is ln(float32 epsilon) = -15.94, never -inf."""
     logs = fbank.log_mel(np.zeros(1000, np.float32))

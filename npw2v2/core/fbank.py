@@ -53,6 +53,7 @@ STRIDE = 2  # 80-bin frames per feature vector
 PADDING_VALUE = 1.0  # facebook/w2v-bert-2.0's preprocessor_config.json; transformers' default is 0.0
 # The shortest input with one feature vector: two frames.
 MIN_SAMPLES = FRAME_LENGTH + (STRIDE - 1) * HOP_LENGTH  # 560 samples, 35 ms
+FRAMES_PER_BLOCK = 4096  # 41 s of audio at a time: bounds the float64 temporaries of log_mel
 
 
 # ---------------------------------------------------------------------------- lengths
@@ -126,22 +127,20 @@ def povey_window() -> np.ndarray:
 
 
 def frames(waveform):
-    """The 25 ms frames of a float32 waveform, in Kaldi's 16-bit scale: [S] -> [T, 400] float64.
-
-    The scaling by 2**15 is exact in float32; the frames are promoted to float64 because
-    the extractor computes every frame in float64.
-    """
-    scaled = (waveform * 2**15).astype(np.float64)  # [S]
-    n = int(frame_lengths(scaled.shape[0]))
-    return sliding_window_view(scaled, FRAME_LENGTH, axis=0)[::HOP_LENGTH][:n]  # [T, 400], a view
+    """The 25 ms frames of a waveform, 10 ms apart: [S] -> [T, 400], a view (nothing is copied)."""
+    n = int(frame_lengths(waveform.shape[0]))
+    return sliding_window_view(waveform, FRAME_LENGTH, axis=0)[::HOP_LENGTH][:n]
 
 
 def prepare_frames(x):
-    """DC offset removed, pre-emphasis, Povey window, frame by frame: [T, 400] -> [T, 400] float64.
+    """Kaldi's 16-bit scale, DC offset removed, pre-emphasis, Povey window: [T, 400] float32 -> [T, 400] float64.
 
-    Mirrors the per-frame steps of spectrogram(remove_dc_offset=True, preemphasis=0.97).
+    In float64 because the extractor computes every frame in float64 (it scales the float32
+    waveform by 2**15 first: exact in either precision). Mirrors the per-frame steps of
+    spectrogram(remove_dc_offset=True, preemphasis=0.97).
     """
     xp = get_xp(x)
+    x = x.astype(np.float64) * 2**15
     x = x - x.mean(axis=-1, keepdims=True)
     # The first sample has no predecessor in the frame: Kaldi scales it by 1 - 0.97 instead
     # (which changes nothing in the end: the Povey window is 0 there).
@@ -160,16 +159,23 @@ def power_spectrum(x):
     return xp.abs(spectrum.astype(np.complex128)) ** 2
 
 
-def log_mel(waveform, num_mel_bins: int = NUM_MEL_BINS):
+def log_mel(waveform, num_mel_bins: int = NUM_MEL_BINS, block: int = FRAMES_PER_BLOCK):
     """Log mel filter-bank energies of one waveform: [S] float32 -> [T, M] float32 (M = 80).
 
     Energies below float32's epsilon are raised to it before the log, so digital silence
-    gives ln(1.19e-7) = -15.94 rather than -inf. Mirrors SeamlessM4TFeatureExtractor._extract_fbank_features.
+    gives ln(1.19e-7) = -15.94 rather than -inf. Frames go through in blocks of ``block``,
+    so the float64 work stays near 50 MB however long the audio; every frame is computed on
+    its own, so the blocks change no number.
+    Mirrors SeamlessM4TFeatureExtractor._extract_fbank_features.
     """
     xp = get_xp(waveform)
-    power = power_spectrum(prepare_frames(frames(waveform)))  # [T, 257]
-    energies = power @ xp.asarray(mel_filter_bank(num_mel_bins))  # [T, M]
-    return xp.log(xp.maximum(energies, MEL_FLOOR)).astype(np.float32)
+    framed = frames(waveform)  # [T, 400]
+    bank = xp.asarray(mel_filter_bank(num_mel_bins))  # [257, M]
+    out = xp.empty((framed.shape[0], num_mel_bins), dtype=np.float32)
+    for start in range(0, framed.shape[0], block):
+        energies = power_spectrum(prepare_frames(framed[start:start + block])) @ bank  # [block, M] float64
+        out[start:start + block] = xp.log(xp.maximum(energies, MEL_FLOOR))  # rounded to float32
+    return out
 
 
 def normalize_bins(features):
