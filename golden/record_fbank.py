@@ -14,6 +14,7 @@ multiple of 2 frames, features normalised per mel bin. Recorded, in ``fbank.safe
 - ``single.NAME.input_features`` / ``.attention_mask``: the extractor on that input alone;
 - ``batch.*``: on a padded batch of four of them (one with an odd number of frames);
 - ``unnormalized.*``: on a padded batch of two, ``do_normalize_per_mel_bins=False``.
+- ``narrow.*``: the same batch through an extractor with 40 mel bins instead of 80.
 
 ``manifest.json`` holds the versions, the command, the settings, the inputs' lengths, and what
 the extractor does with inputs too short for one feature vector and with other sampling rates
@@ -63,6 +64,9 @@ INPUTS = {
 }
 BATCH = ["s0_3", "s1", "min_560", "gap"]
 UNNORMALIZED_BATCH = ["min_560", "s0_3"]
+# An extractor with 40 mel bins (80 features per vector), on the batch of two.
+NARROW = {"feature_size": 40, "num_mel_bins": 40}
+NARROW_BATCH = UNNORMALIZED_BATCH
 SHORT_LENGTHS = [0, 1, 239, 240, 399, 400, 559, 560]
 OTHER_RATES = [8000, 22050, 44100]
 
@@ -132,6 +136,8 @@ def main() -> None:
     tensors.update(extract(extractor, [audio[name] for name in BATCH], "batch"))
     tensors.update(extract(extractor, [audio[name] for name in UNNORMALIZED_BATCH], "unnormalized",
                            do_normalize_per_mel_bins=False))
+    narrow = SeamlessM4TFeatureExtractor.from_dict({**PREPROCESSOR, **NARROW})
+    tensors.update(extract(narrow, [audio[name] for name in NARROW_BATCH], "narrow"))
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     save_file(tensors, str(OUT / "fbank.safetensors"))
@@ -147,6 +153,8 @@ def main() -> None:
         "inputs": {name: {"samples": samples, "what": what} for name, (samples, what) in INPUTS.items()},
         "batch": BATCH,
         "unnormalized_batch": UNNORMALIZED_BATCH,
+        "narrow": NARROW,
+        "narrow_batch": NARROW_BATCH,
         "short_inputs": short_inputs(extractor),
         "other_rates": other_rates(extractor, audio["s0_3"]),
     }

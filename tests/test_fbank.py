@@ -38,17 +38,20 @@ def waveform(name: str) -> np.ndarray:
     return recorded()[f"input.{name}"].astype(np.float32) / 32768
 
 
-def tolerance(names: list[str], normalize: bool) -> np.ndarray:
-    """[B, 1, 160]: LOG_MEL_ATOL, divided by each bin's spread sqrt(var + 1e-7) when the features are normalised."""
+def tolerance(names: list[str], normalize: bool, num_mel_bins: int = 80) -> np.ndarray:
+    """[B, 1, 2M]: LOG_MEL_ATOL, divided by each bin's spread sqrt(var + 1e-7) when the features are normalised."""
     if not normalize:
-        return np.full((len(names), 1, 160), LOG_MEL_ATOL)
-    spread = [np.sqrt(fbank.log_mel(waveform(name)).var(axis=0, ddof=1) + fbank.NORM_EPS) for name in names]
-    return LOG_MEL_ATOL / np.tile(np.stack(spread), 2)[:, None, :]  # the stacked row is two frames' 80 bins
+        return np.full((len(names), 1, 2 * num_mel_bins), LOG_MEL_ATOL)
+    spread = [np.sqrt(fbank.log_mel(waveform(name), num_mel_bins).var(axis=0, ddof=1) + fbank.NORM_EPS)
+              for name in names]
+    return LOG_MEL_ATOL / np.tile(np.stack(spread), 2)[:, None, :]  # the stacked row is two frames' M bins
 
 
-def assert_extractors(prefix: str, names: list[str], normalize: bool = True, exact: bool = False) -> None:
+def assert_extractors(prefix: str, names: list[str], normalize: bool = True, exact: bool = False,
+                      num_mel_bins: int = 80) -> None:
     """fbank_batch of the named inputs against the extractor's recorded features and mask, padding included."""
-    features, mask = fbank_batch([waveform(name) for name in names], normalize=normalize)
+    features, mask = fbank_batch([waveform(name) for name in names], normalize=normalize,
+                                 num_mel_bins=num_mel_bins)
     expected, expected_mask = recorded()[f"{prefix}.input_features"], recorded()[f"{prefix}.attention_mask"]
     assert features.dtype == np.float32 and mask.dtype == bool
     assert features.shape == expected.shape and mask.shape == expected_mask.shape
@@ -57,7 +60,7 @@ def assert_extractors(prefix: str, names: list[str], normalize: bool = True, exa
         np.testing.assert_array_equal(features, expected)
     else:
         error = np.abs(features - expected)
-        assert np.all(error <= tolerance(names, normalize)), f"{prefix}: max difference {error.max():.3g}"
+        assert np.all(error <= tolerance(names, normalize, num_mel_bins)), f"{prefix}: max difference {error.max():.3g}"
 
 
 @pytest.mark.parametrize("name", INPUTS)
@@ -68,6 +71,11 @@ def test_each_input_alone_is_the_extractors(name):
 
 def test_padded_batch_is_the_extractors():
     assert_extractors("batch", MANIFEST["batch"])
+
+
+def test_forty_mel_bins_are_the_extractors():
+    """An extractor built with num_mel_bins 40: 80 features per vector."""
+    assert_extractors("narrow", MANIFEST["narrow_batch"], num_mel_bins=MANIFEST["narrow"]["num_mel_bins"])
 
 
 def test_features_without_normalisation_are_the_extractors():
@@ -83,6 +91,7 @@ def test_bit_for_bit_with_the_recording_numpy():
         assert_extractors(f"single.{name}", [name], exact=True)
     assert_extractors("batch", MANIFEST["batch"], exact=True)
     assert_extractors("unnormalized", MANIFEST["unnormalized_batch"], normalize=False, exact=True)
+    assert_extractors("narrow", MANIFEST["narrow_batch"], num_mel_bins=MANIFEST["narrow"]["num_mel_bins"], exact=True)
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -107,6 +116,21 @@ def test_padding_value_changes_only_the_padding():
     padding = ones != zeros
     assert padding.any() and np.all(ones[padding] == 1) and np.all(zeros[padding] == 0)
     assert not padding[mask].any()
+
+
+def test_options_from_the_preprocessor_config():
+    """facebook/w2v-bert-2.0's preprocessor_config.json (as recorded) gives padding 1 and 80 bins; transformers'
+    defaults fill absent keys; what these functions do not compute is refused, naming the key."""
+    assert fbank.preprocessor_options(MANIFEST["preprocessor"]) == {"padding_value": 1.0, "num_mel_bins": 80}
+    assert fbank.preprocessor_options({}) == {"padding_value": 0.0, "num_mel_bins": 80}
+    assert fbank.preprocessor_options({**MANIFEST["preprocessor"], **MANIFEST["narrow"]})["num_mel_bins"] == 40
+    for key, value in [("stride", 3), ("sampling_rate", 8000), ("padding_side", "left"),
+                       ("feature_extractor_type", "Wav2Vec2FeatureExtractor")]:
+        with pytest.raises(ValueError, match=f"preprocessor {key} {value!r} is not supported"):
+            fbank.preprocessor_options({**MANIFEST["preprocessor"], key: value})
+    for bad in (0, 80.0, True, "80"):
+        with pytest.raises(ValueError, match="num_mel_bins must be a positive integer"):
+            fbank.preprocessor_options({"num_mel_bins": bad})
 
 
 def test_frame_counts_are_the_extractors():

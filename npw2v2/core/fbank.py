@@ -251,6 +251,31 @@ def fbank_batch(waveforms, *, sampling_rate: int = SAMPLING_RATE, normalize: boo
     return stack_frames(padded), mask  # [B, T, 2M], [B, T]
 
 
+# ---------------------------------------------------------------------------- settings
+
+
+def preprocessor_options(preprocessor: dict) -> dict:
+    """fbank_batch's keyword arguments from a preprocessor_config.json of SeamlessM4TFeatureExtractor.
+
+    {"padding_value": ..., "num_mel_bins": ...}, with transformers' defaults (0.0, 80) for
+    absent keys; ValueError naming the key for a setting these functions do not compute
+    (another extractor, rate, stride or padding side).
+    """
+    kind = preprocessor.get("feature_extractor_type", "SeamlessM4TFeatureExtractor")
+    fixed = {"feature_extractor_type": ("SeamlessM4TFeatureExtractor", kind),
+             "sampling_rate": (SAMPLING_RATE, preprocessor.get("sampling_rate", SAMPLING_RATE)),
+             "stride": (STRIDE, preprocessor.get("stride", STRIDE)),
+             "padding_side": ("right", preprocessor.get("padding_side", "right"))}
+    for key, (supported, value) in fixed.items():
+        if value != supported:
+            raise ValueError(f"preprocessor {key} {value!r} is not supported: w2v-BERT's filter banks "
+                             f"are computed with {key} {supported!r}")
+    num_mel_bins = preprocessor.get("num_mel_bins", NUM_MEL_BINS)
+    if not isinstance(num_mel_bins, int) or isinstance(num_mel_bins, bool) or num_mel_bins < 1:
+        raise ValueError(f"preprocessor num_mel_bins must be a positive integer, got {num_mel_bins!r}")
+    return {"padding_value": float(preprocessor.get("padding_value", 0.0)), "num_mel_bins": num_mel_bins}
+
+
 # ---------------------------------------------------------------------------- checks
 
 
