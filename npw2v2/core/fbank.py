@@ -83,7 +83,7 @@ def padded_length(sample_lengths) -> int:
     return int(-(-frame_lengths(sample_lengths).max() // STRIDE))
 
 
-# ---------------------------------------------------------------------------- constants
+# ---------------------------------------------------------------------------- the filters and the window
 
 
 def kaldi_mel(hz):
@@ -206,14 +206,14 @@ def stack_frames(features):
 
 
 def mel_features(waveform, normalize: bool = True, num_mel_bins: int = NUM_MEL_BINS):
-    """One checked waveform's 80-bin frames, normalised per bin unless ``normalize`` is False: [S] -> [T, M] float32."""
+    """One checked waveform's M-bin frames, normalised per bin unless ``normalize`` is False: [S] -> [T, M] float32."""
     features = log_mel(waveform, num_mel_bins)
     return normalize_bins(features) if normalize else features
 
 
 def fbank(waveform, *, sampling_rate: int = SAMPLING_RATE, normalize: bool = True,
           num_mel_bins: int = NUM_MEL_BINS):
-    """w2v-BERT's input features of one utterance: [S] float (16 kHz) -> [T, 160] float32, T = feature_lengths(S).
+    """w2v-BERT's input features of one utterance: [S] float (16 kHz) -> [T, 2M] float32, T = feature_lengths(S).
 
     Only real feature vectors: an odd last 25 ms frame, which the extractor pads and masks,
     is left out. The same numbers as row i of fbank_batch's features where its mask is True.
@@ -228,7 +228,7 @@ def fbank(waveform, *, sampling_rate: int = SAMPLING_RATE, normalize: bool = Tru
 
 def fbank_batch(waveforms, *, sampling_rate: int = SAMPLING_RATE, normalize: bool = True,
                 padding_value: float = PADDING_VALUE, num_mel_bins: int = NUM_MEL_BINS):
-    """Input features and mask of several utterances: a list of [S_i] -> ([B, T, 160] float32, [B, T] bool).
+    """Input features and mask of several utterances: a list of [S_i] -> ([B, T, 2M] float32, [B, T] bool), M = 80.
 
     T = padded_length(S): each item's frames are padded with ``padding_value`` to the longest
     item's frame count rounded up to even, then stacked; mask[b, t] is True where both frames
