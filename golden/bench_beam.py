@@ -5,8 +5,9 @@ Run in pyctcdecode's environment (golden/README.md; npw2v2 is imported from this
     /work/venv-ctcdecode/bin/python golden/bench_beam.py [--rounds 5]
 
 For each set of golden/data/ctcdecode/ (120 noisy letter utterances; the bundled model's logits
-on 100 held-out clips) and each of three settings (no LM; the set's 3-gram ARPA with pyctcdecode's
-defaults; the same with a beam of 20), both decoders decode every utterance, taking turns set by
+on 100 held-out clips) and each of three settings (no LM; the set's 3-gram ARPA (the digits': the
+bundled model's LM) with pyctcdecode's defaults; the same with a beam of 20), both decoders decode
+every utterance, taking turns set by
 set, the order alternating from round to round. Prints the median over the rounds of the total
 seconds, the seconds per second of audio (20 ms frames) and the ratio npw2v2 / pyctcdecode, and
 checks that the transcripts are the same. Run it on an idle machine.
@@ -48,7 +49,7 @@ def main() -> None:
         inputs = [logits[k].astype(np.float32) for k in sorted(logits, key=lambda k: int(k.split(".")[1]))
                   if k.startswith(name + ".")]
         audio_seconds = sum(len(x) for x in inputs) * 0.02
-        arpa = DATA / f"{name}.arpa"
+        arpa = DATA / "letters.arpa" if name == "letters" else ROOT / "npw2v2" / "bundled" / "digits.arpa"
         ours_lm, theirs_lm = LMScorer(read_arpa(arpa)), build_ctcdecoder(manifest["vocabulary"], str(arpa))
         plain = build_ctcdecoder(manifest["vocabulary"], None)
         for setting, (use_lm, options) in SETTINGS.items():
