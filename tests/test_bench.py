@@ -9,6 +9,7 @@ from npw2v2.app import bench
 from npw2v2.app.cli import main
 
 HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+HAS_ONNXRUNTIME = HAS_TORCH and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))
 
 
 def test_flops_of_base_on_10_seconds_match_the_published_breakdown():
@@ -30,7 +31,7 @@ def test_inputs_are_padded_with_a_mask_only_when_lengths_differ():
 
 
 def table_row(out: str, engine: str) -> list[float]:
-    line = next(line for line in out.splitlines() if re.match(rf"\s+{engine}\s+[\d.]+\s", line))
+    line = next(line for line in out.splitlines() if re.match(rf"\s+{engine}\s+[\d.]+\s+[\d.]+\s", line))
     return [float(v.rstrip("%")) for v in line.split()[1:] if v != "n/a"]
 
 
@@ -68,6 +69,29 @@ def test_vs_torch_times_both_and_agrees_with_transformers(capsys):
     assert len(table_row(out, "torch")) == 6  # no memory column value: n/a
     difference = float(re.search(r"largest \|difference\| ([\d.e+-]+)", out).group(1))
     assert difference < 5e-4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is not None, reason="onnxruntime is installed here")
+def test_vs_onnxruntime_without_it_is_a_clear_error(capsys):
+    assert main(["bench", "--seconds", "0.5", "--runs", "1", "--vs-onnxruntime", "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npw2v2: error: --vs-onnxruntime needs onnxruntime") and "Traceback" not in err
+
+
+@pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="needs onnxruntime, onnx, torch and transformers")
+def test_vs_onnxruntime_times_all_three_and_each_agrees(capsys):
+    assert main(["bench", "--seconds", "0.5", "0.3", "--runs", "1", "--warmup", "0", "--vs-torch",
+                 "--vs-onnxruntime", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert len(table_row(out, "torch")) == 6 and len(table_row(out, "onnxruntime")) == 6
+    ratios = re.findall(r"npw2v2 / (\w+): time [\d.]+x, memory n/a, largest \|difference\| ([\d.e+-]+)", out)
+    assert [name for name, _ in ratios] == ["torch", "onnxruntime"]
+    assert all(float(difference) < 5e-4 for _, difference in ratios)
+
+
+def test_vs_a_peer_on_a_device_is_refused(capsys):
+    assert main(["bench", "--vs-onnxruntime", "--device", "cuda"]) == 2
+    assert "--vs-onnxruntime compares on the CPU: leave out --device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["hubert-base", "data2vec-audio-base", "wavlm-base-plus"])

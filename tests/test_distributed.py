@@ -124,7 +124,6 @@ def test_rerun_skips_the_files_done(runs, mixed, tmp_path, capsys):
 
 def test_ray_engine_beam_search_with_an_lm_writes_what_the_local_engine_writes(runtime, mixed, tmp_path_factory):
     """Each worker reads the LM itself; the settings go into the journal."""
-    from golden import GOLDEN
 
     beam = ["--lm", str(BUNDLED_LM), "--hotwords", "SEVEN", "--beam-width", "20"]
     outputs = {}

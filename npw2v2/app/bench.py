@@ -6,8 +6,9 @@ differ) it prints the forward pass's median/min/max seconds after a warm-up, the
 factor, the effective GFLOP/s (the products each item needs alone: padding excluded), the
 share of this machine's float32 matmul peak (measured here, by the same command) and the
 peak memory growth during a forward pass. With ``--vs-torch`` the same weights go into
-transformers' Wav2Vec2Model (HubertModel, Data2VecAudioModel for those architectures) and
-the two are timed alternately, run by run.
+transformers' Wav2Vec2Model (HubertModel, Data2VecAudioModel for those architectures); with
+``--vs-onnxruntime`` that model, exported by torch.onnx, runs in ONNX Runtime. The engines are
+timed in turn, run by run.
 
 Memory is measured in a fresh process per engine, as the growth of its peak resident set
 (VmHWM, reset through /proc/self/clear_refs) over its resident set just before a second
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -93,7 +95,7 @@ def _seconds(run) -> float:
 
 
 # ---------------------------------------------------------------------------
-# The engines: npw2v2, and transformers on PyTorch
+# The engines: npw2v2, transformers on PyTorch, and its export on ONNX Runtime
 
 
 class NumpyEngine:
@@ -133,10 +135,57 @@ class TorchEngine:
         return out.last_hidden_state.numpy()
 
 
+class OnnxEngine:
+    """transformers' model on the same weights, exported by torch.onnx and run by ONNX Runtime with
+    every graph optimisation: the route to deployment without PyTorch that users take today.
+
+    One graph per input kind, exported when first needed: without a mask, and with one.
+    """
+    name = "onnxruntime"
+
+    def __init__(self, cfg: Config, weights: dict):
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise ImportError(f"--vs-onnxruntime needs onnxruntime, and torch and transformers to export the model "
+                              f"({e}): pip install onnxruntime onnx torch transformers") from None
+        import tempfile
+
+        self.ort = onnxruntime
+        self.torch_engine = TorchEngine(cfg, weights)
+        self.folder = tempfile.TemporaryDirectory(prefix="npw2v2-bench-onnx-")
+        self.sessions = {}
+        self.description = f"onnxruntime {onnxruntime.__version__} (all graph optimisations), exported by torch.onnx"
+
+    def session(self, masked: bool):
+        if masked not in self.sessions:
+            torch = self.torch_engine.torch
+            path = os.path.join(self.folder.name, f"model{'-masked' if masked else ''}.onnx")
+            names = ["input_values", "attention_mask"] if masked else ["input_values"]
+            example = tuple(torch.ones(1, SAMPLING_RATE, dtype=torch.float32 if n == "input_values" else torch.int64)
+                            for n in names)
+            axes = {n: {0: "batch", 1: "samples"} for n in names} | {"last_hidden_state": {0: "batch", 1: "frames"}}
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracing notes
+                torch.onnx.export(self.torch_engine.model, example, path, input_names=names, dynamo=False,
+                                  output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17)
+            options = self.ort.SessionOptions()
+            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self.sessions[masked] = self.ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return self.sessions[masked]
+
+    def __call__(self, x, mask, norm_over_padding=None):
+        feeds = {"input_values": x} if mask is None else {"input_values": x, "attention_mask": mask.astype(np.int64)}
+        return self.session(mask is not None).run(None, feeds)[0]
+
+
+PEERS = {"torch": TorchEngine, "onnxruntime": OnnxEngine}  # the engines npw2v2 is timed against
+
+
 def build_engine(name: str, architecture: str, device: str = "cpu", reference: bool = False):
     cfg = ARCHITECTURES[architecture]
     weights = random_weights(cfg, seed=WEIGHT_SEED)
-    return NumpyEngine(cfg, weights, device, reference) if name == "npw2v2" else TorchEngine(cfg, weights)
+    return NumpyEngine(cfg, weights, device, reference) if name == "npw2v2" else PEERS[name](cfg, weights)
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +212,7 @@ def probe_memory(engine, architecture: str, seconds) -> int | None:
 def _probe_main(argv) -> None:
     """``python -m npw2v2.app.bench ENGINE ARCHITECTURE SECONDS...``: prints {"growth_bytes": ...}.
 
-    ENGINE is npw2v2, npw2v2-reference (its reference path) or torch.
+    ENGINE is npw2v2, npw2v2-reference (its reference path), torch or onnxruntime.
     """
     engine_name, architecture, *seconds = argv
     engine = build_engine(engine_name.removesuffix("-reference"), architecture,
@@ -219,12 +268,12 @@ def time_alternating(engines, x, mask, runs: int, warmup: int) -> dict:
     return times
 
 
-def largest_difference(engines, x, mask) -> float:
-    """Largest |npw2v2 - torch| of last_hidden_state on valid frames, with transformers' padded-batch numbers."""
-    ours, theirs = engines[0](x, mask, norm_over_padding=True), engines[1](x, mask)
+def largest_difference(ours_engine, peer, x, mask) -> float:
+    """Largest |npw2v2 - peer| of last_hidden_state on valid frames, with transformers' padded-batch numbers."""
+    ours, theirs = ours_engine(x, mask, norm_over_padding=True), peer(x, mask)
     valid = np.ones(ours.shape[:2], dtype=bool)
     if mask is not None:
-        valid = length_mask(conv_lengths(mask.sum(axis=1), engines_config(engines))[-1], ours.shape[1])
+        valid = length_mask(conv_lengths(mask.sum(axis=1), ours_engine.model.config)[-1], ours.shape[1])
     return float(np.abs(ours - theirs)[valid].max())
 
 
@@ -246,20 +295,26 @@ def run_case(engines, architecture: str, seconds, runs: int, warmup: int, memory
     growth = {e.name: probe_memory(e, architecture, seconds) if memory else None for e in engines}
     out(f"\n{architecture}, {case_label(seconds)}: {flops / 1e9:.1f} GFLOP, {runs} runs after {warmup} warm-up, "
         f"each after a {SETTLE_SECONDS:g} s pause")
-    out(f"  {'engine':8} {'median s':>9} {'min s':>7} {'max s':>7} {'RTF':>6} {'GFLOP/s':>8} {'% peak':>7} "
+    out(f"  {'engine':11} {'median s':>9} {'min s':>7} {'max s':>7} {'RTF':>6} {'GFLOP/s':>8} {'% peak':>7} "
         f"{'memory +MB':>11}")
     for e in engines:
         t = times[e.name]
         median = statistics.median(t)
         mb = "n/a" if growth[e.name] is None else f"{growth[e.name] / 2**20:.0f}"
-        out(f"  {e.name:8} {median:9.3f} {min(t):7.3f} {max(t):7.3f} {median / sum(seconds):6.3f} "
+        out(f"  {e.name:11} {median:9.3f} {min(t):7.3f} {max(t):7.3f} {median / sum(seconds):6.3f} "
             f"{flops / median / 1e9:8.1f} {100 * flops / median / 1e9 / peak:6.0f}% {mb:>11}")
-    if len(engines) == 2:
-        ratio = statistics.median(times["npw2v2"]) / statistics.median(times["torch"])
-        mem = ("n/a" if None in growth.values() or not growth["torch"]
-               else f"{growth['npw2v2'] / growth['torch']:.2f}x")
-        out(f"  npw2v2 / torch: time {ratio:.2f}x, memory {mem}, "
-            f"largest |difference| {largest_difference(engines, x, mask):.1e} (last_hidden_state, valid frames)")
+    ours = engines[0]
+    for peer in engines[1:]:
+        ratio = statistics.median(times[ours.name]) / statistics.median(times[peer.name])
+        mem = ("n/a" if growth[ours.name] is None or not growth[peer.name]
+               else f"{growth[ours.name] / growth[peer.name]:.2f}x")
+        out(f"  npw2v2 / {peer.name}: time {ratio:.2f}x, memory {mem}, largest |difference| "
+            f"{largest_difference(ours, peer, x, mask):.1e} (last_hidden_state, valid frames)")
+
+
+def peers(args) -> list[str]:
+    """The engines asked for besides npw2v2 (--vs-torch, --vs-onnxruntime)."""
+    return [name for name, wanted in (("torch", args.vs_torch), ("onnxruntime", args.vs_onnxruntime)) if wanted]
 
 
 def run(args, out=print) -> int:
@@ -271,8 +326,7 @@ def run(args, out=print) -> int:
     else:
         cases = [tuple(args.seconds)]  # one item per length: a padded batch
     engines = [build_engine("npw2v2", args.model, args.device, args.reference)]
-    if args.vs_torch:
-        engines.append(build_engine("torch", args.model))
+    engines += [build_engine(peer, args.model) for peer in peers(args)]
     memory = args.memory and args.device == "cpu"
     out(f"npw2v2 bench: {args.model} architecture, random weights; {machine_description()}")
     helpers = threads.ELEMENT_THREADS
@@ -282,8 +336,8 @@ def run(args, out=print) -> int:
     else:
         out(f"  npw2v2, fast path: matrix products by NumPy's BLAS ({_blas_name()}), large element-wise jobs on "
             f"{helpers} thread{'s' if helpers > 1 else ''}")
-    if args.vs_torch:
-        out(f"  {engines[1].description}")
+    for peer in engines[1:]:
+        out(f"  {peer.description}")
     peak = matmul_peak()
     out(f"  float32 matmul peak: {peak:.1f} GFLOP/s (NumPy, best of 5 products of 2048 x 2048 matrices)")
     for seconds in cases:

@@ -740,8 +740,9 @@ def run_bench(args) -> int:
 
     if args.seconds and min(args.seconds) * bench.SAMPLING_RATE < bench.ARCHITECTURES[args.model].receptive_field:
         raise UsageError("--seconds: each length must be at least 0.025 s (one frame)")
-    if args.vs_torch and args.device != "cpu":
-        raise UsageError("--vs-torch compares on the CPU: leave out --device")
+    for option, wanted in (("--vs-torch", args.vs_torch), ("--vs-onnxruntime", args.vs_onnxruntime)):
+        if wanted and args.device != "cpu":
+            raise UsageError(f"{option} compares on the CPU: leave out --device")
     try:
         return bench.run(args)
     except ImportError as e:
@@ -1013,7 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(run=run_compare)
 
     b = commands.add_parser(
-        "bench", help="time the forward pass (and PyTorch's, with --vs-torch)",
+        "bench", help="time the forward pass (and PyTorch's or ONNX Runtime's, with --vs-torch, --vs-onnxruntime)",
         description="Time the forward pass of the base or large architecture with random weights: median, "
                     "min and max seconds, real-time factor, effective GFLOP/s, the share of this machine's "
                     "float32 matmul peak, and the peak memory growth of a forward pass. Without --seconds "
@@ -1030,6 +1031,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vs-torch", action="store_true",
                    help="also time transformers' Wav2Vec2Model on the same weights, alternating run by run, "
                         "and print the ratios and the largest output difference (needs torch, transformers)")
+    b.add_argument("--vs-onnxruntime", action="store_true",
+                   help="also time that model exported by torch.onnx in ONNX Runtime (all graph optimisations), "
+                        "alternating run by run (needs onnxruntime, onnx, torch, transformers)")
     b.add_argument("--no-memory", dest="memory", action="store_false",
                    help="skip the memory measurement (it runs each engine once more in a fresh process)")
     b.add_argument("--device", choices=DEVICES, default="cpu", help=DEVICE_HELP)
