@@ -2,6 +2,7 @@
 
     python golden/long_digits.py --write       # rewrites golden/data/long_digits/ (needs espeak-ng)
     python golden/long_digits.py               # word error rates of the bundled model on it, greedy and with its LM
+    python golden/long_digits.py --record      # the same, written into its manifest.json (the README quotes them)
 
 Each recording is one held-out voice (voices never trained on) reading digit strings, 0.3 to 2 s
 of pause before each, with gain and light noise throughout. npw2v2 transcribes them as any user
@@ -53,21 +54,30 @@ def write(count: int, seconds: tuple[float, float]) -> None:
     print(f"wrote {len(jobs)} recordings, {manifest['minutes']} minutes, {manifest['words']} words to {OUT}")
 
 
-def measure(model_path: Path, lm: str | None, chunk_seconds: float) -> None:
-    """The model's word and character error rates on the set, greedy and with the LM."""
+def measure(model_path: Path, lm: str | None, chunk_seconds: float, record: bool) -> None:
+    """The model's word and character error rates on the set, greedy and with the LM; ``record``
+    writes them into the manifest (the README quotes them, tests/test_bundled_model.py checks them)."""
     jobs = json.loads((OUT / "recordings.json").read_text())
     files, truth = [OUT / j["file"] for j in jobs], [j["text"] for j in jobs]
     model = npw2v2.load(model_path)
-    for name, kwargs in [("greedy", {}), (f"LM {lm}", {"lm": lm})] if lm else [("greedy", {})]:
+    measured = {}
+    for name, kwargs in [("greedy", {}), ("lm", {"lm": lm})] if lm else [("greedy", {})]:
         start = time.perf_counter()
         texts = [r.text for r in model.transcribe(files, chunk_seconds=chunk_seconds, **kwargs)]
         took = time.perf_counter() - start
-        print(f"{name}: WER {100 * word_error_rate(truth, texts):.2f}%  CER {100 * char_error_rate(truth, texts):.2f}%"
+        measured[name] = {"wer": word_error_rate(truth, texts), "cer": char_error_rate(truth, texts)}
+        print(f"{name}: WER {100 * measured[name]['wer']:.2f}%  CER {100 * measured[name]['cer']:.2f}%"
               f"  ({sum(len(t.split()) for t in truth)} words, {took:.1f} s)")
         for j, t in zip(jobs, texts):
             errors = word_error_rate([j["text"]], [t])
             if errors:
                 print(f"  {j['file']} {100 * errors:.1f}%: {t[:160]}")
+    if record:
+        manifest = json.loads((OUT / "manifest.json").read_text())
+        manifest["measured"] = {"command": f"python golden/long_digits.py --record --chunk-seconds {chunk_seconds:g}",
+                                "model": str(Path(model_path).relative_to(ROOT)), "lm": str(Path(lm).relative_to(ROOT)),
+                                "chunk_seconds": chunk_seconds, **measured}
+        (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 def main() -> None:
@@ -78,11 +88,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--lm", default=str(BUNDLED_LM), help="the LM to measure with ('' for greedy only)")
     parser.add_argument("--chunk-seconds", type=float, default=20.0)
+    parser.add_argument("--record", action="store_true", help="write the bundled model's rates into the manifest")
     args = parser.parse_args()
     if args.write:
         write(args.count, tuple(args.seconds))
     else:
-        measure(args.model, args.lm or None, args.chunk_seconds)
+        measure(args.model, args.lm or None, args.chunk_seconds, args.record)
 
 
 if __name__ == "__main__":
