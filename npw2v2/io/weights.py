@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``wavlm.``, ``unispeech.``, ...) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``wavlm.``, ``wav2vec2_conformer.``, ...) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -47,7 +47,8 @@ POS_CONV = "encoder.pos_conv_embed.conv."
 
 # The encoder's prefix in each family's task models (Wav2Vec2ForCTC's ``wav2vec2.``, ...): transformers'
 # base_model_prefix of each.
-TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.", "wavlm.")
+TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.", "wavlm.",
+                 "wav2vec2_conformer.")
 
 
 def without_task_prefix(name: str) -> str:
