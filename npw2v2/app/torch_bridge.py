@@ -20,9 +20,10 @@ def torch_state_dict(model, weights: dict) -> dict:
     state = {}
     for key, current in model.state_dict().items():
         name = without_task_prefix(key)
-        if name in ("masked_spec_embed", "objective.weight") or name.endswith(("num_batches_tracked", "inv_freq")):
-            # training-only (the x-vector loss's weights among them), or computed (the conformer's rotary
-            # frequencies): the model's own
+        if name in ("masked_spec_embed", "objective.weight") or name.endswith(("num_batches_tracked", "inv_freq")) \
+                or name.startswith("encoder.pos_conv_embed.") and "encoder.pos_conv_embed.conv.weight" not in weights:
+            # training-only (the x-vector loss's weights among them), computed (the conformer's rotary
+            # frequencies) or never run (the conformer's positional conv): the model's own
             value = current.numpy()
         elif ".parametrizations.weight." in name:
             w = weights[name.split(".parametrizations.")[0] + ".weight"]

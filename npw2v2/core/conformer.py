@@ -2,8 +2,8 @@
 
 The feature encoder and the feature projection are wav2vec 2.0's (npw2v2.core.conv_encoder,
 transformer.feature_projection). The encoder is different: no positional convolution runs
-(transformers builds ``pos_conv_embed`` and fairseq saves ``pos_conv``, but neither calls it: its
-tensors are loaded and left unused), positions enter each layer's attention instead, and every
+(transformers builds ``pos_conv_embed`` and fairseq saves ``pos_conv``, but neither calls it: a
+file's tensors for it are accepted and left out, ``UNUSED``), positions enter each layer's attention instead, and every
 layer is a conformer block:
 
     x = x + 0.5 * FFN1(LN(x))                     half-step feed-forward
@@ -315,10 +315,27 @@ def parameter_shapes(cfg: Config, layer: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# What a conformer file holds that no forward pass reads: the positional conv transformers builds and never
+# runs (fairseq's pos_conv too), and the rotary frequencies it saves as a buffer (computed here from
+# rotary_embedding_base). The loader and the converter leave them out.
+UNUSED = ("encoder.pos_conv_embed.", "encoder.embed_positions.")
+
+
 def optional_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
-    """Tensors a conformer file may hold that inference does not read: batch norm's step counts, and
-    the rotary frequencies transformers saves as a buffer (npw2v2 computes them from rotary_embedding_base)."""
-    shapes = {f"encoder.layers.{i}.conv_module.batch_norm.num_batches_tracked": () for i in range(cfg.num_hidden_layers)}
+    """Tensors a conformer file may hold or not: batch norm's step counts, and the UNUSED ones."""
+    d, k = cfg.hidden_size, cfg.num_conv_pos_embeddings
+    conv = "encoder.pos_conv_embed.conv"
+    shapes = {f"{conv}.weight": (d, d // cfg.num_conv_pos_embedding_groups, k), f"{conv}.weight_g": (1, 1, k),
+              f"{conv}.weight_v": (d, d // cfg.num_conv_pos_embedding_groups, k), f"{conv}.bias": (d,)}
+    shapes.update({f"encoder.layers.{i}.conv_module.batch_norm.num_batches_tracked": ()
+                   for i in range(cfg.num_hidden_layers)})
     if cfg.position_embeddings_type == "rotary":
         shapes["encoder.embed_positions.inv_freq"] = (cfg.hidden_size // cfg.num_attention_heads // 2,)
     return shapes
+
+
+def without_unused(tensors: dict, cfg: Config) -> dict:
+    """A flat dict of tensors without those a conformer never reads (UNUSED); others' unchanged."""
+    if cfg.model_type != "wav2vec2-conformer":
+        return tensors
+    return {name: value for name, value in tensors.items() if not name.startswith(UNUSED)}

@@ -44,7 +44,7 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
         add("encoder.pos_conv_embed.batch_norm", weight=(d,), bias=(d,), running_mean=(d,), running_var=(d,))
     if cfg.model_type == "data2vec-audio":  # a stack of plain convs (npw2v2.core.data2vec_audio)
         shapes.update(data2vec_audio.positional_shapes(cfg))
-    else:
+    elif cfg.model_type != "wav2vec2-conformer":  # the conformer's is never run: optional (npw2v2.core.conformer)
         add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
     add("encoder.layer_norm", weight=(d,), bias=(d,))
     for i in range(cfg.num_hidden_layers):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.adapters import language_shapes
+from ..core.conformer import without_unused
 from ..core.backend import to_device
 from ..core.config import MAX_VOCAB, Config, show
 from ..core.heads import model_kind
@@ -96,7 +97,7 @@ def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
     expected = expected_shapes(cfg, kind)
-    if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
+    if (POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes) and POS_CONV + "weight" in expected:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
     problems = counts + shape_problems(shapes, expected, optional_shapes(cfg, kind))
@@ -399,5 +400,5 @@ def prepare(tensors: dict, cfg: Config, source: str, dtype=np.float32, device: s
     """
     flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
     check_tensors(flat, cfg, source)
-    flat, bundled = split_languages(fold_positional_weight_norm(flat))
+    flat, bundled = split_languages(without_unused(fold_positional_weight_norm(flat), cfg))
     return unflatten({n: to_device(v, device) for n, v in flat.items()}), bundled
