@@ -314,3 +314,83 @@ def test_conformer_on_the_stand_in_device(name, reference):
         worst = max(errors, key=errors.get)
         assert errors[worst] <= tolerance(name), f"{case} {worst}: error {errors[worst]:.2e}"
     assert max(batch_vs_alone_errors(name, device=stand_in_device, reference=reference).values()) <= tolerance(name)
+
+
+# ---------------------------------------------------------------------------
+# The applications: explain, bench's built-in architecture
+
+
+@pytest.mark.parametrize("name, where", [
+    ("tiny_conformer_rel", "relative_positions    [97, 32]"), ("tiny_conformer_rope", "rotary_cos            [49, 8]"),
+    ("tiny_conformer_nopos", "no positions (position_embeddings_type null)")])
+def test_explain_shows_where_positions_enter_and_what_the_conv_module_sees(name, where, capsys):
+    from npw2v2.app.cli import main as cli
+
+    assert cli(["explain", "--model", str(GOLDEN / name), "--seconds", "1", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Wav2Vec2(Wav2Vec2-Conformer, 2 layers" in out and "what differs from wav2vec 2.0" in out
+    assert where in out and "no positional conv" in out and "Conformer: 2 blocks of 4 heads" in out
+    assert "(reads zeros on padded frames, as each item alone)" in out
+    assert float(out.rsplit("largest difference ", 1)[1].split()[0]) < 1e-5
+    assert cli(["explain", "--model", str(GOLDEN / name), "--seconds", "1", "0.5", "--norm-over-padding"]) == 0
+    assert "(reads the padded frames' values, as transformers)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["tiny_conformer_rel", "tiny_conformer_rope"])
+def test_explain_page_draws_a_conformer_blocks_attention(name, tmp_path):
+    """The page's attention figure: the block's own weights (its positions, its layer-normed input after FFN1/2),
+    each row a softmax over the item's valid keys, padded keys zero."""
+    from npw2v2.app import explain_page
+    from npw2v2.app.explain import Trace
+
+    m = model(name)
+    batch = recorded_case(name, "batch")
+    trace = Trace()
+    m(batch["input_values"], batch["attention_mask"], trace=trace, items_alone=False)
+    b = explain_page.Batch.of(trace, m)
+    weights = explain_page.head_weights(b, 1, 2)
+    valid = batch["frame_mask"]
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+    assert (weights[~valid[:, None, :].repeat(valid.shape[1], 1)] == 0).all()
+    # the weights of the block's attention: with every head's, times v, the block rebuilt on them gives the
+    # traced next state
+    p, cfg, ops = m.params["encoder"]["layers"][1], m.config, npw2v2.core.ops.REFERENCE
+    block_input = trace["hidden_states.1"].array
+    x = conformer.attention_input(block_input, p, cfg, ops)
+    position = conformer.positions(x.shape[1], cfg)
+    q, k, v = conformer.projections(x, p["self_attn"], cfg, position)
+    all_heads = conformer.attention_weights(q, k, valid, p["self_attn"], cfg, position)
+    np.testing.assert_allclose(all_heads[:, 2], weights, atol=1e-6)
+    context = (all_heads @ v).transpose(0, 2, 1, 3).reshape(x.shape)
+    h = conformer.half_step(block_input, p, "ffn1", cfg, ops) + layers.linear(context, **p["self_attn"]["linear_out"])
+    h = h + conformer.convolution_module(h, valid, p["conv_module"], cfg, ops)
+    h = conformer.block_norm(conformer.half_step(h, p, "ffn2", cfg, ops), p, "final_layer_norm", ops)
+    assert_same(h[valid], trace["hidden_states.2"].array[valid])
+    assert "the conformer's depthwise convs" in explain_page.padding_leaks(m)
+
+
+def test_conformer_large_is_the_recorded_architecture():
+    import dataclasses
+
+    from npw2v2.app.model import BUILT_IN
+    from npw2v2.core.config import CONFORMER_LARGE
+
+    recorded_cfg = npw2v2.Config.from_json(GOLDEN / "conformer_rel_pos_large" / "config.json")
+    assert BUILT_IN["conformer-large"] is CONFORMER_LARGE
+    assert dataclasses.replace(recorded_cfg, architectures=(), output_hidden_size=None) == CONFORMER_LARGE
+
+
+def test_flops_count_conformer_blocks():
+    """Per block: two feed-forwards, attention, linear_pos and the offset scores, the conv module; no positional conv."""
+    from npw2v2.app import bench
+    from npw2v2.core.config import CONFORMER_LARGE, LARGE
+
+    frames, d, f, k = 499, 1024, 4096, 31
+    block = (8.0 * frames * d * f + 8.0 * frames * d * d + 4.0 * frames * frames * d
+             + 2.0 * (2 * frames - 1) * d * d + 2.0 * frames * (2 * frames - 1) * d
+             + 4.0 * frames * d * d + 2.0 * frames * d * k + 2.0 * frames * d * d)
+    large = bench.forward_flops(LARGE, [160000])  # the same feature encoder and projection, ...
+    large_blocks = 24 * (4 * 2.0 * frames * d * d + 2 * 2.0 * frames * frames * d + 2 * 2.0 * frames * d * f)
+    large_pos_conv = 2.0 * frames * 128 * d * d / 16
+    assert bench.forward_flops(CONFORMER_LARGE, [160000]) == pytest.approx(
+        large - large_blocks - large_pos_conv + 24 * block)  # ... but conformer blocks and no positional conv

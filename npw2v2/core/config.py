@@ -448,6 +448,12 @@ HUBERT_BASE = Config(model_type="hubert")  # hubert-base-ls960: HubertConfig's d
 DATA2VEC_AUDIO_BASE = Config(model_type="data2vec-audio", feat_extract_norm="layer", num_conv_pos_embeddings=5,
                              conv_pos_kernel_size=19)  # data2vec-audio-base: Data2VecAudioConfig's defaults
 WAVLM_BASE_PLUS = Config(model_type="wavlm")  # wavlm-base(-plus): WavLMConfig's defaults, post-LN, group norm
+# wav2vec2-conformer-rel-pos-large: layer-normed conv layers with bias, 24 conformer blocks of 1024, swish,
+# relative positions, depthwise kernel 31 (golden/record_conformer.py records it)
+CONFORMER_LARGE = Config(model_type="wav2vec2-conformer", hidden_size=1024, num_hidden_layers=24,
+                         num_attention_heads=16, intermediate_size=4096, conv_bias=True, feat_extract_norm="layer",
+                         do_stable_layer_norm=True, hidden_act="swish", position_embeddings_type="relative",
+                         conv_depthwise_kernel_size=31)
 LARGE = Config(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,

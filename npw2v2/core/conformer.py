@@ -149,16 +149,13 @@ def positional_keys(sinusoids, p, heads: int):
     return split_heads(linear(sinusoids[None], p["linear_pos"]["weight"]), heads)[0]
 
 
-def self_attention(x, valid, p, cfg: Config, position):
-    """Multi-head self-attention with the configured positions, reference version.
+def attention_weights(q, k, valid, p, cfg: Config, position):
+    """How much each frame attends to each other frame, head by head: [B, H, T, T], queries by keys.
 
-    x: [B, T, D] (layer-normed), valid: [B, T] bool or None, ``position`` from ``positions`` ->
-    [B, T, D]. Scores are built whole, [B, H, T, T]; padded keys get the most negative float.
-    Mirrors Wav2Vec2ConformerSelfAttention with eager attention.
+    q, k: [B, H, T, d] (``projections``), valid: [B, T] bool or None. Relative positions add the
+    offset term to the content term, each scaled by 1 / sqrt(d); padded keys get the most negative float.
     """
-    xp = get_xp(x)
-    batch, frames, dim = x.shape
-    q, k, v = projections(x, p, cfg, position)  # [B, H, T, d] each
+    xp = get_xp(q)
     scale = q.shape[-1] ** -0.5
     if cfg.position_embeddings_type == "relative":
         keys = positional_keys(position, p, cfg.num_attention_heads)  # [H, 2T - 1, d]
@@ -169,7 +166,19 @@ def self_attention(x, valid, p, cfg: Config, position):
         scores = (q @ k.transpose(0, 1, 3, 2)) * scale
     if valid is not None:
         scores = xp.where(valid[:, None, None, :], scores, xp.finfo(scores.dtype).min)
-    context = softmax(scores) @ v  # [B, H, T, d]
+    return softmax(scores)
+
+
+def self_attention(x, valid, p, cfg: Config, position):
+    """Multi-head self-attention with the configured positions, reference version.
+
+    x: [B, T, D] (layer-normed), valid: [B, T] bool or None, ``position`` from ``positions`` ->
+    [B, T, D]. The weights are built whole, [B, H, T, T] (attention_weights).
+    Mirrors Wav2Vec2ConformerSelfAttention with eager attention.
+    """
+    batch, frames, dim = x.shape
+    q, k, v = projections(x, p, cfg, position)  # [B, H, T, d] each
+    context = attention_weights(q, k, valid, p, cfg, position) @ v  # [B, H, T, d]
     return linear(context.transpose(0, 2, 1, 3).reshape(batch, frames, dim), **p["linear_out"])
 
 
@@ -243,16 +252,28 @@ def convolution_module(x, valid, p, cfg: Config, ops, padding_leaks: bool = Fals
 
 def conformer_layer(x, valid, p, cfg: Config, ops, position, padding_leaks: bool = False):
     """One conformer block. x: [B, T, D] -> [B, T, D]. Mirrors Wav2Vec2ConformerEncoderLayer."""
+    x = half_step(x, p, "ffn1", cfg, ops)
+    x = x + ATTENTION[ops.name](block_norm(x, p, "self_attn_layer_norm", ops), valid, p["self_attn"], cfg, position)
+    x = x + convolution_module(x, valid, p["conv_module"], cfg, ops, padding_leaks)
+    x = half_step(x, p, "ffn2", cfg, ops)
+    return block_norm(x, p, "final_layer_norm", ops)
+
+
+def block_norm(x, p, name: str, ops):
+    """One of a block's LayerNorms (eps 1e-5, whatever layer_norm_eps says). [B, T, D] -> [B, T, D]."""
+    return ops.layer_norm(x, **p[name], eps=BLOCK_NORM_EPS)
+
+
+def half_step(x, p, name: str, cfg: Config, ops):
+    """x + FFN(LN(x)) / 2 for a block's ffn1 or ffn2. [B, T, D] -> [B, T, D]."""
     from .transformer import feed_forward  # here, not above: params imports this file, transformer imports params
 
-    def norm(h, name):
-        return ops.layer_norm(h, **p[name], eps=BLOCK_NORM_EPS)
+    return x + 0.5 * feed_forward(block_norm(x, p, f"{name}_layer_norm", ops), p[name], cfg, ops)
 
-    x = x + 0.5 * feed_forward(norm(x, "ffn1_layer_norm"), p["ffn1"], cfg, ops)
-    x = x + ATTENTION[ops.name](norm(x, "self_attn_layer_norm"), valid, p["self_attn"], cfg, position)
-    x = x + convolution_module(x, valid, p["conv_module"], cfg, ops, padding_leaks)
-    x = x + 0.5 * feed_forward(norm(x, "ffn2_layer_norm"), p["ffn2"], cfg, ops)
-    return norm(x, "final_layer_norm")
+
+def attention_input(x, p, cfg: Config, ops):
+    """What a block's attention reads of the block's input x [B, T, D]: LN(x + FFN1(LN(x)) / 2)."""
+    return block_norm(half_step(x, p, "ffn1", cfg, ops), p, "self_attn_layer_norm", ops)
 
 
 def encoder(x, valid, p, cfg: Config, ops, trace=untraced, keep_states=True, padding_leaks=False):
