@@ -394,3 +394,65 @@ def test_flops_count_conformer_blocks():
     large_pos_conv = 2.0 * frames * 128 * d * d / 16
     assert bench.forward_flops(CONFORMER_LARGE, [160000]) == pytest.approx(
         large - large_blocks - large_pos_conv + 24 * block)  # ... but conformer blocks and no positional conv
+
+
+# ---------------------------------------------------------------------------
+# fairseq's own conformer checkpoints (golden/fairseq_conformer_fixtures.py)
+
+FAIRSEQ_CONFORMER = GOLDEN / "fairseq_conformer"
+FAIRSEQ_FIXTURES = ("conformer_rel_pos", "conformer_rope")
+
+
+@pytest.fixture(scope="module")
+def fairseq_models(tmp_path_factory):
+    from golden import converted_fairseq_models
+
+    return converted_fairseq_models(FAIRSEQ_CONFORMER, FAIRSEQ_FIXTURES, tmp_path_factory)
+
+
+@PATHS
+@pytest.mark.parametrize("case", ["single", "alone.1", "alone.2"])
+@pytest.mark.parametrize("name", FAIRSEQ_FIXTURES)
+def test_a_fairseq_conformer_converts_to_what_fairseq_computes(fairseq_models, name, case, reference):
+    """fairseq's Wav2Vec2Model with conformer layers (ESPnet attention, relative or rotary positions), through
+    npw2v2-convert: every block's output and the last hidden state, as fairseq computed them."""
+    from golden import fairseq_recorded
+
+    ref = fairseq_recorded(FAIRSEQ_CONFORMER, name, case)
+    out = fairseq_models[name](ref["input_values"], output_hidden_states=True, reference=reference)
+    errors = {"last_hidden_state": golden_error(out.last_hidden_state, ref["last_hidden_state"])}
+    errors.update({f"hidden_states.{i}": golden_error(out.hidden_states[i], ref[f"hidden_states.{i}"])
+                   for i in range(1, len(out.hidden_states))})
+    assert len(errors) == 3 and max(errors.values()) <= tolerance("tiny_conformer_rel"), errors
+
+
+def test_a_fairseq_conformer_is_its_encoder_with_fairseqs_settings(fairseq_models):
+    """Pretraining heads and rotary buffers left out, the unrun positional conv too; swish, the kernel, the positions."""
+    manifest = json.loads((FAIRSEQ_CONFORMER / "manifest.json").read_text())["fixtures"]
+    for name, kind, kernel in (("conformer_rel_pos", "relative", 7), ("conformer_rope", "rotary", 5)):
+        m, names = fairseq_models[name], manifest[name]["names"]
+        assert {"quantizer.vars", "project_q.weight", "final_proj.weight", "encoder.pos_conv.0.weight_g"} <= set(names)
+        assert m.kind == heads.BASE and "quantizer" not in m.params and "pos_conv_embed" not in m.params["encoder"]
+        cfg = m.config
+        assert (cfg.model_type, cfg.position_embeddings_type, cfg.conv_depthwise_kernel_size, cfg.hidden_act) == \
+            ("wav2vec2-conformer", kind, kernel, "swish")
+    assert "encoder.layers.0.self_attn.rotary_emb.inv_freq" in manifest["conformer_rope"]["names"]
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"pos_enc_type": "abs"}, "pos_enc_type='abs': fairseq then runs its positional conv"),
+    ({"attn_type": ""}, "attn_type='': fairseq's own attention in conformer layers"),
+    ({"layer_norm_first": False}, "layer_norm_first=False: fairseq layer-norms before the first block"),
+    ({"depthwise_conv_kernel_size": 6}, "conv_depthwise_kernel_size must be odd"),
+])
+def test_a_fairseq_conformer_transformers_cannot_hold_is_one_line(change, named, tmp_path, capsys, monkeypatch):
+    from convert import fairseq
+    from convert.cli import main as convert_main
+
+    source = FAIRSEQ_CONFORMER / "conformer_rel_pos.pt"
+    state = fairseq.load_torch_file(source)
+    state["cfg"]["model"].update(change)
+    monkeypatch.setattr(fairseq, "load_torch_file", lambda path: state)
+    assert convert_main([str(source), str(tmp_path / "out.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert named in err and str(source) in err and "Traceback" not in err, err
