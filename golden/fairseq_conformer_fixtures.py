@@ -13,13 +13,18 @@ batch-norm running statistics too (they are buffers), and it is saved with fairs
 ``checkpoint_utils.torch_persistent_save`` in the "cfg" era's layout (a pretraining checkpoint:
 quantizer, project_q and final_proj included). Recorded on single inputs: ``hidden_states.N`` =
 ``extract_features(layer=N - 1)['x']`` (the output of block N, before the encoder's LayerNorm) and
-``last_hidden_state`` = ``extract_features()['x']``.
+``last_hidden_state`` = ``extract_features()['x']``. ``conformer_ctc.pt`` is fine-tuned: fairseq's
+``Wav2VecCtc``, which its ``Wav2VecEncoder`` builds from ``conformer_rel_pos.pt`` (w2v_path), all its
+parameters redrawn, with ``dict.ltr.txt`` beside it; recorded: its CTC ``logits``.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +33,12 @@ from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fairseq_fixtures import extra_state, optimizer_history, quiet, randomize, versions  # noqa: E402
+from fairseq_fixtures import (LETTER_DICTIONARY, extra_state, finetuning_args, finetuning_task,  # noqa: E402
+                              optimizer_history, quiet, randomize, versions)
 from signals import speech_like_batch  # noqa: E402
 
 from fairseq import checkpoint_utils  # noqa: E402
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from fairseq.models.wav2vec import wav2vec2  # noqa: E402
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model  # noqa: E402
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig  # noqa: E402
@@ -87,8 +94,37 @@ def make(name: str) -> tuple[Wav2Vec2Model, dict]:
                        "_name": "wav2vec2"}, "task": task}
     state = {"args": None, "cfg": plain, "model": model.state_dict(), "criterion": None,
              "optimizer_history": optimizer_history("wav2vec"), "task_state": {}, "extra_state": extra_state()}
-    checkpoint_utils.torch_persistent_save(state, str(OUT / f"{name}.pt"))
+    checkpoint_utils.torch_persistent_save(state, f"{name}.pt")
     return model, plain
+
+
+def make_ctc(pretrained: str) -> tuple[torch.nn.Module, dict]:
+    """conformer_ctc.pt: fairseq's Wav2VecCtc fine-tuned from PRETRAINED.pt (its cfg nests the pretraining run's)."""
+    cfg = convert_namespace_to_omegaconf(finetuning_args(f"{pretrained}.pt", "audio_finetuning"))
+    cfg.model.layer_type = "conformer"  # fairseq 0.12.3's Wav2VecEncoder puts the fine-tuning layer_type over w2v_args'
+    task = finetuning_task()
+    with contextlib.redirect_stdout(io.StringIO()):  # load_model_weights prints the model
+        model = task.build_model(cfg.model)
+    randomize(model, WEIGHT_SEED + 2)
+    redraw_batch_norm_statistics(model, WEIGHT_SEED + 3)
+    state = {"args": None, "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+             "model": model.state_dict(), "criterion": None, "optimizer_history": optimizer_history("ctc"),
+             "task_state": {}, "extra_state": extra_state()}
+    checkpoint_utils.torch_persistent_save(state, "conformer_ctc.pt")
+    return model.eval(), state["cfg"]
+
+
+@torch.no_grad()
+def record_ctc(model) -> dict:
+    """conformer_ctc.CASE.logits: the CTC logits [1, T, V], each input alone."""
+    batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
+    arrays = {}
+    for i, n in enumerate(LENGTHS):
+        case = "single" if i == 0 else f"alone.{i}"
+        arrays[f"conformer_ctc.{case}.input_values"] = batch[i:i + 1, :n]
+        out = model.w2v_encoder(source=torch.from_numpy(batch[i:i + 1, :n]), padding_mask=None)
+        arrays[f"conformer_ctc.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
 
 
 @torch.no_grad()
@@ -110,13 +146,24 @@ def record(name: str, model: Wav2Vec2Model) -> dict:
 def main() -> None:
     quiet()
     torch.manual_seed(0)
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
     arrays, configs = {}, {}
-    for name in FIXTURES:
-        model, plain = make(name)
-        arrays.update(record(name, model))
-        configs[name] = {"fields": FIXTURES[name], "cfg": plain, "names": sorted(model.state_dict())}
+    # relative paths (manifest/ for data, w2v_path) keep the saved configs machine-independent
+    with tempfile.TemporaryDirectory() as work, contextlib.chdir(work):
+        Path("manifest").mkdir()
+        Path("manifest/dict.ltr.txt").write_text(LETTER_DICTIONARY)
+        for name in FIXTURES:
+            model, plain = make(name)
+            arrays.update(record(name, model))
+            configs[name] = {"fields": FIXTURES[name], "cfg": plain, "names": sorted(model.state_dict())}
+        model, plain = make_ctc("conformer_rel_pos")
+        arrays.update(record_ctc(model))
+        configs["conformer_ctc"] = {"fine_tuned_from": "conformer_rel_pos", "cfg": plain,
+                                    "names": sorted(model.state_dict())}
+        shutil.rmtree(OUT, ignore_errors=True)
+        OUT.mkdir(parents=True)
+        for name in [*FIXTURES, "conformer_ctc"]:
+            shutil.copyfile(f"{name}.pt", OUT / f"{name}.pt")
+    (OUT / "dict.ltr.txt").write_text(LETTER_DICTIONARY)
     save_file(arrays, str(OUT / "activations.safetensors"))
     manifest = {"command": "python golden/fairseq_conformer_fixtures.py", "versions": versions(),
                 "weight_seed": WEIGHT_SEED, "input_seed": INPUT_SEED, "lengths": LENGTHS, "fixtures": configs}

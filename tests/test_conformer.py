@@ -407,7 +407,7 @@ FAIRSEQ_FIXTURES = ("conformer_rel_pos", "conformer_rope")
 def fairseq_models(tmp_path_factory):
     from golden import converted_fairseq_models
 
-    return converted_fairseq_models(FAIRSEQ_CONFORMER, FAIRSEQ_FIXTURES, tmp_path_factory)
+    return converted_fairseq_models(FAIRSEQ_CONFORMER, FAIRSEQ_FIXTURES + ("conformer_ctc",), tmp_path_factory)
 
 
 @PATHS
@@ -424,6 +424,18 @@ def test_a_fairseq_conformer_converts_to_what_fairseq_computes(fairseq_models, n
     errors.update({f"hidden_states.{i}": golden_error(out.hidden_states[i], ref[f"hidden_states.{i}"])
                    for i in range(1, len(out.hidden_states))})
     assert len(errors) == 3 and max(errors.values()) <= tolerance("tiny_conformer_rel"), errors
+
+
+@PATHS
+@pytest.mark.parametrize("case", ["single", "alone.1", "alone.2"])
+def test_a_fine_tuned_fairseq_conformer_gives_fairseqs_ctc_logits(fairseq_models, case, reference):
+    """fairseq's Wav2VecCtc over the rel_pos conformer, with its letter dictionary: Wav2Vec2ConformerForCTC."""
+    from golden import fairseq_recorded
+
+    m = fairseq_models["conformer_ctc"]
+    assert m.kind == heads.CTC and m.config.model_type == "wav2vec2-conformer" and len(m.vocab) == 32
+    ref = fairseq_recorded(FAIRSEQ_CONFORMER, "conformer_ctc", case)
+    assert golden_error(m(ref["input_values"], reference=reference).logits, ref["logits"]) <= tolerance("tiny_conformer_rel")
 
 
 def test_a_fairseq_conformer_is_its_encoder_with_fairseqs_settings(fairseq_models):
