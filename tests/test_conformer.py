@@ -56,8 +56,8 @@ def test_rotary_angles_are_transformers():
     recorded_positions = load_file(str(POSITIONS))
     cos, sin = conformer.rotary_angles(100, 64, 10000.0)
     assert cos.shape == sin.shape == (100, 64) and cos.dtype == np.float32
-    assert np.abs(cos - recorded_positions["rotary_cos"]).max() < 1e-5
-    assert np.abs(sin - recorded_positions["rotary_sin"]).max() < 1e-5
+    assert np.abs(cos - recorded_positions["rotary_cos"]).max() < 1e-6  # the frequencies as torch rounds them
+    assert np.abs(sin - recorded_positions["rotary_sin"]).max() < 1e-6
 
 
 def test_rotary_scores_depend_only_on_the_offset():
