@@ -294,6 +294,8 @@ def test_configs_it_cannot_be_are_refused():
     with pytest.raises(ValueError, match="adapter_attn_dim .* the conformer's layers have none"):
         npw2v2.Config.from_dict(dict(conf, adapter_attn_dim=16))
     assert npw2v2.Config.from_dict(dict(conf, vocab_size=None, pad_token_id=None)).vocab_size == 32  # the defaults'
+    with pytest.raises(ValueError, match="vocab_size must be a whole number"):  # only the conformer's config has null
+        npw2v2.Config.from_dict({"model_type": "wavlm", "vocab_size": None})
     assert heads.model_kind(npw2v2.Config.from_dict(dict(conf, architectures=["Wav2Vec2ConformerForXVector"]))) \
         == heads.XVECTOR
     assert heads.class_name(heads.CTC, "wav2vec2-conformer") == "Wav2Vec2ConformerForCTC"

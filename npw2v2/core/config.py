@@ -134,9 +134,10 @@ class Config:
             raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        for key in ("vocab_size", "pad_token_id"):  # null in Wav2Vec2ConformerConfig's defaults: no CTC head to size
-            if key in values and values[key] is None:
-                del values[key]
+        if d.get("model_type") == "wav2vec2-conformer":  # null in Wav2Vec2ConformerConfig's defaults (no CTC head
+            for key in ("vocab_size", "pad_token_id"):      # to size); other families' configs must hold numbers
+                if key in values and values[key] is None:
+                    del values[key]
         if d.get("model_type") == "data2vec-audio" and "feat_extract_norm" not in d:
             values["feat_extract_norm"] = "layer"  # its conv layers are always layer-normed; the key is not in its config
         if "id2label" not in d and "num_labels" in d:  # as transformers names them
