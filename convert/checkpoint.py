@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import npw2v2
+from npw2v2.core.conformer import without_unused
 from npw2v2.core.config import Config
 from npw2v2.core.heads import class_name, model_kind
 from npw2v2.io.outputs import write_atomically
@@ -78,7 +79,8 @@ def prepare(checkpoint: Checkpoint, source: str, dtype: str) -> dict:
                        head_rows({n: v.shape for n, v in tensors.items()}), settings_names(source))
     except (CheckpointError, ValueError, TypeError) as e:
         raise ConversionError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
-    return {n: np.ascontiguousarray(v, dtype=DTYPES[dtype]) for n, v in fold_positional_weight_norm(tensors).items()}
+    kept = without_unused(fold_positional_weight_norm(tensors), cfg)  # a conformer's unrun positional conv left out
+    return {n: np.asarray(v, dtype=DTYPES[dtype], order="C") for n, v in kept.items()}  # 0-d stays 0-d
 
 
 def metadata_of(checkpoint: Checkpoint) -> dict[str, str]:

@@ -34,16 +34,22 @@ HUBERT = ["tiny_hubert", "tiny_hubert_stable", "tiny_hubert_bn", "tiny_contentve
 DATA2VEC_AUDIO = ["tiny_data2vec_audio", "tiny_data2vec_audio_ctc", "tiny_data2vec_audio_frame_classifier"]
 # WavLM (golden/record_wavlm.py): tiny configurations and heads, and the wavlm-base-plus architecture.
 WAVLM = ["tiny_wavlm", "tiny_wavlm_stable", "tiny_wavlm_classifier", "tiny_wavlm_frame_classifier"]
+# Wav2Vec2-Conformer (golden/record_conformer.py): tiny configurations (relative, rotary and no positions) and
+# heads, and the wav2vec2-conformer-rel-pos-large architecture.
+CONFORMER = ["tiny_conformer_rel", "tiny_conformer_rope", "tiny_conformer_nopos", "tiny_conformer_frame_classifier",
+             "tiny_conformer_classifier", "tiny_conformer_xvector"]
 # x-vector heads (golden/record_xvector.py): wav2vec 2.0's, data2vec-audio's and WavLM's.
 XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector", "tiny_wavlm_xvector"]
 # UniSpeech and UniSpeech-SAT (golden/record_unispeech.py): tiny heads, and UniSpeech-SAT's base architecture.
 UNISPEECH = ["tiny_unispeech_ctc", "tiny_unispeech_sat_frame_classifier", "tiny_unispeech_sat_classifier",
              "tiny_unispeech_sat_xvector"]
 # weights regenerated from the seed, last stages recorded
-FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base", "wavlm_base_plus")
+FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base", "wavlm_base_plus",
+             "conformer_rel_pos_large")
 # The manifest of each recording script besides golden/record.py's.
 MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
-             "unispeech_sat_base": "unispeech_manifest.json", "wavlm_base_plus": "wavlm_manifest.json"}
+             "unispeech_sat_base": "unispeech_manifest.json", "wavlm_base_plus": "wavlm_manifest.json",
+             "conformer_rel_pos_large": "conformer_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
 NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
@@ -242,7 +248,8 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     tolerance): a row per configuration and kind of case, as docs/verification.md lists them."""
     rows = []
     for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR
-                 + UNISPEECH + ["unispeech_sat_base"] + WAVLM + ["wavlm_base_plus"]):
+                 + UNISPEECH + ["unispeech_sat_base"] + WAVLM + ["wavlm_base_plus"] + CONFORMER
+                 + ["conformer_rel_pos_large"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

@@ -68,6 +68,9 @@ def forward_flops(cfg: Config, sample_lengths) -> float:
             c_in = c_out
         t, d, f = per_layer[-1], cfg.hidden_size, cfg.intermediate_size
         total += 2.0 * t * c_in * d  # feature projection
+        if cfg.model_type == "wav2vec2-conformer":
+            total += cfg.num_hidden_layers * conformer_block_flops(cfg, t)
+            continue
         taps = cfg.num_conv_pos_embeddings  # the kernel; data2vec-audio: that many convs of conv_pos_kernel_size
         if cfg.model_type == "data2vec-audio":
             taps *= cfg.conv_pos_kernel_size
@@ -77,6 +80,17 @@ def forward_flops(cfg: Config, sample_lengths) -> float:
             per_block += 2.0 * t * d * 8 + 2.0 * t * t * cfg.num_attention_heads
         total += cfg.num_hidden_layers * per_block
     return total
+
+
+def conformer_block_flops(cfg: Config, t: int) -> float:
+    """One conformer block's multiply-adds x 2 on T frames (npw2v2.core.conformer; no positional conv runs)."""
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    flops = 2 * 2 * 2.0 * t * d * f  # two feed-forwards, two products each
+    flops += 4 * 2.0 * t * d * d + 2 * 2.0 * t * t * d  # q k v out, QK^T, PV
+    if cfg.position_embeddings_type == "relative":  # linear_pos on 2T - 1 offsets, their scores against the queries
+        flops += 2.0 * (2 * t - 1) * d * d + 2.0 * t * (2 * t - 1) * d
+    flops += 2.0 * t * d * 2 * d + 2.0 * t * d * cfg.conv_depthwise_kernel_size + 2.0 * t * d * d  # the conv module
+    return flops
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:

@@ -186,8 +186,11 @@ def describe(trace: Trace, model, rate: int) -> str:
         padded = "padded frames zeroed again after it, " if mask.facts["used"] else ""
         add("positional_conv_input", "[B, T, D]  batch norm with the running statistics (HuBERT's "
             f"conv_pos_batch_norm), {padded}read by the conv", trace["positional_conv_input"].shape)
-    pos = trace["positional_embedding"]
-    if "layers" in pos.facts:  # data2vec-audio's stack
+    conformer = cfg.model_type == "wav2vec2-conformer"
+    pos = None if conformer else trace["positional_embedding"]
+    if conformer:
+        lines.append(f"{'':22}no positional conv: transformers builds one (pos_conv_embed) but never runs it")
+    elif "layers" in pos.facts:  # data2vec-audio's stack
         between = "; padded frames zeroed between them" if mask.facts["used"] else ""
         add("positional_embedding", f"[B, T, D]  {pos.facts['layers']} convs K={pos.facts['kernel']}, "
             f"{pos.facts['groups']} groups, each then LayerNorm without parameters and GELU{between}; "
@@ -197,10 +200,13 @@ def describe(trace: Trace, model, rate: int) -> str:
             f"{pos.facts['groups']} groups, then GELU; added to the frames", pos.shape)
     lines.append("")
     layers = [s for s in trace.stages if re.fullmatch(r"hidden_states\.\d+", s.name)]
-    lines.append(f"Transformer: {len(layers) - 1} layers of {cfg.num_attention_heads} heads, "
-                 f"{'pre' if cfg.do_stable_layer_norm else 'post'}-LN"
-                 + ("; in every layer the padded frames' keys get the most negative float, so no "
-                    "frame attends to padding" if mask.facts["used"] else ""))
+    if conformer:
+        _conformer_lines(lines, trace, cfg, len(layers) - 1, mask.facts["used"], add)
+    else:
+        lines.append(f"Transformer: {len(layers) - 1} layers of {cfg.num_attention_heads} heads, "
+                     f"{'pre' if cfg.do_stable_layer_norm else 'post'}-LN"
+                     + ("; in every layer the padded frames' keys get the most negative float, so no "
+                        "frame attends to padding" if mask.facts["used"] else ""))
     if any(s.name == "position_bias_table" for s in trace.stages):
         table = trace["position_bias_table"]
         buckets, distance = table.facts["buckets"], table.facts["max_distance"]
@@ -213,6 +219,8 @@ def describe(trace: Trace, model, rate: int) -> str:
         if s is layers[0]:
             role = "frames + positional embedding" + ("" if cfg.do_stable_layer_norm else ", layer-normed") + \
                    ": the first layer's input"
+            if conformer:
+                role = "the projected frames as they are: the first block's input"
         add(s.name, f"[B, T, D]  {role}", s.shape)
     adapter = [s for s in trace.stages if s.name.startswith("adapter.")]
     if adapter:
@@ -230,11 +238,34 @@ def describe(trace: Trace, model, rate: int) -> str:
             add(stage.name, f"K={k} stride={s_}, then GLU: {arithmetic}", stage.shape)
             previous = stage.facts["lengths"]
     add("last_hidden_state", "[B, T, O]  the adapter's output" if adapter else
-        "[B, T, D]" + ("  after the final layer norm" if cfg.do_stable_layer_norm else ""), trace["last_hidden_state"].shape)
+        "[B, T, D]" + ("  after the final layer norm" if cfg.do_stable_layer_norm or conformer else ""),
+        trace["last_hidden_state"].shape)
     for stage in trace.stages:
         if stage.name in HEAD_STAGES:
             add(stage.name, HEAD_STAGES[stage.name](stage, model), stage.shape)
     return "\n".join(lines)
+
+
+def _conformer_lines(lines: list, trace, cfg, blocks: int, masked: bool, add) -> None:
+    """The conformer's blocks, onto ``lines``: where the positions enter each one, and what its depthwise conv sees."""
+    first = trace["hidden_states.0"].facts
+    kind = cfg.position_embeddings_type
+    lines += [f"Conformer: {blocks} blocks of {cfg.num_attention_heads} heads, each x + FFN/2, x + attention, "
+             f"x + conv module, x + FFN/2, LayerNorm"
+             + ("; padded keys get the most negative float, so no frame attends to padding" if masked else "")]
+    if kind == "relative":
+        add("relative_positions", "[2T - 1, D]  sinusoids of every offset query - key, T - 1 ... -(T - 1): in each "
+            "block linear_pos makes a key per head and offset, scored as (q + pos_bias_v) . key, rel-shifted to "
+            "[T, T] and added to (q + pos_bias_u) . k", trace["relative_positions"].shape)
+    elif kind == "rotary":
+        add("rotary_cos", f"[T, K]  cos of frame t's angles t * {cfg.rotary_embedding_base:g}^(-2c/K) (K = D/H), with "
+            "sin: each block rotates its attention input's head slices by them before linear_q and linear_k "
+            "(values unrotated)", trace["rotary_cos"].shape)
+    else:
+        lines.append(f"{'':22}no positions (position_embeddings_type null): only the conv module tells frames apart")
+    sees = "the padded frames' values, as transformers" if first["conv_sees_padding"] and masked else         "zeros on padded frames, as each item alone" if masked else "every frame (no mask)"
+    lines.append(f"{'':22}conv module: LayerNorm, pointwise conv + GLU, depthwise conv K={first['depthwise_kernel']} "
+                 f"(reads {sees}), batch norm (running statistics), {cfg.hidden_act}, pointwise conv")
 
 
 def _logits_text(stage, model) -> str:
@@ -278,6 +309,17 @@ def family_differences(cfg) -> list[str]:
                 "  hidden_states: each layer weighs that bias per head and frame by a gate from its attention input "
                 "(gru_rel_pos_linear, gru_rel_pos_const)",
                 "  heads: CTC, sequence and frame classifiers; no quantizer (x-vector heads not run)"]
+    if cfg.model_type == "wav2vec2-conformer":
+        where = {"relative": "relative_positions: Transformer-XL sinusoids of every offset, through each block's "
+                             "linear_pos into its attention scores (pos_bias_u, pos_bias_v)",
+                 "rotary": "rotary_cos: each block's attention input rotated by frame before linear_q and linear_k",
+                 None: "no positions: position_embeddings_type null"}[cfg.position_embeddings_type]
+        return ["Wav2Vec2-Conformer: wav2vec 2.0's feature encoder and projection; what differs from wav2vec 2.0:",
+                "  positional_embedding: none (pos_conv_embed is built by transformers but never run)",
+                f"  {where}",
+                f"  hidden_states: conformer blocks (half-step FFNs, attention, conv module with a depthwise conv "
+                f"K={cfg.conv_depthwise_kernel_size} and batch norm, LayerNorm), then the encoder's LayerNorm",
+                "  heads: CTC, sequence and frame classifiers, x-vector; its pretraining heads are not run"]
     if cfg.model_type == "data2vec-audio":
         return ["data2vec-audio: wav2vec 2.0's post-LN encoder without the quantizer; what differs from wav2vec 2.0:",
                 "  conv_layers: every conv layer layer-normed (feat_extract_norm 'layer' always)",
@@ -306,7 +348,7 @@ def family_differences(cfg) -> list[str]:
 
 
 STAGE_ORDER = ["input_values", "attention_mask", "conv_layers", "conv_features", "features", "extract_features",
-               "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "position_bias_table", "hidden_states", "adapter.proj",
+               "projected", "frame_mask", "masked", "positional_conv_input", "positional_embedding", "position_bias_table", "relative_positions", "rotary_cos", "hidden_states", "adapter.proj",
                "adapter.layers", "last_hidden_state", "logits", "embeddings", "projected_states", "projected_quantized_states",
                "codevector_ids", "codevector_perplexity", "contrastive_logits"]
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.backend import asnumpy
 from ..core.config import receptive_field
 from ..core.heads import XVECTOR
+from ..core import conformer
 from ..core.layers import attention_weights, softmax
 from ..core.ops import REFERENCE
 from ..core.transformer import attention_input
@@ -344,6 +345,8 @@ def head_weights(b: Batch, layer: int, head: int) -> np.ndarray:
     layer's gated relative position bias, this head's share, from the traced table)."""
     cfg, xp = b.model.config, b.model.xp
     p = b.model.params["encoder"]["layers"][layer]
+    if cfg.model_type == "wav2vec2-conformer":
+        return _conformer_head_weights(b, p, layer, head)
     width = cfg.hidden_size // cfg.num_attention_heads
     rows = slice(head * width, (head + 1) * width)  # this head's rows of q_proj and k_proj
     one_head = {name: {"weight": p["attention"][name]["weight"][rows], "bias": p["attention"][name]["bias"][rows]}
@@ -356,6 +359,17 @@ def head_weights(b: Batch, layer: int, head: int) -> np.ndarray:
         gate, position = gated_bias(x, p["attention"], table, cfg.num_attention_heads)
         bias = (gate[:, head:head + 1], position[head:head + 1])
     return asnumpy(attention_weights(x, valid, one_head, heads=1, bias=bias))[:, 0]
+
+
+def _conformer_head_weights(b: Batch, p, layer: int, head: int) -> np.ndarray:
+    """head_weights of a conformer block: its reference attention weights (with its positions) on the block's
+    layer-normed attention input, recomputed from the traced block input."""
+    cfg, xp = b.model.config, b.model.xp
+    x = conformer.attention_input(xp.asarray(b.trace[f"hidden_states.{layer}"].array), p, cfg, REFERENCE)
+    position = conformer.positions(x.shape[1], cfg, xp)
+    q, k, _ = conformer.projections(x, p["self_attn"], cfg, position)
+    valid = xp.asarray(b.trace["frame_mask"].array) if b.masked else None
+    return asnumpy(conformer.attention_weights(q, k, valid, p["self_attn"], cfg, position))[:, head]
 
 
 def attention(b: Batch, layer: int, head: int) -> str:
@@ -502,6 +516,7 @@ def padding_leaks(model) -> list[str]:
     places = {"group norm": cfg.feat_extract_norm == "group",
               "the positional conv's batch norm": cfg.conv_pos_batch_norm,
               "the stack of positional convs": cfg.model_type == "data2vec-audio",
+              "the conformer's depthwise convs": cfg.model_type == "wav2vec2-conformer",
               "the down-sampling adapter": "adapter" in model.params,
               "the x-vector pooling": model.kind == XVECTOR}
     return [place for place, leaks in places.items() if leaks]

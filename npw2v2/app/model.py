@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.backend import asnumpy, get_xp
-from ..core.config import BASE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, WAVLM_BASE_PLUS, Config
+from ..core.config import BASE, CONFORMER_LARGE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, WAVLM_BASE_PLUS, Config
 from ..core.heads import HEAD_NAMES, contrastive_logits, model_kind
 from ..core.params import random_weights
 from ..core.trace import untraced
@@ -193,9 +193,13 @@ class Wav2Vec2:
         c = self.config
         head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
         family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, ", "unispeech": "UniSpeech, ",
-                  "unispeech-sat": "UniSpeech-SAT, ", "wavlm": "WavLM, "}.get(c.model_type, "")
+                  "unispeech-sat": "UniSpeech-SAT, ", "wavlm": "WavLM, ",
+                  "wav2vec2-conformer": "Wav2Vec2-Conformer, "}.get(c.model_type, "")
+        layout = f"{'pre' if c.do_stable_layer_norm else 'post'}-LN"
+        if c.model_type == "wav2vec2-conformer":
+            layout = f"{c.position_embeddings_type or 'no'} positions, depthwise K={c.conv_depthwise_kernel_size}"
         return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
-                f"{'pre' if c.do_stable_layer_norm else 'post'}-LN, {c.feat_extract_norm} norm, {head})")
+                f"{layout}, {c.feat_extract_norm} norm, {head})")
 
 
 def _pads_unequal_items(attention_mask) -> bool:
@@ -239,7 +243,8 @@ def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = Non
 
 
 BUILT_IN = {"base": BASE, "large": LARGE, "hubert-base": HUBERT_BASE,  # architectures the command line
-            "data2vec-audio-base": DATA2VEC_AUDIO_BASE, "wavlm-base-plus": WAVLM_BASE_PLUS}  # knows by name
+            "data2vec-audio-base": DATA2VEC_AUDIO_BASE, "wavlm-base-plus": WAVLM_BASE_PLUS,  # knows by name
+            "conformer-large": CONFORMER_LARGE}
 
 
 def load_model(name: str, seed: int = 0, device: str = "cpu", revision: str | None = None) -> tuple[Wav2Vec2, str]:

@@ -20,8 +20,11 @@ def torch_state_dict(model, weights: dict) -> dict:
     state = {}
     for key, current in model.state_dict().items():
         name = without_task_prefix(key)
-        if name in ("masked_spec_embed", "objective.weight") or name.endswith("num_batches_tracked"):
-            value = current.numpy()  # training-only (the x-vector loss's weights among them): the model's own
+        if name in ("masked_spec_embed", "objective.weight") or name.endswith(("num_batches_tracked", "inv_freq")) \
+                or name.startswith("encoder.pos_conv_embed.") and "encoder.pos_conv_embed.conv.weight" not in weights:
+            # training-only (the x-vector loss's weights among them), computed (the conformer's rotary
+            # frequencies) or never run (the conformer's positional conv): the model's own
+            value = current.numpy()
         elif ".parametrizations.weight." in name:
             w = weights[name.split(".parametrizations.")[0] + ".weight"]
             value = weight_norm_g(w) if name.endswith("original0") else w
@@ -35,7 +38,8 @@ def torch_state_dict(model, weights: dict) -> dict:
 FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
                   "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
                   "unispeech": ("UniSpeechConfig", "UniSpeechModel"),
-                  "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"), "wavlm": ("WavLMConfig", "WavLMModel")}
+                  "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"), "wavlm": ("WavLMConfig", "WavLMModel"),
+                  "wav2vec2-conformer": ("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel")}
 
 
 def bare_model_class(model_type: str):

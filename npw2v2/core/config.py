@@ -76,7 +76,13 @@ class Config:
     # num_buckets, max_distance); 320 and 800 in every published model.
     num_buckets: int = 320
     max_bucket_distance: int = 800
-    # Positional convolution (fairseq: conv_pos, conv_pos_groups).
+    # Wav2Vec2-Conformer (npw2v2.core.conformer): where positions enter each layer's attention, "relative"
+    # (Transformer-XL's, rel-pos-large), "rotary" (rope-large) or null (none), the rotary angles' base,
+    # and the conv module's depthwise kernel (fairseq: pos_enc_type rel_pos / rope, depthwise_conv_kernel_size).
+    position_embeddings_type: str | None = "relative"
+    rotary_embedding_base: float = 10000.0
+    conv_depthwise_kernel_size: int = 31
+    # Positional convolution (fairseq: conv_pos, conv_pos_groups); the conformer has it but never runs it.
     num_conv_pos_embeddings: int = 128  # K; even K drops the last output frame
     num_conv_pos_embedding_groups: int = 16
     # Heads.
@@ -128,6 +134,10 @@ class Config:
             raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
+        if d.get("model_type") == "wav2vec2-conformer":  # null in Wav2Vec2ConformerConfig's defaults (no CTC head
+            for key in ("vocab_size", "pad_token_id"):      # to size); other families' configs must hold numbers
+                if key in values and values[key] is None:
+                    del values[key]
         if d.get("model_type") == "data2vec-audio" and "feat_extract_norm" not in d:
             values["feat_extract_norm"] = "layer"  # its conv layers are always layer-normed; the key is not in its config
         if "id2label" not in d and "num_labels" in d:  # as transformers names them
@@ -244,6 +254,17 @@ def _wholes(key: str, value, high: int) -> tuple[int, ...]:
     return tuple(whole(f"{key}[{i}]", v, 1, high) for i, v in enumerate(value))
 
 
+def _choice(key: str, value, choices: tuple):
+    """One of ``choices`` (None among them for JSON null)."""
+    if value not in choices or isinstance(value, bool):
+        raise ValueError(f"config: {key} must be one of {', '.join(map(json.dumps, choices))}, got {show(value)}")
+    return value
+
+
+# The conformer's position_embeddings_type values transformers knows.
+POSITION_EMBEDDINGS = ("relative", "rotary", None)
+
+
 def _names(key: str, value) -> tuple[str, ...]:
     if value is None:  # "architectures": null in some configs
         return ()
@@ -278,6 +299,9 @@ FIELD_CHECKS = {
     "conv_pos_kernel_size": lambda k, v: whole(k, v, 1, MAX_POS_KERNEL),
     "num_buckets": lambda k, v: whole(k, v, 4, MAX_BUCKETS),  # fewer than 4 leaves no exact bucket: log(d / 0)
     "max_bucket_distance": lambda k, v: whole(k, v, 1, MAX_BUCKET_DISTANCE),
+    "position_embeddings_type": lambda k, v: _choice(k, v, POSITION_EMBEDDINGS),
+    "rotary_embedding_base": lambda k, v: _number(k, v, 1e12),  # 10000 published
+    "conv_depthwise_kernel_size": lambda k, v: whole(k, v, 1, MAX_CONV_KERNEL),  # 31 published
     "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
     "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
     "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
@@ -302,10 +326,9 @@ FIELD_CHECKS = {
 # config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
 # UniSpeech and UniSpeech-SAT run wav2vec 2.0's encoder unchanged at inference (their own parts are
 # pretraining heads, which npw2v2 does not run: npw2v2.core.heads.NOT_SUPPORTED).
-MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "wavlm")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "wavlm", "wav2vec2-conformer")
 NOT_YET = {
-    "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
-    "wav2vec2-conformer": "wav2vec2-conformer (its convolution module)", "wav2vec2-bert": "w2v-BERT",
+    "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)", "wav2vec2-bert": "w2v-BERT",
 }
 
 
@@ -356,6 +379,17 @@ def check_fields(cfg: Config) -> dict:
                          f"({values['num_buckets'] // 4}), where the log-spaced buckets start")
     if values["model_type"] == "wavlm" and values["adapter_attn_dim"] is not None:
         raise ValueError("config: adapter_attn_dim (MMS attention adapters) is wav2vec 2.0's; WavLM's layers have none")
+    if values["model_type"] == "wav2vec2-conformer":
+        if values["conv_depthwise_kernel_size"] % 2 == 0:
+            raise ValueError(f"config: conv_depthwise_kernel_size must be odd (the conv module pads (K - 1) / 2 "
+                             f"each side), got {values['conv_depthwise_kernel_size']}")
+        if values["adapter_attn_dim"] is not None:
+            raise ValueError("config: adapter_attn_dim (MMS attention adapters) is wav2vec 2.0's; "
+                             "the conformer's layers have none")
+        head_dim = values["hidden_size"] // values["num_attention_heads"]
+        if values["position_embeddings_type"] == "rotary" and head_dim % 2:
+            raise ValueError(f"config: rotary positions turn pairs of a head's channels: hidden_size / "
+                             f"num_attention_heads must be even, got {head_dim}")
     hidden = values["hidden_size"]
     for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
         if hidden % values[divisor]:
@@ -415,6 +449,12 @@ HUBERT_BASE = Config(model_type="hubert")  # hubert-base-ls960: HubertConfig's d
 DATA2VEC_AUDIO_BASE = Config(model_type="data2vec-audio", feat_extract_norm="layer", num_conv_pos_embeddings=5,
                              conv_pos_kernel_size=19)  # data2vec-audio-base: Data2VecAudioConfig's defaults
 WAVLM_BASE_PLUS = Config(model_type="wavlm")  # wavlm-base(-plus): WavLMConfig's defaults, post-LN, group norm
+# wav2vec2-conformer-rel-pos-large: layer-normed conv layers with bias, 24 conformer blocks of 1024, swish,
+# relative positions, depthwise kernel 31 (golden/record_conformer.py records it)
+CONFORMER_LARGE = Config(model_type="wav2vec2-conformer", hidden_size=1024, num_hidden_layers=24,
+                         num_attention_heads=16, intermediate_size=4096, conv_bias=True, feat_extract_norm="layer",
+                         do_stable_layer_norm=True, hidden_act="swish", position_embeddings_type="relative",
+                         conv_depthwise_kernel_size=31)
 LARGE = Config(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,

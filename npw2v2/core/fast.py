@@ -11,7 +11,10 @@ and odd shapes). What each one does differently:
   (Abramowitz & Stegun 7.1.26, error < 1.5e-7), with base-2 exponentials.
 - ``attention``: each item's queries over its valid keys only, one head at a time, in
   query blocks that keep the scores in cache; a base-2, unnormalised softmax; an additive
-  bias (WavLM's) added block by block from a [B, H, T] gate and an [H, T, T] view.
+  bias (WavLM's) added block by block from a [B, H, T] gate and an [H, T, T] view, or a
+  function's block of scores (the conformer's relative positions).
+- ``conv1d`` of a depthwise convolution (one input channel per group, the conformer's): K
+  shifted multiply-adds over the whole [B, T, C] array instead of C products of one channel.
 - ``feature_encoder``: group norm folded into the first convolution; long inputs in
   segments, so the first layers' long outputs never exist whole.
 
@@ -52,6 +55,8 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
         x = xp.pad(x, ((0, 0), (padding, padding), (0, 0)))
     batch, length, _ = x.shape
     c_out, c_in, k = weight.shape  # c_in per group
+    if groups > 1 and c_in == 1 and groups == c_out == x.shape[-1]:
+        return depthwise_conv1d(x, weight, bias, stride)
     c_out //= groups
     frames = (length - k) // stride + 1
     taps_last = weight.transpose(0, 2, 1)  # [C_out, K, C_in]: the order of a window's values
@@ -64,6 +69,22 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
     if bias is not None:
         y += bias
     return y
+
+
+def depthwise_conv1d(x, weight, bias=None, stride=1):
+    """A convolution with one input channel per output channel (groups = C), x already padded.
+
+    x: [B, L, C], weight: [C, 1, K] -> [B, T, C]: the sum over taps t of x[:, t + s * i] * weight[:, 0, t].
+    """
+    xp = get_xp(x)
+    k = weight.shape[-1]
+    frames = (x.shape[1] - k) // stride + 1
+    taps = xp.ascontiguousarray(weight[:, 0, :].T)  # [K, C]
+    reach = (frames - 1) * stride + 1
+    y = x[:, 0:reach:stride] * taps[0]
+    for t in range(1, k):
+        y += x[:, t:t + reach:stride] * taps[t]
+    return y if bias is None else y + bias
 
 
 def _conv_products(x, w, stride, frames):
@@ -210,7 +231,9 @@ def attend(q, k, v, bias=None):
     q: [H, m, D/H], scaled by log2(e) / sqrt(D/H); k, v: [H, n, D/H] -> [m, H, D/H].
     With that scaling 2^(q k^T) = e^(q' k^T) for the usual q' = q_proj / sqrt(D/H): the
     weights are the usual softmax. ``bias`` (rows [H, m], table [H, >= m, >= n]), both in
-    base 2, adds rows[h, i] * table[h, i, j] to the scores.
+    base 2, adds rows[h, i] * table[h, i, j] to the scores; or, a function bias(h, start, stop)
+    -> [stop - start, n] in base 2, adds its block to query rows start ... stop - 1 of head h
+    (the conformer's relative positions, npw2v2.core.conformer.self_attention_fast).
 
     One head at a time, queries in blocks, so that the [rows, n] scores stay in cache (and
     small on long inputs); one buffer serves every block. The softmax is left unnormalised,
@@ -229,7 +252,7 @@ def attend(q, k, v, bias=None):
     context = xp.empty((m, heads, head_dim), dtype=q.dtype)
     rows = max(1, min(m, ATTENTION_BLOCK_ELEMENTS // n))
     scores = xp.empty((rows, n), dtype=q.dtype)
-    biased = None if bias is None else xp.empty((rows, n), dtype=q.dtype)
+    biased = None if bias is None or callable(bias) else xp.empty((rows, n), dtype=q.dtype)
     weighted = xp.empty((rows, head_dim), dtype=q.dtype)
     sums = xp.empty((rows, 1), dtype=q.dtype)
     ones = xp.ones((n, 1), dtype=q.dtype)
@@ -238,7 +261,9 @@ def attend(q, k, v, bias=None):
             stop = min(m, start + rows)
             block, block_weighted, block_sums = scores[:stop - start], weighted[:stop - start], sums[:stop - start]
             xp.matmul(q[h, start:stop], keys_t[h], out=block)
-            if bias is not None:
+            if callable(bias):
+                block += bias(h, start, stop)
+            elif bias is not None:
                 block_bias = biased[:stop - start]
                 xp.multiply(bias[1][h, start:stop, :n], bias[0][h, start:stop, None], out=block_bias)
                 block += block_bias

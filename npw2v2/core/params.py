@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data2vec_audio, wavlm
+from . import conformer, data2vec_audio, wavlm
 from .adapters import attention_adapter_shapes, downsample_shapes
 from .backend import get_xp
 from .config import Config
@@ -44,10 +44,13 @@ def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
         add("encoder.pos_conv_embed.batch_norm", weight=(d,), bias=(d,), running_mean=(d,), running_var=(d,))
     if cfg.model_type == "data2vec-audio":  # a stack of plain convs (npw2v2.core.data2vec_audio)
         shapes.update(data2vec_audio.positional_shapes(cfg))
-    else:
+    elif cfg.model_type != "wav2vec2-conformer":  # the conformer's is never run: optional (npw2v2.core.conformer)
         add("encoder.pos_conv_embed.conv", weight=(d, pos_in, cfg.num_conv_pos_embeddings), bias=(d,))
     add("encoder.layer_norm", weight=(d,), bias=(d,))
     for i in range(cfg.num_hidden_layers):
+        if cfg.model_type == "wav2vec2-conformer":  # conformer blocks (npw2v2.core.conformer)
+            shapes.update(conformer.parameter_shapes(cfg, i))
+            continue
         layer = f"encoder.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             add(f"{layer}.attention.{proj}", weight=(d, d), bias=(d,))
@@ -70,6 +73,8 @@ def optional_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int
         optional.update(training_only_shapes(cfg))
     if cfg.conv_pos_batch_norm:
         optional["encoder.pos_conv_embed.batch_norm.num_batches_tracked"] = ()
+    if cfg.model_type == "wav2vec2-conformer":
+        optional.update(conformer.optional_shapes(cfg))
     return optional
 
 

@@ -35,6 +35,7 @@ from .heads import CTC, FINAL_PROJ, apply_head, kind_of_names, mask_time, perple
 from .lengths import check_long_enough, conv_lengths, frame_lengths, length_mask, sample_lengths_from_mask
 from .ops import FAST, REFERENCE
 from .trace import untraced
+from . import conformer
 from .transformer import encoder, feature_projection
 
 
@@ -101,8 +102,9 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     trace("frame_mask", frame_mask, axes="B T", lengths=per_layer[-1], used=attention_mask is not None)
     valid = None if attention_mask is None else frame_mask
     keep_states = output_hidden_states or cfg.use_weighted_layer_sum  # a weighted layer sum needs them all
-    last, states = encoder(hidden, valid, params["encoder"], cfg, ops, trace, keep_states=keep_states,
-                           padding_leaks=norm_over_padding)
+    run_encoder = conformer.encoder if cfg.model_type == "wav2vec2-conformer" else encoder
+    last, states = run_encoder(hidden, valid, params["encoder"], cfg, ops, trace, keep_states=keep_states,
+                               padding_leaks=norm_over_padding)
     lengths, out_mask = per_layer[-1], frame_mask
     if "adapter" in params:
         last, lengths = downsample(last, lengths, params["adapter"], cfg, ops, masked=valid is not None,

@@ -1,7 +1,7 @@
 """Weights from files: a .safetensors file or a Hugging Face folder to checked parameters.
 
 Tensor names are the Hugging Face state-dict names (``encoder.layers.3.attention.q_proj.weight``),
-with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``wavlm.``, ``unispeech.``, ...) prefix of the task models. The positional conv's weight
+with or without the ``wav2vec2.`` (``hubert.``, ``data2vec_audio.``, ``wavlm.``, ``wav2vec2_conformer.``, ...) prefix of the task models. The positional conv's weight
 norm may come folded (``weight``) or as its two parts (``weight_g``/``weight_v``, or
 ``parametrizations.weight.original0``/``original1`` as recent PyTorch names them); it is
 folded once, at load time. The model object is built above this layer (npw2v2.app.model).
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.adapters import language_shapes
+from ..core.conformer import without_unused
 from ..core.backend import to_device
 from ..core.config import MAX_VOCAB, Config, show
 from ..core.heads import model_kind
@@ -47,7 +48,8 @@ POS_CONV = "encoder.pos_conv_embed.conv."
 
 # The encoder's prefix in each family's task models (Wav2Vec2ForCTC's ``wav2vec2.``, ...): transformers'
 # base_model_prefix of each.
-TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.", "wavlm.")
+TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.", "wavlm.",
+                 "wav2vec2_conformer.")
 
 
 def without_task_prefix(name: str) -> str:
@@ -95,7 +97,7 @@ def check_shapes(shapes: dict[str, tuple], cfg: Config, source: str) -> None:
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
     expected = expected_shapes(cfg, kind)
-    if POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes:
+    if (POS_CONV + "weight_g" in shapes or POS_CONV + "weight_v" in shapes) and POS_CONV + "weight" in expected:
         expected[POS_CONV + "weight_v"] = expected.pop(POS_CONV + "weight")
         expected[POS_CONV + "weight_g"] = (1, 1, cfg.num_conv_pos_embeddings)
     problems = counts + shape_problems(shapes, expected, optional_shapes(cfg, kind))
@@ -409,5 +411,5 @@ def prepare(tensors: dict, cfg: Config, source: str, dtype=np.float32, device: s
     """
     flat = canonical_names({n: np.asarray(v, dtype=dtype) for n, v in tensors.items()})
     check_tensors(flat, cfg, source)
-    flat, bundled = split_languages(fold_positional_weight_norm(flat))
+    flat, bundled = split_languages(without_unused(fold_positional_weight_norm(flat), cfg))
     return unflatten({n: to_device(v, device) for n, v in flat.items()}), bundled
