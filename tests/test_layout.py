@@ -23,7 +23,7 @@ LAYERS = ["core", "io", "app"]  # bottom to top
 THIRD_PARTY = {
     "core": {"numpy"},
     "io": {"numpy", "scipy", "soundfile", "safetensors", "huggingface_hub", "kenlm"},  # the last two optional
-    "app": {"numpy", "scipy", "soundfile", "safetensors", "ray", "torch", "transformers"},
+    "app": {"numpy", "scipy", "soundfile", "safetensors", "ray", "torch", "transformers", "onnxruntime"},  # bench
 }
 BACKEND_ONLY = {"cupy", "cupyx", "scipy"}  # the core's door to other array libraries: backend.py alone
 # The operations that differ between the reference and the fast path (npw2v2.core.ops.Ops).
