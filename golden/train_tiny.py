@@ -133,6 +133,7 @@ def arguments() -> argparse.Namespace:
                         help="also train on this many recordings of digit strings with pauses (every other step)")
     parser.add_argument("--paused-seconds", type=float, nargs=2, default=(4.0, 16.0),
                         help="their lengths (the validation set's: up to twice as long)")
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
     parser.add_argument("--validate", type=int, default=24,
                         help="held-out paused recordings that choose the best checkpoint with the held-out clips")
     return parser.parse_args()
@@ -209,7 +210,7 @@ def main() -> None:
                 chosen = rng.choice(len(paused_train_audio), 4, replace=False)
                 train_on([paused_train_audio[k] for k in chosen], [paused_train_jobs[k]["text"] for k in chosen])
             out_of_time = time.time() - train_start > 60 * args.minutes
-            if step % 250 == 0 or out_of_time:
+            if step % args.eval_every == 0 or out_of_time:
                 done = evaluate(loss) <= args.target_wer or out_of_time
                 if done:
                     break
@@ -266,7 +267,8 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
                    f"--test {args.test} --seed {args.seed} --lr {args.lr:g}"
                    + (f" --init {args.init}" if args.init else "") + (" --speed-perturb" if args.speed_perturb else "")
                    + (f" --paused {args.paused} --paused-seconds {args.paused_seconds[0]:g} {args.paused_seconds[1]:g}"
-                      f" --validate {args.validate}" if args.paused else ""),
+                      f" --validate {args.validate}" if args.paused else "")
+                   + (f" --eval-every {args.eval_every}" if args.eval_every != 250 else ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__,
                      "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,
