@@ -33,8 +33,8 @@ from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fairseq_fixtures import (LETTER_DICTIONARY, extra_state, finetuning_args, finetuning_task,  # noqa: E402
-                              optimizer_history, quiet, randomize, versions)
+from fairseq_fixtures import (LETTER_DICTIONARY, ctc_logits, each_alone, extra_state, finetuning_args,  # noqa: E402
+                              finetuning_task, optimizer_history, quiet, randomize, versions)
 from signals import speech_like_batch  # noqa: E402
 
 from fairseq import checkpoint_utils  # noqa: E402
@@ -115,19 +115,6 @@ def make_ctc(pretrained: str) -> tuple[torch.nn.Module, dict]:
 
 
 @torch.no_grad()
-def record_ctc(model) -> dict:
-    """conformer_ctc.CASE.logits: the CTC logits [1, T, V], each input alone."""
-    batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
-    arrays = {}
-    for i, n in enumerate(LENGTHS):
-        case = "single" if i == 0 else f"alone.{i}"
-        arrays[f"conformer_ctc.{case}.input_values"] = batch[i:i + 1, :n]
-        out = model.w2v_encoder(source=torch.from_numpy(batch[i:i + 1, :n]), padding_mask=None)
-        arrays[f"conformer_ctc.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
-
-
-@torch.no_grad()
 def record(name: str, model: Wav2Vec2Model) -> dict:
     """NAME.CASE.STAGE arrays: each input alone ("single" the longest), every block's output and the last state."""
     batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
@@ -156,7 +143,7 @@ def main() -> None:
             arrays.update(record(name, model))
             configs[name] = {"fields": FIXTURES[name], "cfg": plain, "names": sorted(model.state_dict())}
         model, plain = make_ctc("conformer_rel_pos")
-        arrays.update(record_ctc(model))
+        arrays.update(ctc_logits("conformer_ctc", model, each_alone(LENGTHS, INPUT_SEED)))
         configs["conformer_ctc"] = {"fine_tuned_from": "conformer_rel_pos", "cfg": plain,
                                     "names": sorted(model.state_dict())}
         shutil.rmtree(OUT, ignore_errors=True)

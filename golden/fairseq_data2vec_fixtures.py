@@ -34,9 +34,8 @@ from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fairseq_fixtures import (LETTER_DICTIONARY, extra_state, finetuning_args, finetuning_task, optimizer_history,  # noqa: E402
-                              quiet, randomize, versions)
-from signals import speech_like_batch  # noqa: E402
+from fairseq_fixtures import (LETTER_DICTIONARY, ctc_logits, each_alone, extra_state, finetuning_args,  # noqa: E402
+                              finetuning_task, optimizer_history, quiet, randomize, versions)
 
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
@@ -92,32 +91,16 @@ def make_ctc(pretrained: str) -> tuple[torch.nn.Module, dict]:
     return model.eval(), state["cfg"]
 
 
-def inputs():
-    """(name of the case, [1, n] input) for each input alone; "single" is the longest."""
-    batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
-    return [("single" if i == 0 else f"alone.{i}", batch[i:i + 1, :n]) for i, n in enumerate(LENGTHS)]
-
-
 @torch.no_grad()
 def record_pretrained(name: str, model: Data2VecAudioModel) -> dict:
     arrays = {}
-    for case, x in inputs():
+    for case, x in each_alone(LENGTHS, INPUT_SEED):
         source = torch.from_numpy(x)
         arrays[f"{name}.{case}.input_values"] = x
         arrays[f"{name}.{case}.last_hidden_state"] = model.extract_features(source, None)["x"].numpy()
         for layer in range(1, len(model.encoder.layers) + 1):
             out = model.extract_features(source, None, layer=layer - 1)["x"]  # forward stops after layer index N - 1
             arrays[f"{name}.{case}.hidden_states.{layer}"] = out.numpy()
-    return arrays
-
-
-@torch.no_grad()
-def record_ctc(model) -> dict:
-    arrays = {}
-    for case, x in inputs():
-        arrays[f"data2vec_ctc.{case}.input_values"] = x
-        out = model.w2v_encoder(source=torch.from_numpy(x), padding_mask=None)
-        arrays[f"data2vec_ctc.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
     return arrays
 
 
@@ -132,7 +115,7 @@ def main() -> None:
             model, configs[name] = make_pretrained(name)
             arrays.update(record_pretrained(name, model))
         model, configs["data2vec_ctc"] = make_ctc("data2vec_for_ctc")
-        arrays.update(record_ctc(model))
+        arrays.update(ctc_logits("data2vec_ctc", model, each_alone(LENGTHS, INPUT_SEED)))
         shutil.rmtree(OUT, ignore_errors=True)
         OUT.mkdir(parents=True)
         for name in ("data2vec_pretrained", "data2vec_ctc"):

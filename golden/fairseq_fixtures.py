@@ -407,6 +407,24 @@ def configs(stored, model_cfg) -> dict:
 
 # --- inputs and activations ------------------------------------------------------------------
 
+def each_alone(lengths: list[int], seed: int) -> list[tuple[str, np.ndarray]]:
+    """(case, [1, n] input) of signals.speech_like_batch's inputs, each alone: "single" the first, then "alone.i"."""
+    batch, _ = speech_like_batch(lengths, seed)
+    return [("single" if i == 0 else f"alone.{i}", batch[i:i + 1, :n]) for i, n in enumerate(lengths)]
+
+
+@torch.no_grad()
+def ctc_logits(name: str, model, inputs: list[tuple[str, np.ndarray]]) -> dict:
+    """NAME.CASE.input_values and NAME.CASE.logits [1, T, V] of a fine-tuned fairseq model (its
+    w2v_encoder, as fairseq's inference runs it), for each (case, input) of ``inputs``."""
+    arrays = {}
+    for case, x in inputs:
+        arrays[f"{name}.{case}.input_values"] = x
+        out = model.w2v_encoder(source=torch.from_numpy(x), padding_mask=None)
+        arrays[f"{name}.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+
 def make_inputs(lengths: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The recorded batch and its padding mask, True = padding (fairseq's convention)."""
     batch, mask = speech_like_batch(lengths, seed)

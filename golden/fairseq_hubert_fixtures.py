@@ -32,8 +32,8 @@ from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fairseq_fixtures import (extra_state, optimizer_history, parse_training_args, quiet, randomize,  # noqa: E402
-                              versions)
+from fairseq_fixtures import (ctc_logits, each_alone, extra_state, optimizer_history, parse_training_args,  # noqa: E402
+                              quiet, randomize, versions)
 from signals import speech_like_batch  # noqa: E402
 
 from fairseq import checkpoint_utils  # noqa: E402
@@ -132,19 +132,6 @@ def make_fine_tuned(pretrained: str) -> tuple[HubertCtc, dict]:
 
 
 @torch.no_grad()
-def record_fine_tuned(model: HubertCtc) -> dict:
-    """hubert_ctc.CASE.logits: HubertCtc's CTC logits [1, T, V], each input alone."""
-    batch, _ = speech_like_batch(LENGTHS, INPUT_SEED)
-    arrays = {}
-    for i, n in enumerate(LENGTHS):
-        case = "single" if i == 0 else f"alone.{i}"
-        arrays[f"hubert_ctc.{case}.input_values"] = batch[i:i + 1, :n]
-        out = model.w2v_encoder(source=torch.from_numpy(batch[i:i + 1, :n]), padding_mask=None)
-        arrays[f"hubert_ctc.{case}.logits"] = out["encoder_out"].transpose(0, 1).numpy()  # fairseq's [T, B, V]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
-
-
-@torch.no_grad()
 def record(name: str, model: HubertModel) -> dict:
     """NAME.CASE.STAGE arrays: each input alone ("single" the longest), every layer and final_proj."""
     batch, mask = speech_like_batch(LENGTHS, INPUT_SEED)
@@ -171,7 +158,7 @@ def main() -> None:
         arrays.update(record(name, model))
         configs[name] = {"fields": FIXTURES[name], "label_sets": LABEL_SETS[name], "cfg": plain}
     fine_tuned, plain = make_fine_tuned("hubert_pretrained")
-    arrays.update(record_fine_tuned(fine_tuned))
+    arrays.update(ctc_logits("hubert_ctc", fine_tuned, each_alone(LENGTHS, INPUT_SEED)))
     configs["hubert_ctc"] = {"fine_tuned_from": "hubert_pretrained", "letters": LETTERS, "cfg": plain}
     save_file(arrays, str(OUT / "activations.safetensors"))
     manifest = {"command": "python golden/fairseq_hubert_fixtures.py", "versions": versions(),
