@@ -95,7 +95,7 @@ def metadata_of(checkpoint: Checkpoint) -> dict[str, str]:
         metadata["vocab"] = json.dumps(checkpoint.vocab)
     if checkpoint.preprocessor is not None:
         metadata["preprocessor"] = json.dumps(checkpoint.preprocessor, sort_keys=True)
-    metadata.update({k: json.dumps(v, sort_keys=True) for k, v in checkpoint.extra.items()})
+    metadata.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in checkpoint.extra.items()})
     return metadata
 
 

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 from npw2v2 import __version__
-from npw2v2.io.hub import locate
+from npw2v2.io.hub import LM_METADATA, locate
 from npw2v2.io.outputs import file_error, output_problem, with_contents
 from npw2v2.io.weights import SPEAKER_THRESHOLD, CheckpointError, speaker_threshold
 
 from .checkpoint import DTYPES, convert
 from .errors import ConversionError
+from .lm import copy_beside, lm_reference, source_lm
 
 
 def read_source(src: Path, dict_path: Path | None, languages: list[str] | None = None):
@@ -48,6 +49,11 @@ def main(argv=None) -> int:
     parser.add_argument("--speaker-threshold", type=float, metavar="T",
                         help="speaker verification models (x-vector heads): the cosine score from which "
                              "'npw2v2 similarity' says 'same speaker', kept in the file's metadata")
+    parser.add_argument("--lm", metavar="LM",
+                        help="a word n-gram language model to go with the model: an .arpa / .arpa.gz file, a KenLM "
+                             "binary or a language_model/ folder, copied beside OUT, or a hub id; the file's "
+                             "metadata names it, for 'npw2v2 transcribe --lm'. By default a Hugging Face folder's "
+                             "own language_model/, if it has one")
     parser.add_argument("--version", action="version", version=f"npw2v2-convert {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -65,12 +71,18 @@ def main(argv=None) -> int:
     if problem:
         print(f"npw2v2-convert: error: {args.out}: {problem}", file=sys.stderr)
         return 1
+    lm = args.lm if args.lm is not None else source_lm(args.src)
     try:
         start = time.perf_counter()
         print(f"reading {args.src}", file=sys.stderr, flush=True)
         checkpoint = read_source(args.src, args.dict_path, args.languages)
         if args.speaker_threshold is not None:
             checkpoint.extra[SPEAKER_THRESHOLD] = args.speaker_threshold
+        if lm is not None:
+            checkpoint.extra[LM_METADATA], lm_copy = lm_reference(str(lm), args.out)
+            if lm_copy is not None:
+                print(f"copying the language model {lm_copy} beside the model", file=sys.stderr, flush=True)
+                copy_beside(lm_copy, args.out)
         print(f"writing {args.out}", file=sys.stderr, flush=True)
         summary = convert(checkpoint, str(args.src), args.out, dtype=args.dtype)
     except ConversionError as e:
@@ -90,6 +102,8 @@ def main(argv=None) -> int:
           f"{summary.parameters:,} parameters{vocab}")
     if summary.languages:
         print(f"bundled the adapters and CTC heads of {len(summary.languages)} languages: {', '.join(summary.languages)}")
+    if lm is not None:
+        print(f"language model: {checkpoint.extra[LM_METADATA]} (npw2v2 transcribe --lm uses it)")
     size = summary.output.stat().st_size / 1e6
     print(f"wrote {summary.output} ({args.dtype}, {size:.1f} MB), read back and checked tensor by tensor "
           f"in {time.perf_counter() - start:.1f} s")

@@ -13,7 +13,8 @@ Two sets of logits over the bundled model's 32-token vocabulary (wav2vec2-base-9
   others and some words the LM does not know; the LM (``letters.arpa``, a 3-gram written here
   from 2000 sentences of the same chain) has to fix them;
 - ``digits``: the bundled model's own logits (npw2v2, this environment) on the first 100
-  held-out clips of golden/data/tiny_digits, with a 3-gram LM of random digit strings.
+  held-out clips of golden/data/tiny_digits, with a 3-gram LM of random digit strings, written
+  here into npw2v2/bundled/digits.arpa: the LM shipped with the bundled model.
 
 Logits are stored as float16 and read back as float32 by both decoders, so they see the same
 numbers. For each set and each of the SETTINGS, pyctcdecode's ``build_ctcdecoder`` (ARPA through
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import npw2v2  # noqa: E402
 
 OUT = ROOT / "golden" / "data" / "ctcdecode"
+BUNDLED_LM = ROOT / "npw2v2" / "bundled" / "digits.arpa"
 SEED = 2024
 VOCAB = npw2v2.load(ROOT / "npw2v2" / "bundled" / "digits.safetensors").id_to_token  # <pad> <s> </s> <unk> | E T A ...
 WORDS = ("THE OF AND TO IN IS YOU THAT IT HE WAS FOR ON ARE AS WITH HIS THEY AT BE THIS HAVE FROM OR ONE HAD BY "
@@ -171,7 +173,7 @@ def letters_set(rng: np.random.RandomState):
 
 def digits_set(rng: np.random.RandomState):
     corpus = [[DIGITS[d] for d in rng.randint(0, 10, rng.randint(1, 9))] for _ in range(3000)]
-    write_arpa(corpus, 3, OUT / "digits.arpa")
+    write_arpa(corpus, 3, BUNDLED_LM)  # shipped with the bundled model: its own LM (transcribe --lm)
     folder = ROOT / "golden" / "data" / "tiny_digits"
     held_out = json.loads((folder / "held_out.json").read_text())[:100]
     model = npw2v2.load(ROOT / "npw2v2" / "bundled" / "digits.safetensors")
@@ -228,13 +230,14 @@ def main() -> None:
     sets = {"letters": letters_set(rng), "digits": digits_set(rng)}
     stored, decoded, texts = {}, {}, {}
     scores = {"letters": kenlm_scores(OUT / "letters.arpa", WORDS + UNKNOWN_WORDS + ["<s>", "</s>", "<unk>"], rng),
-              "digits": kenlm_scores(OUT / "digits.arpa", DIGITS + ["TEN"], rng)}
+              "digits": kenlm_scores(BUNDLED_LM, DIGITS + ["TEN"], rng)}
     for name, (logits, spoken) in sets.items():
         logits = [x.astype(np.float16) for x in logits]
         stored.update({f"{name}.{i}": x for i, x in enumerate(logits)})
         texts[name] = spoken
         as_read = [x.astype(np.float32) for x in logits]
-        decoded[name] = {setting: decode(as_read, OUT / f"{name}.arpa", options) for setting, options in SETTINGS.items()}
+        arpa = BUNDLED_LM if name == "digits" else OUT / f"{name}.arpa"
+        decoded[name] = {setting: decode(as_read, arpa, options) for setting, options in SETTINGS.items()}
     save_file(stored, str(OUT / "logits.safetensors"))
     (OUT / "decoded.json").write_text(json.dumps({"spoken": texts, "decoded": decoded, "kenlm": scores}) + "\n")
     manifest = {"command": "/work/venv-ctcdecode/bin/python golden/record_ctcdecode.py", "seed": SEED,

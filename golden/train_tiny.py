@@ -23,14 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import transformers
-from scipy.signal import resample_poly
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,18 +37,13 @@ from npw2v2.app.metrics import word_error_rate  # noqa: E402
 from npw2v2.app.torch_bridge import transformers_model  # noqa: E402
 from npw2v2.io.weights import read_safetensors  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "golden"))
+from digits_data import (ACCENTS, RATE, TEST_VARIANTS, TRAIN_VARIANTS, degrade, paused_jobs,  # noqa: E402
+                         perturb_speed, synthesize, synthesize_paused, utterances)
+
 OUT = ROOT / "golden" / "data" / "tiny_digits"
 BUNDLED = ROOT / "npw2v2" / "bundled" / "digits.safetensors"
-DIGITS = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"]
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]  # wav2vec2-base-960h's layout
-ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
-TRAIN_VARIANTS = [f"m{i}" for i in (1, 2, 3, 4, 5, 6, 8)] + [f"f{i}" for i in (1, 2, 3, 4)] + [
-    "Alex", "Alicia", "Andrea", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb", "david",
-    "ed", "edward", "Gene", "Henrique", "Hugo", "iven", "Jacky", "john", "Lee", "linda", "Marco", "Mario", "max",
-    "Michael", "Mike", "norbert", "paul", "pedro", "quincy", "rob", "sandro", "shelby", "travis", "victor",
-    "zac", "klatt", "klatt2", "klatt3"]
-TEST_VARIANTS = ["m7", "f5", "Andy", "Denis", "robert", "steph", "edward2", "gustave", "michel", "adam", "anika"]
-RATE = 16000
 MODEL = dict(
     vocab_size=len(VOCAB), hidden_size=144, num_hidden_layers=3, num_attention_heads=4, intermediate_size=576,
     conv_dim=[64] * 7, conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
@@ -65,46 +58,7 @@ PREPROCESSOR = {"do_normalize": True, "feature_extractor_type": "Wav2Vec2Feature
 
 
 # ---------------------------------------------------------------------------
-# Data
-
-
-def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """espeak-ng's rendering of the text at 16 kHz, float32 in [-1, 1]."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
-                       check=True, capture_output=True)
-        x, rate = sf.read(f.name, dtype="float32")
-    g = math.gcd(rate, RATE)
-    return resample_poly(x, RATE // g, rate // g).astype(np.float32)
-
-
-def utterances(count: int, variants: list[str], seed: int) -> list[dict]:
-    """Random digit strings with random voices, speeds and pitches, as synthesis jobs."""
-    rng = random.Random(seed)
-    jobs = []
-    for _ in range(count):
-        words = [rng.choice(DIGITS) for _ in range(rng.randint(1, 7))]
-        voice = f"{rng.choice(ACCENTS)}+{rng.choice(variants)}"
-        jobs.append({"text": " ".join(words), "voice": voice, "speed": rng.randint(120, 220),
-                     "pitch": rng.randint(20, 80)})
-    return jobs
-
-
-def synthesize(jobs: list[dict]) -> list[np.ndarray]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda j: speak(j["text"].lower(), j["voice"], j["speed"], j["pitch"]), jobs))
-
-
-def degrade(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """Random gain (peak 0.2-0.95) and light white noise (25-45 dB below the speech)."""
-    x = x / max(1e-6, np.abs(x).max()) * rng.uniform(0.2, 0.95)
-    noise = rng.standard_normal(x.size) * np.sqrt(np.mean(x**2)) * 10 ** (-rng.uniform(25, 45) / 20)
-    return (x + noise).astype(np.float32)
-
-
-def perturb_speed(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """Play the clip between 10% slower and 10% faster (which shifts its pitch too)."""
-    return resample_poly(x, 100, rng.randint(90, 111)).astype(np.float32)
+# Batches
 
 
 def labels(text: str) -> list[int]:
@@ -164,7 +118,7 @@ def wer(model, audio, texts) -> float:
 # Training
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--train", type=int, default=6000, help="training utterances")
@@ -175,7 +129,28 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--speed-perturb", action="store_true",
                         help="also play training clips 10%% faster or slower, at random")
-    args = parser.parse_args()
+    parser.add_argument("--paused", type=int, default=0,
+                        help="also train on this many recordings of digit strings with pauses (every other step)")
+    parser.add_argument("--paused-seconds", type=float, nargs=2, default=(4.0, 16.0),
+                        help="their lengths (the validation set's: up to twice as long)")
+    parser.add_argument("--validate", type=int, default=24,
+                        help="held-out paused recordings that choose the best checkpoint with the held-out clips")
+    return parser.parse_args()
+
+
+def paused_sets(args, rng: np.random.RandomState):
+    """Training and validation recordings with pauses (clean training audio: degraded per step)."""
+    if not args.paused:
+        return [], [], [], []
+    low, high = args.paused_seconds
+    train_jobs = paused_jobs(args.paused, TRAIN_VARIANTS, args.seed + 2, (low, high))
+    valid_jobs = paused_jobs(args.validate, TEST_VARIANTS, args.seed + 3, (low, 2 * high))
+    valid_audio = [degrade(x, rng) for x in synthesize_paused(valid_jobs)]
+    return train_jobs, synthesize_paused(train_jobs), valid_audio, [j["text"] for j in valid_jobs]
+
+
+def main() -> None:
+    args = arguments()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     start = time.time()
@@ -185,7 +160,9 @@ def main() -> None:
     rng = np.random.RandomState(args.seed)
     test_audio = [degrade(x, rng) for x in test_audio]
     test_texts = [j["text"] for j in test_jobs]
-    print(f"synthesised {len(train_audio)} + {len(test_audio)} utterances in {time.time() - start:.0f} s", flush=True)
+    paused_train_jobs, paused_train_audio, valid_audio, valid_texts = paused_sets(args, rng)
+    print(f"synthesised {len(train_audio)} + {len(test_audio)} utterances and {len(paused_train_audio)} + "
+          f"{len(valid_audio)} recordings with pauses in {time.time() - start:.0f} s", flush=True)
 
     if args.init:
         model = transformers_model(Wav2Vec2ForCTC, MODEL, read_safetensors(args.init)[0]).train()
@@ -196,14 +173,27 @@ def main() -> None:
     log, best, step, train_start = [], (math.inf, None), 0, time.time()
 
     def evaluate(loss) -> float:
+        """Held-out WER (clips and paused recordings, all words together); keeps the best checkpoint."""
         nonlocal best
-        error = wer(model, test_audio, test_texts)
-        log.append({"step": step, "minutes": round((time.time() - train_start) / 60, 1),
-                    "loss": round(loss, 4), "held_out_wer": round(error, 4)})
+        texts, heard = test_texts + valid_texts, transcribe(model, test_audio + valid_audio)
+        error = word_error_rate(texts, heard)
+        log.append({"step": step, "minutes": round((time.time() - train_start) / 60, 1), "loss": round(loss, 4),
+                    "held_out_wer": round(word_error_rate(test_texts, heard[:len(test_texts)]), 4)})
+        if valid_texts:
+            log[-1]["paused_wer"] = round(word_error_rate(valid_texts, heard[len(test_texts):]), 4)
         print(json.dumps(log[-1]), flush=True)
         if error < best[0]:
             best = (error, {k: v.clone() for k, v in model.state_dict().items()})
         return error
+
+    def train_on(clips: list[np.ndarray], texts: list[str]) -> float:
+        x, mask, y = batch([degrade(c, rng) for c in clips], texts)
+        loss = model(x, attention_mask=mask, labels=y).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        return loss.item()
 
     done, loss = False, math.nan
     if args.init:
@@ -214,13 +204,10 @@ def main() -> None:
         for i in range(0, len(order) - 7, 8):
             chosen = order[i:i + 8]
             clips = [perturb_speed(train_audio[k], rng) if args.speed_perturb else train_audio[k] for k in chosen]
-            x, mask, y = batch([degrade(c, rng) for c in clips], [train_jobs[k]["text"] for k in chosen])
-            loss = model(x, attention_mask=mask, labels=y).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            loss, step = loss.item(), step + 1
+            loss, step = train_on(clips, [train_jobs[k]["text"] for k in chosen]), step + 1
+            if paused_train_audio:  # four recordings with pauses after every batch of clips
+                chosen = rng.choice(len(paused_train_audio), 4, replace=False)
+                train_on([paused_train_audio[k] for k in chosen], [paused_train_jobs[k]["text"] for k in chosen])
             out_of_time = time.time() - train_start > 60 * args.minutes
             if step % 250 == 0 or out_of_time:
                 done = evaluate(loss) <= args.target_wer or out_of_time
@@ -277,7 +264,9 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
     manifest = {
         "command": f"python golden/train_tiny.py --minutes {args.minutes:g} --train {args.train} "
                    f"--test {args.test} --seed {args.seed} --lr {args.lr:g}"
-                   + (f" --init {args.init}" if args.init else "") + (" --speed-perturb" if args.speed_perturb else ""),
+                   + (f" --init {args.init}" if args.init else "") + (" --speed-perturb" if args.speed_perturb else "")
+                   + (f" --paused {args.paused} --paused-seconds {args.paused_seconds[0]:g} {args.paused_seconds[1]:g}"
+                      f" --validate {args.validate}" if args.paused else ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__,
                      "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,

@@ -140,6 +140,7 @@ def _asarray(a, dtype=None) -> DeviceArray:
 device = _Namespace(
     lib=types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
         sliding_window_view=_on_device(np.lib.stride_tricks.sliding_window_view))),
+    fft=types.SimpleNamespace(rfft=_on_device(np.fft.rfft)),  # cupy.fft.rfft (w2v-BERT's filter banks)
     asarray=_asarray,
     finfo=np.finfo,
     erf=_on_device(scipy.special.erf),  # NumPy has none; CuPy's is cupyx.scipy.special.erf

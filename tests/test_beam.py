@@ -11,12 +11,14 @@ from safetensors.numpy import load_file
 import npw2v2
 from golden import GOLDEN
 from npw2v2.app import beam
+from npw2v2.app.cli import BUNDLED_LM, DEFAULT_MODEL
 from npw2v2.app.beam import Hotwords, LMScorer, alphabet, beam_search, log_softmax
 from npw2v2.io.ngram import LanguageModelError, NGramModel, load_ngram_model, read_arpa, read_lm_folder
 
 CTCDECODE = GOLDEN / "ctcdecode"
 MANIFEST = json.loads((CTCDECODE / "manifest.json").read_text())
 RECORDED = json.loads((CTCDECODE / "decoded.json").read_text())
+ARPAS = {"letters": CTCDECODE / "letters.arpa", "digits": BUNDLED_LM}  # the LMs the recordings used
 CASES = [(name, setting) for name in ("letters", "digits") for setting in MANIFEST["settings"]]
 
 
@@ -44,7 +46,7 @@ def relative(a: float, b: float) -> float:
 def test_every_utterance_decodes_as_pyctcdecode_decodes_it(logits, name, setting):
     """Same best transcript, word frames and number of beams; scores to KenLM's float32 sums."""
     labels = alphabet(MANIFEST["vocabulary"])
-    options = decoder_options(MANIFEST["settings"][setting], CTCDECODE / f"{name}.arpa")
+    options = decoder_options(MANIFEST["settings"][setting], ARPAS[name])
     recorded = RECORDED["decoded"][name][setting]
     different, worst = [], 0.0
     for i, ref in enumerate(recorded):
@@ -63,7 +65,7 @@ def test_every_utterance_decodes_as_pyctcdecode_decodes_it(logits, name, setting
 
 @pytest.mark.parametrize("name", ["letters", "digits"])
 def test_arpa_scores_are_kenlms(name):
-    model = read_arpa(CTCDECODE / f"{name}.arpa")
+    model = read_arpa(ARPAS[name])
     for query in RECORDED["kenlm"][name]:
         context, ours = model.begin_sentence(), []
         for word in query["words"] + ["</s>"]:
@@ -212,7 +214,7 @@ def test_transcribe_with_the_lm_gives_pyctcdecodes_transcripts_of_the_held_out_c
     """The model's logits computed here (not the recorded float16 ones): the same text for at least 99 of 100."""
     held_out = json.loads((GOLDEN / "tiny_digits" / "held_out.json").read_text())[:100]
     files = [GOLDEN / "tiny_digits" / "held_out" / item["file"] for item in held_out]
-    ours = [r.text for r in bundled.transcribe(files, lm=CTCDECODE / "digits.arpa")]
+    ours = [r.text for r in bundled.transcribe(files, lm=BUNDLED_LM)]
     theirs = [r["text"] for r in RECORDED["decoded"]["digits"]["lm"]]
     assert sum(a == b for a, b in zip(ours, theirs)) >= 99
     assert ours != [r.text for r in bundled.transcribe(files)]  # the LM changed something (greedy: 90 right, LM: 96)
@@ -236,7 +238,7 @@ def test_a_long_input_is_decoded_once_over_all_its_windows_frames(bundled, tmp_p
             seen.append(np.array(logits))
             return super().decode(logits)
 
-    decoder = bundled.beam_decoder(CTCDECODE / "digits.arpa", beam_width=20)
+    decoder = bundled.beam_decoder(BUNDLED_LM, beam_width=20)
     watched = Watched(decoder.labels, decoder.lm, decoder.hotwords, beam_width=20)
     whole = bundled.transcribe([tmp_path / "long.flac"], decoder=watched, chunk_seconds=60, timestamps=True)[0]
     windowed = bundled.transcribe([tmp_path / "long.flac"], decoder=watched, chunk_seconds=2, timestamps=True)[0]
@@ -251,7 +253,7 @@ def test_a_long_input_is_decoded_once_over_all_its_windows_frames(bundled, tmp_p
 def test_transcribe_lm_on_the_command_line(capsys):
     from npw2v2.app.cli import main
 
-    assert main(["transcribe", "--examples", "--lm", str(CTCDECODE / "digits.arpa"), "--alpha", "0.8",
+    assert main(["transcribe", "--examples", "--lm", str(BUNDLED_LM), "--alpha", "0.8",
                  "--hotwords", "SEVEN", "-f", "json", "--timestamps"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["text"] for line in lines] == ["EIGHT", "NINE ONE", "SEVEN SIX THREE ONE", "ZERO EIGHT THREE SEVEN"]
@@ -276,3 +278,111 @@ def test_transcribe_lm_mistakes_are_one_line(capsys, arguments, message):
     assert main(["transcribe", "--examples", *arguments]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------
+# The language model a model comes with: npw2v2-convert --lm, transcribe --lm alone
+
+
+def convert_with_lm(tmp_path, *lm_arguments, src=None, name="m.safetensors"):
+    from convert.cli import main as convert_main
+
+    out = tmp_path / "out" / name
+    out.parent.mkdir(exist_ok=True)
+    status = convert_main([str(src or GOLDEN / "tiny_ctc"), str(out), *lm_arguments])
+    return status, out
+
+
+def test_the_converter_copies_an_lm_beside_the_model_and_names_it(tmp_path):
+    status, out = convert_with_lm(tmp_path, "--lm", str(CTCDECODE / "letters.arpa"))
+    assert status == 0
+    model = npw2v2.load(out)
+    assert model.metadata["language_model"] == "letters.arpa"
+    assert model.language_model == str(out.parent / "letters.arpa")
+    assert (out.parent / "letters.arpa").read_bytes() == (CTCDECODE / "letters.arpa").read_bytes()
+    assert convert_with_lm(tmp_path, "--lm", str(CTCDECODE / "letters.arpa"))[0] == 0  # the same file again: fine
+
+
+def test_the_converter_brings_a_hugging_face_folders_language_model(tmp_path):
+    import shutil
+
+    src = tmp_path / "repo"
+    shutil.copytree(GOLDEN / "tiny_ctc", src)
+    (src / "language_model").mkdir()
+    shutil.copy(CTCDECODE / "letters.arpa", src / "language_model")
+    (src / "language_model" / "attrs.json").write_text('{"alpha": 0.7, "beta": 2.0}')
+    status, out = convert_with_lm(tmp_path, src=src)
+    assert status == 0
+    model = npw2v2.load(out)
+    assert model.language_model == str(out.parent / "language_model")
+    assert (out.parent / "language_model" / "attrs.json").is_file()
+    assert npw2v2.load(src).language_model == str(src / "language_model")  # the folder itself, loaded as it is
+    lm = beam.load_lm(model.language_model)
+    assert (lm.alpha, lm.beta) == (0.7, 2.0)
+
+
+def test_the_converter_names_a_hub_id_without_copying(tmp_path):
+    status, out = convert_with_lm(tmp_path, "--lm", "patrickvonplaten/wav2vec2-base-100h-with-lm")
+    assert status == 0
+    assert npw2v2.load(out).language_model == "patrickvonplaten/wav2vec2-base-100h-with-lm"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: "missing.arpa", "--lm missing.arpa: no such file or folder"),
+    (lambda d: str(CTCDECODE / "manifest.json"), "not a language model file"),
+    (lambda d: str(d), "a language model folder holds one .arpa or KenLM .bin file; found none"),
+    (lambda d: (d / "out" / "letters.arpa").write_text("other") and str(CTCDECODE / "letters.arpa"),
+     "letters.arpa exists and holds something else"),
+])
+def test_the_converter_refuses_a_bad_lm_and_writes_nothing(tmp_path, capsys, make, message):
+    (tmp_path / "out").mkdir()
+    status, out = convert_with_lm(tmp_path, "--lm", make(tmp_path))
+    err = capsys.readouterr().err
+    assert status == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_model_file_finds_the_arpa_of_its_name_beside_it(tmp_path):
+    import shutil
+
+    shutil.copy(DEFAULT_MODEL, tmp_path / "digits.safetensors")
+    assert npw2v2.load(tmp_path / "digits.safetensors").language_model is None
+    shutil.copy(BUNDLED_LM, tmp_path / "digits.arpa")
+    assert npw2v2.load(tmp_path / "digits.safetensors").language_model == str(tmp_path / "digits.arpa")
+    assert npw2v2.load(DEFAULT_MODEL).language_model == str(BUNDLED_LM)
+
+
+@pytest.mark.parametrize("name", ["../letters.arpa", "/etc/passwd", "a/b/c", ".."])
+def test_a_model_files_lm_name_elsewhere_is_refused(tmp_path, capsys, name):
+    """The metadata is untrusted: it may name a file beside the model or a hub id, nothing else."""
+    from safetensors.numpy import save_file
+
+    from npw2v2.app.cli import main
+    from npw2v2.io.weights import CheckpointError, read_safetensors
+
+    tensors, metadata = read_safetensors(DEFAULT_MODEL)
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={**metadata, "language_model": name})
+    with pytest.raises(CheckpointError, match="language_model in the metadata must be a plain name"):
+        npw2v2.load(tmp_path / "m.safetensors").language_model
+    assert main(["transcribe", "--examples", "-m", str(tmp_path / "m.safetensors"), "--lm"]) == 2
+    err = capsys.readouterr().err
+    assert "language_model in the metadata must be a plain name" in err and len(err.strip().splitlines()) == 1
+
+
+def test_transcribe_lm_alone_is_the_models_own(capsys):
+    from npw2v2.app.cli import main
+
+    assert main(["transcribe", "--examples", "-f", "json", "--lm", "--beam-width", "7"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["transcribe", "--examples", "-f", "json", "--lm", str(BUNDLED_LM), "--beam-width", "7"]) == 0
+    assert alone == capsys.readouterr().out and alone.count('"text"') == 4
+
+
+def test_transcribe_lm_alone_with_a_model_without_one_is_one_line(capsys, tmp_path):
+    from npw2v2.app.cli import main
+
+    assert main(["transcribe", "--examples", "-m", str(GOLDEN / "tiny_ctc"), "--lm"]) == 2
+    err = capsys.readouterr().err
+    assert "comes with no language model (npw2v2-convert --lm gives it one)" in err
+    assert len(err.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ import corpus  # beside the tests
 
 import npw2v2
 from npw2v2.app import distributed, journal
-from npw2v2.app.cli import DEFAULT_MODEL, main
+from npw2v2.app.cli import BUNDLED_LM, DEFAULT_MODEL, main
 
 # Workers unpickle the test's dying worker class: send it by value, as its module is not installed.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -126,7 +126,7 @@ def test_ray_engine_beam_search_with_an_lm_writes_what_the_local_engine_writes(r
     """Each worker reads the LM itself; the settings go into the journal."""
     from golden import GOLDEN
 
-    beam = ["--lm", str(GOLDEN / "ctcdecode" / "digits.arpa"), "--hotwords", "SEVEN", "--beam-width", "20"]
+    beam = ["--lm", str(BUNDLED_LM), "--hotwords", "SEVEN", "--beam-width", "20"]
     outputs = {}
     for engine in ("local", "ray"):
         out = tmp_path_factory.mktemp(f"lm-{engine}")

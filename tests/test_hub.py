@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "golden" / "data"
 BUNDLED = ROOT / "npw2v2" / "bundled" / "digits.safetensors"
 CLIP = ROOT / "npw2v2" / "bundled" / "examples" / "eight.flac"
+BUNDLED_LM = ROOT / "npw2v2" / "bundled" / "digits.arpa"
 COMMIT_1, COMMIT_2 = "1" * 40, "2" * 40
 
 
@@ -250,7 +251,7 @@ def test_an_lm_by_hub_id_is_the_language_model_folder_of_its_snapshot(cache, cap
     """transcribe --lm ORG/NAME: a Wav2Vec2ProcessorWithLM repository in the cache, read as it is."""
     from npw2v2.app.cli import main
 
-    lm = GOLDEN / "ctcdecode" / "digits.arpa"
+    lm = BUNDLED_LM
     cache_model(cache, "someone/digits-with-lm", {**digits_files(), "language_model/digits.arpa": lm.read_bytes(),
                                                    "language_model/attrs.json": b'{"alpha": 0.5, "beta": 1.5}',
                                                    "language_model/unigrams.txt": b"EIGHT\nNINE\n"}, COMMIT_1)

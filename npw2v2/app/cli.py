@@ -31,6 +31,8 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".a
 FORMATS = {"text": "txt", "tsv": "tsv", "json": "json", "srt": "srt"}
 BUNDLED = Path(__file__).resolve().parents[1] / "bundled"
 DEFAULT_MODEL = BUNDLED / "digits.safetensors"  # the bundled model: spoken digits, synthetic voices
+BUNDLED_LM = BUNDLED / "digits.arpa"  # its language model: a word 3-gram of digit strings
+OWN_LM = ""  # --lm without a path: the model's own language model
 EXAMPLES = BUNDLED / "examples"
 DEVICES = ("cpu", "cuda")
 DEVICE_HELP = "cpu (NumPy, the default) or cuda (CuPy on a GPU: pip install 'npw2v2[cupy]')"
@@ -182,9 +184,20 @@ def beam_settings(args) -> dict | None:
         raise UsageError("--alpha and --beta weigh a language model: give --lm")
     if args.hotwords is None and args.hotword_weight is not None:
         raise UsageError("--hotword-weight weighs hotwords: give --hotwords")
+    if args.lm == OWN_LM:
+        args.lm = own_lm(args.model)
     if args.lm is not None:
         settings["lm"] = str(hub.locate_lm(args.lm))  # a hub id: its language_model/ folder in the cache
     return settings
+
+
+def own_lm(model: str) -> str:
+    """The language model a model comes with (npw2v2.io.hub.own_lm); a UsageError if it has none."""
+    found = None if is_built_in(model) else hub.own_lm(hub.locate(model))
+    if found is None:
+        raise UsageError(f"{model} comes with no language model (npw2v2-convert --lm gives it one): "
+                         "name one with --lm PATH")
+    return found
 
 
 def beam_decoder(args, model):
@@ -789,11 +802,12 @@ def add_beam_options(command) -> None:
     b = command.add_argument_group(
         "beam search", "decode with a CTC prefix beam search instead of greedily (pyctcdecode's algorithm and "
                        "defaults): --lm, --hotwords or --beam-width turn it on")
-    b.add_argument("--lm", metavar="PATH",
+    b.add_argument("--lm", metavar="PATH", nargs="?", const=OWN_LM,
                    help="a word n-gram language model: an .arpa or .arpa.gz file, a KenLM binary (needs "
                         "pip install kenlm), a Hugging Face language_model/ folder (with attrs.json and "
                         "unigrams.txt) or the repository folder holding one, or a hub id whose repository "
-                        "has one (from the Hugging Face cache)")
+                        "has one (from the Hugging Face cache). --lm alone: the model's own (npw2v2-convert "
+                        "--lm; the bundled model's digits LM)")
     b.add_argument("--alpha", type=NUMBER, help="the LM's weight (default: the folder's attrs.json, else 0.5)")
     b.add_argument("--beta", type=NUMBER, help="a bonus for each word (default: the folder's attrs.json, else 1.5)")
     b.add_argument("--beam-width", type=POSITIVE, help="prefixes kept from frame to frame (default 100)")

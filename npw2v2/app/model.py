@@ -37,6 +37,7 @@ class Wav2Vec2:
         self.metadata = metadata or {}
         self.language = None  # MMS models: whose adapters and head are loaded
         self.languages_source = None  # MMS models: where other languages' adapters come from
+        self.path = None  # the file or folder it was loaded from (load), where its language model is found
 
     def __call__(self, input_values, attention_mask=None, *, output_hidden_states=False, norm_over_padding=False,
                  mask_time_indices=None, reference=False, items_alone=None, trace=untraced) -> Output:
@@ -106,6 +107,12 @@ class Wav2Vec2:
     def preprocessor(self) -> dict:
         """The feature extractor's settings (preprocessor_config.json), or {} when unknown."""
         return self.metadata.get("preprocessor") or {}
+
+    @property
+    def language_model(self) -> str | None:
+        """The language model the model comes with, for ``transcribe(..., lm=model.language_model)``:
+        a path or a hub id (npw2v2.io.hub.own_lm), or None."""
+        return None if self.path is None else hub.own_lm(self.path, self.metadata)
 
     @property
     def sampling_rate(self) -> int:
@@ -229,8 +236,10 @@ def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = Non
     """
     path = hub.locate(str(path), revision)
     tensors, cfg, vocab, metadata = weights.read(path)
-    return from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
-                        folder=path if path.is_dir() else path.parent)
+    model = from_tensors(tensors, cfg, str(path), vocab=vocab, metadata=metadata, dtype=dtype, device=device,
+                         folder=path if path.is_dir() else path.parent)
+    model.path = path
+    return model
 
 
 BUILT_IN = {"base": BASE, "large": LARGE, "hubert-base": HUBERT_BASE,  # architectures the command line

@@ -144,3 +144,54 @@ def locate_lm(name: str, revision: str | None = None) -> Path:
     if not folder.is_dir():  # the download found no such folder in the repository
         raise NotCached(f"{name}: the repository has no {LANGUAGE_MODEL}/ folder (no Wav2Vec2ProcessorWithLM)")
     return folder
+
+
+# ---------------------------------------------------------------------------
+# The language model a model comes with
+
+# A model file's metadata key naming its language model (npw2v2-convert --lm writes it).
+LM_METADATA = "language_model"
+
+
+def lm_reference_problem(name) -> str | None:
+    """Why a model file's language_model metadata cannot be followed, or None.
+
+    It names a file or folder beside the model file (a plain name) or a hub id (ORG/NAME). The
+    file is untrusted input, so a path anywhere else ("../x", "/etc/x") is refused.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return "must name a file or folder beside the model, or a hub id (ORG/NAME)"
+    plain = not any(c in name for c in "/\\") and name not in (".", "..")
+    if plain or (name.count("/") == 1 and is_hub_id(name)):
+        return None
+    return f"must be a plain name beside the model or a hub id (ORG/NAME), not a path: {name!r}"
+
+
+def own_lm(model: Path, metadata: dict | None = None) -> str | None:
+    """The language model a model comes with, as a path or a hub id; None when it has none.
+
+    A .safetensors file: the one its ``language_model`` metadata names (beside it, or a hub id),
+    else an .arpa or .arpa.gz of the same stem beside it (npw2v2/bundled/digits.arpa for the
+    bundled model). A Hugging Face folder: its language_model/ folder, as Wav2Vec2ProcessorWithLM
+    repositories have it. ``metadata``: the file's, when already read (else its header is read).
+    """
+    model = Path(model)
+    if model.is_dir():
+        folder = model / LANGUAGE_MODEL
+        return str(folder) if folder.is_dir() else None
+    if metadata is None:
+        from .weights import read_metadata
+
+        metadata = read_metadata(model)
+    name = metadata.get(LM_METADATA)
+    if name is not None:
+        problem = lm_reference_problem(name)
+        if problem:
+            raise CheckpointError(f"{model}: {LM_METADATA} in the metadata {problem}")
+        beside = model.parent / name
+        return str(beside) if "/" not in name else name
+    for suffix in (".arpa", ".arpa.gz"):
+        beside = model.with_name(model.stem + suffix)
+        if beside.is_file():
+            return str(beside)
+    return None

@@ -201,6 +201,17 @@ def read_safetensors(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
 
 
+def read_metadata(path: Path) -> dict:
+    """A .safetensors file's metadata alone (its header: no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
+
+
 def json_file(path: Path):
     """A JSON file's value; CheckpointError naming the file when it cannot be read or parsed."""
     try:
