@@ -848,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models are .safetensors files made by npw2v2-convert, Hugging Face folders with "
                "model.safetensors, or hub ids (ORG/NAME) of models transformers or huggingface_hub downloaded. "
                "A model name is looked for as a file or folder first, then in the Hugging Face cache, then "
-               "among the built-in architectures (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large). Run 'npw2v2 COMMAND --help' for a command's "
+               "among the built-in architectures (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large, w2v-bert). Run 'npw2v2 COMMAND --help' for a command's "
                "options.")
     parser.add_argument("--version", action="version", version=f"npw2v2 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -976,7 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "random weights.")
     x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
     x.add_argument("--model", "-m", default="base",
-                   help=MODEL_HELP + ", or a built-in architecture (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large) with "
+                   help=MODEL_HELP + ", or a built-in architecture (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large, w2v-bert) with "
                         "random weights (default: base)")
     add_revision(x)
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")

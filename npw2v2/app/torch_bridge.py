@@ -39,7 +39,8 @@ FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("H
                   "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
                   "unispeech": ("UniSpeechConfig", "UniSpeechModel"),
                   "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"), "wavlm": ("WavLMConfig", "WavLMModel"),
-                  "wav2vec2-conformer": ("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel")}
+                  "wav2vec2-conformer": ("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel"),
+                  "wav2vec2-bert": ("Wav2Vec2BertConfig", "Wav2Vec2BertModel")}
 
 
 def bare_model_class(model_type: str):
