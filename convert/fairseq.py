@@ -21,7 +21,7 @@ from npw2v2.core.config import Config
 from . import torch_pickle
 from .checkpoint import Checkpoint
 from .errors import ConversionError
-from .names import FINE_TUNED_PREFIX, fairseq_to_hf
+from .names import FINE_TUNED_PREFIX, ROTARY_BUFFER, fairseq_to_hf
 from .torch_pickle import Marker, Record, load_torch_file
 
 FAIRSEQ_SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -145,7 +145,7 @@ FAIRSEQ_OPTIONS = {
     "num_conv_pos_embedding_groups": "conv_pos_groups", "num_codevectors_per_group": "latent_vars",
     "num_codevector_groups": "latent_groups", "codevector_dim": "latent_dim (or final_dim)",
     "proj_codevector_dim": "final_dim", "contrastive_logits_temperature": "logit_temp",
-    "vocab_size": "the letter dictionary",
+    "vocab_size": "the letter dictionary", "conv_depthwise_kernel_size": "depthwise_conv_kernel_size",
 }
 
 
@@ -230,6 +230,12 @@ def hf_config(model: dict, vocab_size: int | None, final_proj_rows: int | None =
     if family(model) == "data2vec_audio":
         config.update(model_type="data2vec-audio", **data2vec_positional_convs(model),
                       architectures=["Data2VecAudioForCTC" if vocab_size else "Data2VecAudioModel"])
+    if is_conformer(model):
+        for key in ("num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
+                    "contrastive_logits_temperature"):  # its pretraining heads are not converted
+            del config[key]
+        config.update(conformer_config(model),
+                      architectures=["Wav2Vec2ConformerForCTC" if vocab_size else "Wav2Vec2ConformerModel"])
     if is_hubert(model):
         head = "HubertForCTC" if vocab_size else "HubertModelWithFinalProj" if final_proj_rows else "HubertModel"
         config.update(model_type="hubert", feat_proj_layer_norm=True, architectures=[head])
@@ -311,20 +317,53 @@ def read_letter_dict(path: Path) -> dict[str, int]:
 # copy of the transformer (a dict of tensors).
 LOSS_ONLY = {"hubert": {"label_embs_concat"},
              "data2vec_audio": {"final_proj.weight", "final_proj.bias", "_ema"}}
+# A conformer's pretraining heads (transformers has Wav2Vec2ConformerForPreTraining, which npw2v2 does not
+# run: its encoder converts as Wav2Vec2ConformerModel) and its rotary layers' inv_freq buffers (computed).
+CONFORMER_DROPPED = ("quantizer.", "project_q.", "final_proj.")
 
 
-def rename(weights: dict, source: str, model_family: str = "wav2vec2") -> dict:
+def is_conformer(model: dict) -> bool:
+    """Whether a (pretrained) wav2vec2 model configuration has conformer layers (layer_type "conformer")."""
+    return family(model) == "wav2vec2" and model.get("layer_type", "transformer") == "conformer"
+
+
+# fairseq's pos_enc_type -> transformers' position_embeddings_type
+CONFORMER_POSITIONS = {"rel_pos": "relative", "rope": "rotary"}
+
+
+def conformer_config(model: dict) -> dict:
+    """The config.json keys of a fairseq conformer (ConformerEncoder) beyond wav2vec 2.0's; ConversionError for
+    the arrangements transformers' Wav2Vec2ConformerModel has no place for, naming the fairseq option."""
+    positions = model.get("pos_enc_type", "abs")
+    if positions not in CONFORMER_POSITIONS:
+        raise ConversionError(f"a conformer with pos_enc_type={positions!r:.60}: fairseq then runs its positional conv "
+                              "before conformer layers, which transformers' Wav2Vec2ConformerModel has no place for "
+                              "(it converts rel_pos and rope)")
+    if model.get("attn_type", "") != "espnet":
+        raise ConversionError(f"a conformer with attn_type={model.get('attn_type', '')!r:.60}: fairseq's own attention "
+                              "in conformer layers, where transformers' conformer has ESPnet's (attn_type espnet)")
+    if not model.get("layer_norm_first", False):
+        raise ConversionError("a conformer with layer_norm_first=False: fairseq layer-norms before the first block, "
+                              "transformers' conformer after the last (layer_norm_first=True)")
+    return {"model_type": "wav2vec2-conformer", "hidden_act": "swish",  # fairseq's conformer layers are swish
+            "position_embeddings_type": CONFORMER_POSITIONS[positions], "rotary_embedding_base": 10000,
+            "conv_depthwise_kernel_size": _whole(model, "depthwise_conv_kernel_size", 31)}
+
+
+def rename(weights: dict, source: str, model_family: str = "wav2vec2", conformer: bool = False) -> dict:
     """fairseq tensor names to Hugging Face names; any unknown name is an error, listed.
 
     HuBERT's final_proj keeps its name (wav2vec 2.0's is project_hid); the family's loss-only
-    tensors (LOSS_ONLY) are dropped.
+    tensors (LOSS_ONLY) are dropped, and a conformer's pretraining heads and rotary buffers.
     """
     hubert, dropped = model_family == "hubert", LOSS_ONLY.get(model_family, set())
     tensors, unknown = {}, []
     for name, value in weights.items():
-        if name.removeprefix(FINE_TUNED_PREFIX) in dropped:
+        inner = name.removeprefix(FINE_TUNED_PREFIX)
+        if inner in dropped or conformer and (inner.startswith(CONFORMER_DROPPED) or ROTARY_BUFFER.match(inner)):
             continue
-        hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name, model_family == "data2vec_audio")
+        hf = name if hubert and name.startswith("final_proj.") else fairseq_to_hf(name, model_family == "data2vec_audio",
+                                                                                 conformer)
         if hf is None:
             unknown.append(name)
         else:
@@ -408,8 +447,9 @@ def read_file(path: Path, dict_path: Path | None = None) -> Checkpoint:
         return wavlm.read_state(state, source, SAMPLING_RATE)
     model, task = model_and_task(state, source)
     hubert = is_hubert(model)
-    check_pretraining_heads(model, state["model"], source)
-    tensors = rename(state["model"], source, family(model))
+    if not is_conformer(model):  # a conformer's pretraining heads are dropped (CONFORMER_DROPPED)
+        check_pretraining_heads(model, state["model"], source)
+    tensors = rename(state["model"], source, family(model), is_conformer(model))
     vocab = None
     if "lm_head.weight" in tensors:
         vocab = ctc_vocab(state, path, dict_path, tensors["lm_head.weight"].shape[0])

@@ -59,12 +59,36 @@ DATA2VEC_POS_CONV = (re.compile(r"encoder\.pos_conv\.(\d+)\.0\.(weight|bias)\Z")
                      r"encoder.pos_conv_embed.layers.\1.conv.\2")
 
 
-def fairseq_to_hf(name: str, data2vec: bool = False) -> str | None:
+# A conformer layer's tensors (fairseq's ConformerWav2Vec2EncoderLayer with ESPnet attention), tried before
+# the rules above (whose self_attn_layer_norm is a transformer layer's layer_norm); \1 keeps the layer index.
+CONFORMER_TO_HF = [
+    # encoder.layers.5.ffn1.layer_norm.weight -> encoder.layers.5.ffn1_layer_norm.weight
+    (r"encoder\.layers\.(\d+)\.(ffn1|ffn2)\.layer_norm\.(weight|bias)", r"encoder.layers.\1.\2_layer_norm.\3"),
+    # encoder.layers.5.ffn1.w_1.weight -> encoder.layers.5.ffn1.intermediate_dense.weight
+    (r"encoder\.layers\.(\d+)\.(ffn1|ffn2)\.w_1\.(weight|bias)", r"encoder.layers.\1.\2.intermediate_dense.\3"),
+    # encoder.layers.5.ffn2.w_2.bias -> encoder.layers.5.ffn2.output_dense.bias
+    (r"encoder\.layers\.(\d+)\.(ffn1|ffn2)\.w_2\.(weight|bias)", r"encoder.layers.\1.\2.output_dense.\3"),
+    # encoder.layers.5.self_attn.linear_pos.weight, .pos_bias_u: the same names
+    (r"encoder\.layers\.(\d+)\.self_attn\.((linear_q|linear_k|linear_v|linear_out|linear_pos)\.(weight|bias)"
+     r"|pos_bias_u|pos_bias_v)", r"encoder.layers.\1.self_attn.\2"),
+    # encoder.layers.5.self_attn_layer_norm.weight: the same name
+    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
+    # encoder.layers.5.conv_module.batch_norm.running_var: the same name
+    (r"encoder\.layers\.(\d+)\.conv_module\.((layer_norm|pointwise_conv1|depthwise_conv|pointwise_conv2)\.weight"
+     r"|layer_norm\.bias|batch_norm\.(weight|bias|running_mean|running_var|num_batches_tracked))",
+     r"encoder.layers.\1.conv_module.\2"),
+]
+_CONFORMER_RULES = [(re.compile(pattern + r"\Z"), repl) for pattern, repl in CONFORMER_TO_HF]
+# Each rotary layer's saved inv_freq buffer, computed from the base, not read: no Hugging Face name.
+ROTARY_BUFFER = re.compile(r"encoder\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq\Z")
+
+
+def fairseq_to_hf(name: str, data2vec: bool = False, conformer: bool = False) -> str | None:
     """The Hugging Face name of a fairseq tensor name, or None when no rule knows it."""
     if name in CTC_HEAD:
         return CTC_HEAD[name]
     name = name.removeprefix(FINE_TUNED_PREFIX)
-    rules = [DATA2VEC_POS_CONV] + _RULES if data2vec else _RULES
+    rules = [DATA2VEC_POS_CONV] + _RULES if data2vec else _CONFORMER_RULES + _RULES if conformer else _RULES
     for pattern, repl in rules:
         if pattern.match(name):
             return pattern.sub(repl, name)

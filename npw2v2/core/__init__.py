@@ -12,6 +12,7 @@ no printing. In the order a forward pass meets them:
     conv_encoder   the convolutional feature encoder (reference version)
     transformer    feature projection, positional conv, transformer layers
     hubert, data2vec_audio, wavlm   what each family member does differently
+    conformer      Wav2Vec2-Conformer's encoder: conformer blocks, relative or rotary positions
     adapters       the down-sampling adapter and MMS's attention adapters
     heads          CTC, pretraining, classifiers
     wav2vec2       the whole forward pass, and the padded batch item by item
@@ -19,6 +20,6 @@ no printing. In the order a forward pass meets them:
     backend        the array module of an array (NumPy, CuPy), erf
     trace          how a forward pass shows its stages
 
-A model of the family that differs from wav2vec 2.0 (HuBERT, WavLM, a conformer) is a
+A model of the family that differs from wav2vec 2.0 (HuBERT, WavLM, the conformer) is a
 new file here beside wav2vec2.py, reusing these blocks and writing only its own.
 """

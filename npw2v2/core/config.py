@@ -142,9 +142,10 @@ class Config:
             raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        for key in ("vocab_size", "pad_token_id"):  # null in Wav2Vec2ConformerConfig's defaults: no CTC head to size
-            if key in values and values[key] is None:
-                del values[key]
+        if d.get("model_type") in ("wav2vec2-conformer", "wav2vec2-bert"):  # null in Wav2Vec2ConformerConfig's and
+            for key in ("vocab_size", "pad_token_id"):  # Wav2Vec2BertConfig's defaults (no CTC head to size); other
+                if key in values and values[key] is None:  # families' configs must hold numbers
+                    del values[key]
         if d.get("model_type") == "wav2vec2-bert":  # Wav2Vec2BertConfig's defaults (w2v-bert-2.0's) where they differ
             values = {**W2V_BERT_DEFAULTS, **values}
         if d.get("model_type") == "data2vec-audio" and "feat_extract_norm" not in d:

@@ -66,14 +66,16 @@ def relative_sinusoids(frames: int, dim: int, xp=np):
     """The sinusoid of every offset r = i - j from T - 1 down to -(T - 1): [2T - 1, D], row T - 1 - r.
 
     Channel 2c is sin(r w_c), 2c + 1 is cos(r w_c), w_c = 10000^(-2c/D). Computed in float32 as
-    transformers does (r * w_c rounded to float32, then sin/cos); w_c is rounded from float64.
-    torch's float32 exp rounds some w_c one unit differently, which moves r * w_c by up to r units
-    of 6e-8: under 1e-5 for the first hundred offsets, up to 5e-4 at 5000 frames (the float32
-    spacing there), where neither is nearer the exact sinusoid than the other.
+    transformers does: w_c = exp(2c * float32(-ln(10000) / D)), the product in float32, the exp
+    rounded from float64; r * w_c rounded to float32, then sin/cos. torch's float32 exp rounds a
+    few w_c (7 of 512 for D = 1024) one unit differently, which moves r * w_c by up to r units of
+    6e-8: under 1e-5 for the first hundred offsets, up to float32's spacing at 5000 frames (5e-4),
+    where neither is nearer the exact sinusoid than the other.
     Mirrors Wav2Vec2ConformerRelPositionalEmbedding.extend_pe and forward.
     """
-    rate = np.exp(np.arange(0, dim, 2, dtype=np.float64) * float(np.float32(-(math.log(RELATIVE_BASE) / dim))))
-    angles = np.arange(frames, dtype=np.float32)[:, None] * rate.astype(np.float32)  # [T, D/2], offsets 0 ... T-1
+    exponents = np.arange(0, dim, 2, dtype=np.float32) * np.float32(-(math.log(RELATIVE_BASE) / dim))
+    rate = np.exp(exponents.astype(np.float64)).astype(np.float32)  # [D/2]
+    angles = np.arange(frames, dtype=np.float32)[:, None] * rate  # [T, D/2], offsets 0 ... T-1
     table = np.empty((2 * frames - 1, dim), dtype=np.float32)
     # offsets T-1 ... 0 (the positive half, reversed), then -1 ... -(T-1): sin(-a) = -sin(a), cos(-a) = cos(a)
     table[:frames, 0::2], table[:frames, 1::2] = np.sin(angles[::-1]), np.cos(angles[::-1])
@@ -84,11 +86,13 @@ def relative_sinusoids(frames: int, dim: int, xp=np):
 def rotary_angles(frames: int, head_dim: int, base: float, xp=np):
     """cos and sin of frame t's rotation angles, each [T, d] (d = D/H): t * f_c for c < d/2, repeated.
 
-    f_c = base^(-2c/d), rounded to float32 from float64 (torch's float32 pow differs in the last
-    bit for some c; see relative_sinusoids), the products in float32 as transformers computes them.
+    f_c = 1 / base^(2c/d) as transformers computes it in float32: the exponent 2c/d in float32, the
+    power rounded from float64 (torch's float32 pow differs in the last bit for a few c, 1 of 48 for
+    d = 96; see relative_sinusoids), its reciprocal and the products in float32.
     Mirrors Wav2Vec2ConformerRotaryPositionalEmbedding.
     """
-    rate = (1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)).astype(np.float32)
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    rate = np.float32(1.0) / (np.float64(base) ** exponents.astype(np.float64)).astype(np.float32)  # [d/2]
     angles = np.arange(frames, dtype=np.float32)[:, None] * rate  # [T, d/2]
     angles = np.concatenate([angles, angles], axis=1)  # [T, d]
     return xp.asarray(np.cos(angles)), xp.asarray(np.sin(angles))
