@@ -351,3 +351,11 @@ def test_flops_count_w2v_bert():
     u, o = 250, 8  # 499 vectors -> 250 after the adapter's stride-2 conv
     adapter = 2.0 * t * 12 * o + 4.0 * u * 3 * o * 2 * o + 8.0 * u * o * o + 4.0 * u * u * o + 4.0 * u * o * 16
     assert bench.forward_flops(adapted, [160000]) - bench.forward_flops(plain, [160000]) == pytest.approx(adapter)
+
+
+def test_explain_refuses_w2v_bert_in_one_line(capsys):
+    from npw2v2.app.cli import main as cli
+
+    assert cli(["explain", "--model", str(GOLDEN / "tiny_w2v_bert_ctc"), "--seconds", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npw2v2: error: explain does not trace w2v-BERT models yet") and "Traceback" not in err

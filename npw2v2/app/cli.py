@@ -628,6 +628,9 @@ def run_explain(args) -> int:
 
     check_explain_outputs(args)
     model, name = load_model(args.model, args.seed, device=args.device)
+    if model.config.model_type == "wav2vec2-bert":  # its trace starts from filter banks, which describe cannot read yet
+        raise UsageError(f"explain does not trace w2v-BERT models yet ({name}); its stages are checked in "
+                         "tests/test_family_golden.py, and model(features, mask, trace=...) traces them")
     layer, head = attention_choice(args, model.config)
     x, mask = explain_inputs(args, model)
     transcripts = spelled_texts(args, model, len(x))
