@@ -38,6 +38,11 @@ WAVLM = ["tiny_wavlm", "tiny_wavlm_stable", "tiny_wavlm_classifier", "tiny_wavlm
 # heads, and the wav2vec2-conformer-rel-pos-large architecture.
 CONFORMER = ["tiny_conformer_rel", "tiny_conformer_rope", "tiny_conformer_nopos", "tiny_conformer_frame_classifier",
              "tiny_conformer_classifier", "tiny_conformer_xvector"]
+# w2v-BERT 2.0 (golden/record_w2v_bert.py): filter-bank features in (the extractor's, recorded as input_values),
+# tiny configurations (relative_key, relative, rotary and no positions; the adapter) and heads, and the
+# w2v-bert-2.0 architecture.
+W2V_BERT = ["tiny_w2v_bert_ctc", "tiny_w2v_bert_adapter", "tiny_w2v_bert_adapter_model", "tiny_w2v_bert_classifier",
+            "tiny_w2v_bert_frame_classifier", "tiny_w2v_bert_xvector"]
 # x-vector heads (golden/record_xvector.py): wav2vec 2.0's, data2vec-audio's and WavLM's.
 XVECTOR = ["tiny_xvector", "tiny_xvector_weighted", "tiny_data2vec_audio_xvector", "tiny_wavlm_xvector"]
 # UniSpeech and UniSpeech-SAT (golden/record_unispeech.py): tiny heads, and UniSpeech-SAT's base architecture.
@@ -45,14 +50,15 @@ UNISPEECH = ["tiny_unispeech_ctc", "tiny_unispeech_sat_frame_classifier", "tiny_
              "tiny_unispeech_sat_xvector"]
 # weights regenerated from the seed, last stages recorded
 FULL_SIZE = ("base", "hubert_base", "data2vec_audio_base", "unispeech_sat_base", "wavlm_base_plus",
-             "conformer_rel_pos_large")
+             "conformer_rel_pos_large", "w2v_bert_2_0")
 # The manifest of each recording script besides golden/record.py's.
 MANIFESTS = {"hubert_base": "hubert_manifest.json", "data2vec_audio_base": "data2vec_audio_manifest.json",
              "unispeech_sat_base": "unispeech_manifest.json", "wavlm_base_plus": "wavlm_manifest.json",
-             "conformer_rel_pos_large": "conformer_manifest.json"}
+             "conformer_rel_pos_large": "conformer_manifest.json", "w2v_bert_2_0": "w2v_bert_manifest.json"}
 TOLERANCE = {"tiny": 1e-4, "base": 5e-4}
 INPUTS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
-NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask")
+# w2v-BERT's batch case keeps its audio besides its features (its input_values), for the filter-bank tests.
+NOT_OUTPUTS = INPUTS + ("frame_mask", "output_frame_mask", "samples", "sample_mask")
 # Stages with one row per input (x-vector heads), whatever their rank.
 PER_INPUT = ("embeddings",)
 # Stages on the frames after the down-sampling adapter; the others are on the encoder's frames.
@@ -154,10 +160,11 @@ def run_stages(m: npw2v2.Wav2Vec2, input_values, attention_mask=None, norm_over_
     if sampled_negative_indices is not None:
         stages["contrastive_logits"] = m.contrastive_logits(out, sampled_negative_indices)
     norm_lengths = None
-    if attention_mask is not None and not norm_over_padding:
+    if attention_mask is not None and not norm_over_padding and m.config.model_type != "wav2vec2-bert":
         norm_lengths = conv_lengths(np.asarray(attention_mask).sum(axis=1), m.config)[0]
     ops = REFERENCE if reference else FAST
-    stages["conv_features"] = ops.feature_encoder(x, params["feature_extractor"], m.config, norm_lengths)
+    if m.config.model_type != "wav2vec2-bert":  # w2v-BERT has no conv feature encoder: its input is features
+        stages["conv_features"] = ops.feature_encoder(x, params["feature_extractor"], m.config, norm_lengths)
     masks = {"encoder": asnumpy(out.encoder_frame_mask), "output": asnumpy(out.frame_mask)}
     return {k: asnumpy(v) for k, v in stages.items()}, masks
 
@@ -249,7 +256,7 @@ def table_rows() -> list[tuple[str, str, int, float, float, float]]:
     rows = []
     for name in (TINY + ["base"] + HEADS + HUBERT + ["hubert_base"] + DATA2VEC_AUDIO + ["data2vec_audio_base"] + XVECTOR
                  + UNISPEECH + ["unispeech_sat_base"] + WAVLM + ["wavlm_base_plus"] + CONFORMER
-                 + ["conformer_rel_pos_large"]):
+                 + ["conformer_rel_pos_large"] + W2V_BERT + ["w2v_bert_2_0"]):
         groups: dict = {}
         for case in cases(name):
             for reference in (False, True):

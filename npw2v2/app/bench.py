@@ -31,6 +31,7 @@ import numpy as np
 from ..core import threads
 from ..core.backend import asnumpy
 from ..core.config import Config
+from ..core.fbank import fbank_batch, feature_lengths
 from ..core.lengths import conv_lengths, length_mask
 from ..core.params import random_weights
 from .model import BUILT_IN as ARCHITECTURES  # the architectures known by name: base, large, hubert-base, ...
@@ -57,8 +58,21 @@ def make_inputs(seconds, seed: int = 0):
     return x, mask
 
 
+def model_inputs(cfg: Config, x, mask):
+    """What the model reads of make_inputs' batch: the samples as they are, or for w2v-BERT their filter-bank
+    features [B, T, 160] and frame mask (None when make_inputs gave none), computed once, before any timing, as
+    transformers' feature extractor runs before its model."""
+    if cfg.model_type != "wav2vec2-bert":
+        return x, mask
+    lengths = [x.shape[1]] * x.shape[0] if mask is None else mask.sum(axis=1)
+    features, frames = fbank_batch([row[:n] for row, n in zip(x, lengths)])
+    return features, None if mask is None else frames
+
+
 def forward_flops(cfg: Config, sample_lengths) -> float:
     """Multiply-adds x 2 of the forward pass, each item at its own length (padding not counted)."""
+    if cfg.model_type == "wav2vec2-bert":
+        return sum(w2v_bert_flops(cfg, int(t)) for t in feature_lengths(sample_lengths))
     total = 0.0
     for n in sample_lengths:
         per_layer = [int(t[0]) for t in conv_lengths([n], cfg)]
@@ -91,6 +105,28 @@ def conformer_block_flops(cfg: Config, t: int) -> float:
         flops += 2.0 * (2 * t - 1) * d * d + 2.0 * t * (2 * t - 1) * d
     flops += 2.0 * t * d * 2 * d + 2.0 * t * d * cfg.conv_depthwise_kernel_size + 2.0 * t * d * d  # the conv module
     return flops
+
+
+def w2v_bert_flops(cfg: Config, t: int) -> float:
+    """w2v-BERT's multiply-adds x 2 on T feature vectors (npw2v2.core.w2v_bert): the projection of the 160
+    features, its conformer blocks (relative_key: each query against the L + R + 1 distance embeddings), and the
+    intermediate FFN and adapter when there are."""
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    total = 2.0 * t * cfg.feature_projection_input_dim * d
+    block = conformer_block_flops(cfg, t)
+    if cfg.position_embeddings_type == "relative_key":
+        block += 2.0 * t * (cfg.left_max_position_embeddings + cfg.right_max_position_embeddings + 1) * d
+    total += cfg.num_hidden_layers * block
+    if cfg.use_intermediate_ffn_before_adapter:
+        total += 2 * 2.0 * t * d * f
+    if cfg.add_adapter:
+        o, k = cfg.adapter_width, cfg.adapter_kernel_size
+        if o != d:
+            total += 2.0 * t * d * o
+        for _ in range(cfg.num_adapter_layers):
+            t = (t + 2 * (k // 2) - k) // cfg.adapter_stride + 1
+            total += 2 * 2.0 * t * k * o * 2 * o + 4 * 2.0 * t * o * o + 2 * 2.0 * t * t * o + 2 * 2.0 * t * o * f
+    return total
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -171,14 +207,16 @@ class OnnxEngine:
         self.sessions = {}
         self.description = f"onnxruntime {onnxruntime.__version__} (all graph optimisations), exported by torch.onnx"
 
-    def session(self, masked: bool):
+    def session(self, x, mask):
+        """The graph for inputs like these (samples [B, S] or w2v-BERT's features [B, T, 160], with or
+        without a mask), exported from them the first time."""
+        masked = mask is not None
         if masked not in self.sessions:
             torch = self.torch_engine.torch
             path = os.path.join(self.folder.name, f"model{'-masked' if masked else ''}.onnx")
             names = ["input_values", "attention_mask"] if masked else ["input_values"]
-            example = tuple(torch.ones(1, SAMPLING_RATE, dtype=torch.float32 if n == "input_values" else torch.int64)
-                            for n in names)
-            axes = {n: {0: "batch", 1: "samples"} for n in names} | {"last_hidden_state": {0: "batch", 1: "frames"}}
+            example = tuple(torch.from_numpy(a) for a in self.feeds(x, mask).values())
+            axes = {n: {0: "batch", 1: "length"} for n in names} | {"last_hidden_state": {0: "batch", 1: "frames"}}
             with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracing notes
                 torch.onnx.export(self.torch_engine.model, example, path, input_names=names, dynamo=False,
@@ -188,9 +226,12 @@ class OnnxEngine:
             self.sessions[masked] = self.ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return self.sessions[masked]
 
+    @staticmethod
+    def feeds(x, mask) -> dict:
+        return {"input_values": x} if mask is None else {"input_values": x, "attention_mask": mask.astype(np.int64)}
+
     def __call__(self, x, mask, norm_over_padding=None):
-        feeds = {"input_values": x} if mask is None else {"input_values": x, "attention_mask": mask.astype(np.int64)}
-        return self.session(mask is not None).run(None, feeds)[0]
+        return self.session(x, mask).run(None, self.feeds(x, mask))[0]
 
 
 PEERS = {"torch": TorchEngine, "onnxruntime": OnnxEngine}  # the engines npw2v2 is timed against
@@ -231,7 +272,7 @@ def _probe_main(argv) -> None:
     engine_name, architecture, *seconds = argv
     engine = build_engine(engine_name.removesuffix("-reference"), architecture,
                           reference=engine_name.endswith("-reference"))
-    x, mask = make_inputs([float(s) for s in seconds])
+    x, mask = model_inputs(ARCHITECTURES[architecture], *make_inputs([float(s) for s in seconds]))
     engine(x, mask)  # warm-up: one-time allocations (thread pools, BLAS buffers) are not the pass's needs
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -286,7 +327,9 @@ def largest_difference(ours_engine, peer, x, mask) -> float:
     """Largest |npw2v2 - peer| of last_hidden_state on valid frames, with transformers' padded-batch numbers."""
     ours, theirs = ours_engine(x, mask, norm_over_padding=True), peer(x, mask)
     valid = np.ones(ours.shape[:2], dtype=bool)
-    if mask is not None:
+    if mask is not None and ours_engine.model.config.model_type == "wav2vec2-bert":
+        valid = mask  # already the frames' (model_inputs)
+    elif mask is not None:
         valid = length_mask(conv_lengths(mask.sum(axis=1), ours_engine.model.config)[-1], ours.shape[1])
     return float(np.abs(ours - theirs)[valid].max())
 
@@ -303,7 +346,7 @@ def case_label(seconds) -> str:
 
 def run_case(engines, architecture: str, seconds, runs: int, warmup: int, memory: bool, peak: float, out=print):
     cfg = engines_config(engines)
-    x, mask = make_inputs(seconds)
+    x, mask = model_inputs(cfg, *make_inputs(seconds))
     flops = forward_flops(cfg, [round(s * SAMPLING_RATE) for s in seconds])
     times = time_alternating(engines, x, mask, runs, warmup)
     growth = {e.name: probe_memory(e, architecture, seconds) if memory else None for e in engines}

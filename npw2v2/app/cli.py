@@ -628,6 +628,9 @@ def run_explain(args) -> int:
 
     check_explain_outputs(args)
     model, name = load_model(args.model, args.seed, device=args.device)
+    if model.config.model_type == "wav2vec2-bert":  # its trace starts from filter banks, which describe cannot read yet
+        raise UsageError(f"explain does not trace w2v-BERT models yet ({name}); its stages are checked in "
+                         "tests/test_family_golden.py, and model(features, mask, trace=...) traces them")
     layer, head = attention_choice(args, model.config)
     x, mask = explain_inputs(args, model)
     transcripts = spelled_texts(args, model, len(x))
@@ -849,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models are .safetensors files made by npw2v2-convert, Hugging Face folders with "
                "model.safetensors, or hub ids (ORG/NAME) of models transformers or huggingface_hub downloaded. "
                "A model name is looked for as a file or folder first, then in the Hugging Face cache, then "
-               "among the built-in architectures (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large). Run 'npw2v2 COMMAND --help' for a command's "
+               "among the built-in architectures (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large, w2v-bert). Run 'npw2v2 COMMAND --help' for a command's "
                "options.")
     parser.add_argument("--version", action="version", version=f"npw2v2 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -977,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "random weights.")
     x.add_argument("inputs", nargs="*", metavar="FILE", help="audio files (instead of --seconds)")
     x.add_argument("--model", "-m", default="base",
-                   help=MODEL_HELP + ", or a built-in architecture (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large) with "
+                   help=MODEL_HELP + ", or a built-in architecture (base, large, hubert-base, data2vec-audio-base, wavlm-base-plus, conformer-large, w2v-bert) with "
                         "random weights (default: base)")
     add_revision(x)
     x.add_argument("--seconds", type=SECONDS, nargs="+", help="input lengths in seconds")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.backend import asnumpy, get_xp
-from ..core.config import BASE, CONFORMER_LARGE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, WAVLM_BASE_PLUS, Config
+from ..core.config import (BASE, CONFORMER_LARGE, DATA2VEC_AUDIO_BASE, HUBERT_BASE, LARGE, W2V_BERT, WAVLM_BASE_PLUS,
+                           Config)
 from ..core.heads import HEAD_NAMES, contrastive_logits, model_kind
 from ..core.params import random_weights
 from ..core.trace import untraced
@@ -50,8 +51,12 @@ class Wav2Vec2:
         on the fast path, for a mask that pads items of different lengths, when neither a
         trace nor ``norm_over_padding`` asks for the batch and every output is per frame.
         """
+        w2v_bert = self.config.model_type == "wav2vec2-bert"  # features in: the batch path (npw2v2.core.w2v_bert)
+        if items_alone and w2v_bert:
+            raise ValueError("items_alone=True runs samples item by item; w2v-BERT takes filter-bank features, as one "
+                             "batch (its masks give each item its result alone)")
         if items_alone is None:
-            items_alone = (not reference and trace is untraced and not norm_over_padding
+            items_alone = (not w2v_bert and not reference and trace is untraced and not norm_over_padding
                            and _pads_unequal_items(attention_mask) and can_run_items_alone(self.params, mask_time_indices))
         if items_alone:
             if reference or trace is not untraced or norm_over_padding or mask_time_indices is not None:
@@ -194,10 +199,14 @@ class Wav2Vec2:
         head = HEAD_NAMES[self.kind] + (f", language {self.language}" if self.language else "")
         family = {"hubert": "HuBERT, ", "data2vec-audio": "data2vec-audio, ", "unispeech": "UniSpeech, ",
                   "unispeech-sat": "UniSpeech-SAT, ", "wavlm": "WavLM, ",
-                  "wav2vec2-conformer": "Wav2Vec2-Conformer, "}.get(c.model_type, "")
+                  "wav2vec2-conformer": "Wav2Vec2-Conformer, ", "wav2vec2-bert": "w2v-BERT, "}.get(c.model_type, "")
         layout = f"{'pre' if c.do_stable_layer_norm else 'post'}-LN"
-        if c.model_type == "wav2vec2-conformer":
+        if c.model_type in ("wav2vec2-conformer", "wav2vec2-bert"):
             layout = f"{c.position_embeddings_type or 'no'} positions, depthwise K={c.conv_depthwise_kernel_size}"
+        if c.model_type == "wav2vec2-bert":  # filter banks in, no conv encoder; a causal depthwise conv
+            adapter = f", adapter of {c.num_adapter_layers}" if c.add_adapter else ""
+            return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, "
+                    f"{c.feature_projection_input_dim} filter-bank features, {layout} causal{adapter}, {head})")
         return (f"Wav2Vec2({family}{c.num_hidden_layers} layers, D={c.hidden_size}, C={c.conv_dim[-1]}, "
                 f"{layout}, {c.feat_extract_norm} norm, {head})")
 
@@ -244,7 +253,7 @@ def load(path, dtype=np.float32, device: str = "cpu", revision: str | None = Non
 
 BUILT_IN = {"base": BASE, "large": LARGE, "hubert-base": HUBERT_BASE,  # architectures the command line
             "data2vec-audio-base": DATA2VEC_AUDIO_BASE, "wavlm-base-plus": WAVLM_BASE_PLUS,  # knows by name
-            "conformer-large": CONFORMER_LARGE}
+            "conformer-large": CONFORMER_LARGE, "w2v-bert": W2V_BERT}
 
 
 def load_model(name: str, seed: int = 0, device: str = "cpu", revision: str | None = None) -> tuple[Wav2Vec2, str]:

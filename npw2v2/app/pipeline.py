@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.backend import asnumpy
 from ..core import xvector
+from ..core.fbank import fbank_batch, preprocessor_options
 from ..core.heads import SEQUENCE_CLASSIFICATION, XVECTOR
 from ..core.hubert import final_projection
 from ..core.layers import softmax
@@ -103,11 +104,22 @@ def _frame_outputs(logits: np.ndarray, decoder) -> np.ndarray:
     return logits if decoder is not None else ctc.best_tokens(logits)
 
 
-def _forward(model, arrays: list[np.ndarray], output_hidden_states: bool = False):
-    """One padded, normalised batch through the model, on the device its parameters are on."""
+def model_inputs(model, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What the model reads of a batch of 1-d arrays at its rate, and the mask: the padded samples [B, S],
+    normalised when its preprocessor says so, or for w2v-BERT (model_type "wav2vec2-bert") its filter-bank
+    features [B, T, 160] and their frame mask [B, T], as its preprocessor_config.json sets the extractor up
+    (npw2v2.core.fbank.fbank_batch, preprocessor_options)."""
+    if model.config.model_type == "wav2vec2-bert":
+        return fbank_batch(arrays, sampling_rate=model.sampling_rate, **preprocessor_options(model.preprocessor))
     x, mask = audio.pad(arrays)  # [B, S]
     if model.do_normalize:
         x = audio.normalize(x, mask)
+    return x, mask
+
+
+def _forward(model, arrays: list[np.ndarray], output_hidden_states: bool = False):
+    """One padded, normalised batch (model_inputs) through the model, on the device its parameters are on."""
+    x, mask = model_inputs(model, arrays)
     return model(model.xp.asarray(x), attention_mask=mask, output_hidden_states=output_hidden_states)
 
 

@@ -39,7 +39,8 @@ FAMILY_CLASSES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("H
                   "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
                   "unispeech": ("UniSpeechConfig", "UniSpeechModel"),
                   "unispeech-sat": ("UniSpeechSatConfig", "UniSpeechSatModel"), "wavlm": ("WavLMConfig", "WavLMModel"),
-                  "wav2vec2-conformer": ("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel")}
+                  "wav2vec2-conformer": ("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel"),
+                  "wav2vec2-bert": ("Wav2Vec2BertConfig", "Wav2Vec2BertModel")}
 
 
 def bare_model_class(model_type: str):
@@ -58,6 +59,8 @@ def transformers_model(cls, config: dict, weights: dict, **options):
     import transformers
 
     config_class = getattr(transformers, FAMILY_CLASSES[config.get("model_type", "wav2vec2")][0])
+    if config.get("model_type") == "wav2vec2-bert" and float(config.get("rotary_embedding_base", 0)).is_integer():
+        config = {**config, "rotary_embedding_base": int(config["rotary_embedding_base"])}  # its strict config: an int
     model = cls._from_config(config_class(**config), **options)
     model.load_state_dict(torch_state_dict(model, weights), strict=True)
     return model

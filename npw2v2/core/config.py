@@ -82,6 +82,14 @@ class Config:
     position_embeddings_type: str | None = "relative"
     rotary_embedding_base: float = 10000.0
     conv_depthwise_kernel_size: int = 31
+    # w2v-BERT 2.0 (npw2v2.core.w2v_bert): its input width (stacked filter banks, 2 x 80), the clipping of
+    # its Shaw-style "relative_key" offsets (keys at most left_max frames before, right_max after the query),
+    # its adapter layers' feed-forward activation, and the half-step feed-forward before the adapter.
+    feature_projection_input_dim: int = 160
+    left_max_position_embeddings: int = 64
+    right_max_position_embeddings: int = 8
+    adapter_act: str = "relu"
+    use_intermediate_ffn_before_adapter: bool = False
     # Positional convolution (fairseq: conv_pos, conv_pos_groups); the conformer has it but never runs it.
     num_conv_pos_embeddings: int = 128  # K; even K drops the last output frame
     num_conv_pos_embedding_groups: int = 16
@@ -134,10 +142,12 @@ class Config:
             raise ValueError(f"config: must be a JSON object of keys and values, got {_kind(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        if d.get("model_type") == "wav2vec2-conformer":  # null in Wav2Vec2ConformerConfig's defaults (no CTC head
-            for key in ("vocab_size", "pad_token_id"):      # to size); other families' configs must hold numbers
-                if key in values and values[key] is None:
+        if d.get("model_type") in ("wav2vec2-conformer", "wav2vec2-bert"):  # null in Wav2Vec2ConformerConfig's and
+            for key in ("vocab_size", "pad_token_id"):  # Wav2Vec2BertConfig's defaults (no CTC head to size); other
+                if key in values and values[key] is None:  # families' configs must hold numbers
                     del values[key]
+        if d.get("model_type") == "wav2vec2-bert":  # Wav2Vec2BertConfig's defaults (w2v-bert-2.0's) where they differ
+            values = {**W2V_BERT_DEFAULTS, **values}
         if d.get("model_type") == "data2vec-audio" and "feat_extract_norm" not in d:
             values["feat_extract_norm"] = "layer"  # its conv layers are always layer-normed; the key is not in its config
         if "id2label" not in d and "num_labels" in d:  # as transformers names them
@@ -175,12 +185,17 @@ class Config:
         A down-sampling adapter's convs (padding 1) make a frame of any input with the
         default kernel of 3; wider kernels need more frames.
         """
+        if self.model_type == "wav2vec2-bert":  # two 25 ms frames 10 ms apart (npw2v2.core.fbank.MIN_SAMPLES)
+            return W2V_BERT_MIN_SAMPLES
         return receptive_field(self.conv_kernel, self.conv_stride, self.num_adapter_layers if self.add_adapter else 0,
                                self.adapter_kernel_size, self.adapter_stride)
 
     @property
     def frame_stride(self) -> int:
-        """Samples between consecutive frames (320 for the standard encoder: 20 ms at 16 kHz)."""
+        """Samples between consecutive frames (320 for the standard encoder: 20 ms at 16 kHz; w2v-BERT's
+        stacked pairs of 10 ms filter-bank frames too)."""
+        if self.model_type == "wav2vec2-bert":
+            return W2V_BERT_FRAME_STRIDE
         return _product(self.conv_stride)
 
     @property
@@ -261,8 +276,8 @@ def _choice(key: str, value, choices: tuple):
     return value
 
 
-# The conformer's position_embeddings_type values transformers knows.
-POSITION_EMBEDDINGS = ("relative", "rotary", None)
+# The conformer's position_embeddings_type values transformers knows ("relative_key": w2v-BERT's only).
+POSITION_EMBEDDINGS = ("relative", "rotary", None, "relative_key")
 
 
 def _names(key: str, value) -> tuple[str, ...]:
@@ -302,6 +317,11 @@ FIELD_CHECKS = {
     "position_embeddings_type": lambda k, v: _choice(k, v, POSITION_EMBEDDINGS),
     "rotary_embedding_base": lambda k, v: _number(k, v, 1e12),  # 10000 published
     "conv_depthwise_kernel_size": lambda k, v: whole(k, v, 1, MAX_CONV_KERNEL),  # 31 published
+    "feature_projection_input_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),  # 160 published
+    "left_max_position_embeddings": lambda k, v: whole(k, v, 0, MAX_BUCKET_DISTANCE),  # 64 published
+    "right_max_position_embeddings": lambda k, v: whole(k, v, 0, MAX_BUCKET_DISTANCE),  # 8 published
+    "adapter_act": _text,
+    "use_intermediate_ffn_before_adapter": _flag,
     "num_codevectors_per_group": lambda k, v: whole(k, v, 1, MAX_CODEVECTORS),
     "num_codevector_groups": lambda k, v: whole(k, v, 1, MAX_CODEVECTOR_GROUPS),
     "codevector_dim": lambda k, v: whole(k, v, 1, MAX_WIDTH),
@@ -326,9 +346,10 @@ FIELD_CHECKS = {
 # config.json's model_type: the families npw2v2 runs, and those of the family it knows but does not run yet.
 # UniSpeech and UniSpeech-SAT run wav2vec 2.0's encoder unchanged at inference (their own parts are
 # pretraining heads, which npw2v2 does not run: npw2v2.core.heads.NOT_SUPPORTED).
-MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "wavlm", "wav2vec2-conformer")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "wavlm", "wav2vec2-conformer",
+               "wav2vec2-bert")
 NOT_YET = {
-    "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)", "wav2vec2-bert": "w2v-BERT",
+    "sew": "SEW (its squeezed transformer)", "sew-d": "SEW-D (its disentangled attention)",
 }
 
 
@@ -379,7 +400,18 @@ def check_fields(cfg: Config) -> dict:
                          f"({values['num_buckets'] // 4}), where the log-spaced buckets start")
     if values["model_type"] == "wavlm" and values["adapter_attn_dim"] is not None:
         raise ValueError("config: adapter_attn_dim (MMS attention adapters) is wav2vec 2.0's; WavLM's layers have none")
-    if values["model_type"] == "wav2vec2-conformer":
+    if values["position_embeddings_type"] == "relative_key" and values["model_type"] != "wav2vec2-bert":
+        raise ValueError("config: position_embeddings_type 'relative_key' is w2v-BERT's (model_type 'wav2vec2-bert')")
+    if values["model_type"] == "wav2vec2-bert" and values["add_adapter"] \
+            and values["adapter_kernel_size"] // 2 != values["adapter_stride"] // 2:
+        # transformers pads the adapter's convs by stride // 2 but counts their frames with kernel // 2
+        raise ValueError(f"config: w2v-BERT's adapter convs pad adapter_stride // 2 frames and its masks count "
+                         f"adapter_kernel_size // 2: they must agree, got kernel {values['adapter_kernel_size']} "
+                         f"and stride {values['adapter_stride']}")
+    if values["use_intermediate_ffn_before_adapter"] and not (values["model_type"] == "wav2vec2-bert"
+                                                              and values["add_adapter"]):
+        raise ValueError("config: use_intermediate_ffn_before_adapter is w2v-BERT's, and needs add_adapter")
+    if values["model_type"] in ("wav2vec2-conformer", "wav2vec2-bert"):
         if values["conv_depthwise_kernel_size"] % 2 == 0:
             raise ValueError(f"config: conv_depthwise_kernel_size must be odd (the conv module pads (K - 1) / 2 "
                              f"each side), got {values['conv_depthwise_kernel_size']}")
@@ -391,7 +423,9 @@ def check_fields(cfg: Config) -> dict:
             raise ValueError(f"config: rotary positions turn pairs of a head's channels: hidden_size / "
                              f"num_attention_heads must be even, got {head_dim}")
     hidden = values["hidden_size"]
-    for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+    divisors = ("num_attention_heads",) if values["model_type"] == "wav2vec2-bert" else (  # no positional conv
+        "num_attention_heads", "num_conv_pos_embedding_groups")
+    for divisor in divisors:
         if hidden % values[divisor]:
             raise ValueError(f"config: hidden_size {hidden} is not divisible by {divisor} {values[divisor]}")
     if values["codevector_dim"] % values["num_codevector_groups"]:
@@ -455,7 +489,16 @@ CONFORMER_LARGE = Config(model_type="wav2vec2-conformer", hidden_size=1024, num_
                          num_attention_heads=16, intermediate_size=4096, conv_bias=True, feat_extract_norm="layer",
                          do_stable_layer_norm=True, hidden_act="swish", position_embeddings_type="relative",
                          conv_depthwise_kernel_size=31)
+# w2v-BERT 2.0 (npw2v2.core.w2v_bert): Wav2Vec2BertConfig's defaults, which are facebook/w2v-bert-2.0's
+# architecture: 24 conformer layers of 1024 over 160 filter-bank features, swish, Shaw's relative_key
+# positions clipped to 64 frames left and 8 right, causal depthwise kernel 31 (golden/record_w2v_bert.py)
+W2V_BERT_DEFAULTS = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+                     "hidden_act": "swish", "classifier_proj_size": 768, "num_adapter_layers": 1,
+                     "position_embeddings_type": "relative_key"}
+W2V_BERT_FRAME_STRIDE = 320  # samples per feature vector: two 10 ms filter-bank frames
+W2V_BERT_MIN_SAMPLES = 560  # the shortest input with a feature vector (npw2v2.core.fbank.MIN_SAMPLES)
 LARGE = Config(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
 )
+W2V_BERT = Config(model_type="wav2vec2-bert", **W2V_BERT_DEFAULTS)

@@ -263,16 +263,17 @@ def conformer_layer(x, valid, p, cfg: Config, ops, position, padding_leaks: bool
     return block_norm(x, p, "final_layer_norm", ops)
 
 
-def block_norm(x, p, name: str, ops):
-    """One of a block's LayerNorms (eps 1e-5, whatever layer_norm_eps says). [B, T, D] -> [B, T, D]."""
-    return ops.layer_norm(x, **p[name], eps=BLOCK_NORM_EPS)
+def block_norm(x, p, name: str, ops, eps: float = BLOCK_NORM_EPS):
+    """One of a block's LayerNorms (eps 1e-5, whatever layer_norm_eps says; w2v-BERT's blocks pass
+    layer_norm_eps). [B, T, D] -> [B, T, D]."""
+    return ops.layer_norm(x, **p[name], eps=eps)
 
 
-def half_step(x, p, name: str, cfg: Config, ops):
+def half_step(x, p, name: str, cfg: Config, ops, eps: float = BLOCK_NORM_EPS):
     """x + FFN(LN(x)) / 2 for a block's ffn1 or ffn2. [B, T, D] -> [B, T, D]."""
     from .transformer import feed_forward  # here, not above: params imports this file, transformer imports params
 
-    return x + 0.5 * feed_forward(block_norm(x, p, f"{name}_layer_norm", ops), p[name], cfg, ops)
+    return x + 0.5 * feed_forward(block_norm(x, p, f"{name}_layer_norm", ops, eps), p[name], cfg, ops)
 
 
 def attention_input(x, p, cfg: Config, ops):

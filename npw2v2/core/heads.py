@@ -49,6 +49,8 @@ NOT_SUPPORTED = {
                                   "runs as UniSpeechSatModel",
     "Wav2Vec2ConformerForPreTraining": "Wav2Vec2-Conformer's pretraining heads (quantizer, projections); its encoder "
                                        "runs as Wav2Vec2ConformerModel",
+    "Wav2Vec2BertForPreTraining": "w2v-BERT's pretraining heads (transformers has no such class); its encoder "
+                                  "runs as Wav2Vec2BertModel",
 }
 # Each family's classes as the wav2vec 2.0 kind they share a head with, and the kinds a family has.
 FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceClassification": SEQUENCE_CLASSIFICATION,
@@ -67,18 +69,23 @@ FAMILY_CLASSES = {"HubertModel": BASE, "HubertForCTC": CTC, "HubertForSequenceCl
                   "Wav2Vec2ConformerModel": BASE, "Wav2Vec2ConformerForCTC": CTC,
                   "Wav2Vec2ConformerForSequenceClassification": SEQUENCE_CLASSIFICATION,
                   "Wav2Vec2ConformerForAudioFrameClassification": FRAME_CLASSIFICATION,
-                  "Wav2Vec2ConformerForXVector": XVECTOR}
+                  "Wav2Vec2ConformerForXVector": XVECTOR,
+                  "Wav2Vec2BertModel": BASE, "Wav2Vec2BertForCTC": CTC,
+                  "Wav2Vec2BertForSequenceClassification": SEQUENCE_CLASSIFICATION,
+                  "Wav2Vec2BertForAudioFrameClassification": FRAME_CLASSIFICATION,
+                  "Wav2Vec2BertForXVector": XVECTOR}
 FAMILY_KINDS = {"wav2vec2": set(KINDS) - {FINAL_PROJ}, "hubert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FINAL_PROJ},
                 "data2vec-audio": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
                 "unispeech": {BASE, CTC, SEQUENCE_CLASSIFICATION},
                 "unispeech-sat": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
                 "wavlm": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
-                "wav2vec2-conformer": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR}}
+                "wav2vec2-conformer": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR},
+                "wav2vec2-bert": {BASE, CTC, SEQUENCE_CLASSIFICATION, FRAME_CLASSIFICATION, XVECTOR}}
 
 
 FAMILY_PREFIX = {"hubert": "Hubert", "data2vec-audio": "Data2VecAudio", "unispeech": "UniSpeech",
                  "unispeech-sat": "UniSpeechSat", "wavlm": "WavLM",
-                 "wav2vec2-conformer": "Wav2Vec2Conformer"}  # of their transformers classes
+                 "wav2vec2-conformer": "Wav2Vec2Conformer", "wav2vec2-bert": "Wav2Vec2Bert"}  # of their transformers classes
 
 
 def class_name(kind: str, model_type: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conformer, data2vec_audio, wavlm
+from . import conformer, data2vec_audio, w2v_bert, wavlm
 from .adapters import attention_adapter_shapes, downsample_shapes
 from .backend import get_xp
 from .config import Config
@@ -19,6 +19,8 @@ from .xvector import training_only_shapes
 def expected_shapes(cfg: Config, kind: str | None = None) -> dict[str, tuple[int, ...]]:
     """Every tensor name a model of this config and kind (default: the config's) needs, with its shape."""
     kind = kind or model_kind(cfg)
+    if cfg.model_type == "wav2vec2-bert":  # filter banks in, no conv encoder (npw2v2.core.w2v_bert)
+        return {**w2v_bert.parameter_shapes(cfg), **head_shapes(cfg, kind)}
     shapes = {}
 
     def add(prefix, **named_shapes):

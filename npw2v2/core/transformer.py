@@ -46,13 +46,14 @@ def positional_embedding(x, p, cfg: Config, ops: Ops):
     return ops.activation(cfg.feat_extract_activation)(y, out=y)
 
 
-def feed_forward(x, p, cfg: Config, ops: Ops):
+def feed_forward(x, p, cfg: Config, ops: Ops, act: str | None = None):
     """Two linear layers with the activation between. [B, T, D] -> [B, T, F] -> [B, T, D].
 
-    Mirrors Wav2Vec2FeedForward.
+    ``act``: the activation's name, cfg.hidden_act unless given (w2v-BERT's adapter and
+    intermediate feed-forwards take their own). Mirrors Wav2Vec2FeedForward.
     """
     h = linear(x, **p["intermediate_dense"])  # [B, T, F]
-    h = ops.activation(cfg.hidden_act)(h, out=h)
+    h = ops.activation(act or cfg.hidden_act)(h, out=h)
     return linear(h, **p["output_dense"])
 
 

@@ -35,7 +35,7 @@ from .heads import CTC, FINAL_PROJ, apply_head, kind_of_names, mask_time, perple
 from .lengths import check_long_enough, conv_lengths, frame_lengths, length_mask, sample_lengths_from_mask
 from .ops import FAST, REFERENCE
 from .trace import untraced
-from . import conformer
+from . import conformer, w2v_bert
 from .transformer import encoder, feature_projection
 
 
@@ -69,6 +69,8 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     """The full forward pass of a padded batch. Mirrors Wav2Vec2Model and the head params holds.
 
     input_values: [B, S] float32; attention_mask: [B, S] bool or 0/1, right-padded, or None.
+    w2v-BERT (model_type "wav2vec2-bert") takes filter-bank features [B, T, 160] and a frame mask
+    [B, T] instead (npw2v2.core.w2v_bert.forward, npw2v2.core.fbank.fbank_batch).
     With a mask, each utterance gets the result it gets alone (group norm statistics over
     its valid samples, adapter convolutions and classifier pooling over its valid frames).
     ``norm_over_padding=True`` lets the padding in where transformers does (group norm, the
@@ -80,6 +82,10 @@ def forward(params, cfg: Config, input_values, attention_mask=None, *, output_hi
     ``reference=True`` takes every operation from the reference path (npw2v2.core.ops).
     ``trace(name, array, **facts)`` is called at every stage (npw2v2.core.trace).
     """
+    if cfg.model_type == "wav2vec2-bert":  # filter-bank features in, not samples (npw2v2.core.w2v_bert)
+        return w2v_bert.forward(params, cfg, input_values, attention_mask, output_hidden_states=output_hidden_states,
+                                norm_over_padding=norm_over_padding, mask_time_indices=mask_time_indices,
+                                reference=reference, trace=trace)
     ops = REFERENCE if reference else FAST
     xp = get_xp(input_values)
     x = xp.asarray(input_values, dtype=xp.float32)

@@ -49,7 +49,7 @@ POS_CONV = "encoder.pos_conv_embed.conv."
 # The encoder's prefix in each family's task models (Wav2Vec2ForCTC's ``wav2vec2.``, ...): transformers'
 # base_model_prefix of each.
 TASK_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "unispeech.", "unispeech_sat.", "wavlm.",
-                 "wav2vec2_conformer.")
+                 "wav2vec2_conformer.", "wav2vec2_bert.")
 
 
 def without_task_prefix(name: str) -> str:
@@ -131,8 +131,9 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
 
     Read before expected_shapes, so a config claiming 1000 layers for a file of 2 fails at once.
     """
-    claims = [("num_hidden_layers", cfg.num_hidden_layers, "encoder.layers.", "encoder layers"),
-              ("len(conv_dim)", len(cfg.conv_dim), "feature_extractor.conv_layers.", "conv layers")]
+    claims = [("num_hidden_layers", cfg.num_hidden_layers, "encoder.layers.", "encoder layers")]
+    if cfg.model_type != "wav2vec2-bert":  # w2v-BERT has no conv feature encoder (npw2v2.core.w2v_bert)
+        claims.append(("len(conv_dim)", len(cfg.conv_dim), "feature_extractor.conv_layers.", "conv layers"))
     if cfg.add_adapter:
         claims.append(("num_adapter_layers", cfg.num_adapter_layers, "adapter.layers.", "adapter layers"))
     if cfg.model_type == "data2vec-audio":  # its num_conv_pos_embeddings counts positional conv layers
@@ -152,8 +153,15 @@ def count_problems(shapes: dict, cfg: Config) -> tuple[list[str], bool]:
               ("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV + "weight", -1, "taps"),
               ("num_conv_pos_embeddings", cfg.num_conv_pos_embeddings, POS_CONV + "weight_v", -1, "taps"),
               ("vocab_size", cfg.vocab_size, "lm_head.weight", 0, "rows")]
-    widths += [(f"conv_dim[{i}]", c, f"feature_extractor.conv_layers.{i}.conv.weight", 0, "rows")
-               for i, c in enumerate(cfg.conv_dim)]
+    if cfg.model_type == "wav2vec2-bert":
+        widths += [("hidden_size", cfg.hidden_size, "feature_projection.projection.weight", 0, "rows"),
+                   ("feature_projection_input_dim", cfg.feature_projection_input_dim,
+                    "feature_projection.projection.weight", 1, "columns"),
+                   ("intermediate_size", cfg.intermediate_size, "encoder.layers.0.ffn1.intermediate_dense.weight", 0,
+                    "rows")]
+    else:
+        widths += [(f"conv_dim[{i}]", c, f"feature_extractor.conv_layers.{i}.conv.weight", 0, "rows")
+                   for i, c in enumerate(cfg.conv_dim)]
     widths += [(f"tdnn_dim[{i}]", c, f"tdnn.{i}.kernel.weight", 0, "rows") for i, c in enumerate(cfg.tdnn_dim)]
     for key, claimed, name, axis, what in widths:
         shape = tuple(shapes.get(name, ()))
