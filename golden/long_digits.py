@@ -75,7 +75,7 @@ def measure(model_path: Path, lm: str | None, chunk_seconds: float, record: bool
     if record:
         manifest = json.loads((OUT / "manifest.json").read_text())
         manifest["measured"] = {"command": f"python golden/long_digits.py --record --chunk-seconds {chunk_seconds:g}",
-                                "model": str(Path(model_path).relative_to(ROOT)), "lm": str(Path(lm).relative_to(ROOT)),
+                                "model": str(Path(model_path).relative_to(ROOT)), "lm_file": str(Path(lm).relative_to(ROOT)),
                                 "chunk_seconds": chunk_seconds, **measured}
         (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
