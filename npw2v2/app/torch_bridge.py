@@ -59,8 +59,9 @@ def transformers_model(cls, config: dict, weights: dict, **options):
     import transformers
 
     config_class = getattr(transformers, FAMILY_CLASSES[config.get("model_type", "wav2vec2")][0])
-    if config.get("model_type") == "wav2vec2-bert" and float(config.get("rotary_embedding_base", 0)).is_integer():
-        config = {**config, "rotary_embedding_base": int(config["rotary_embedding_base"])}  # its strict config: an int
+    if "rotary_embedding_base" in config and float(config["rotary_embedding_base"]).is_integer():
+        # the conformers' strict configs take an int; npw2v2's Config holds a float
+        config = {**config, "rotary_embedding_base": int(config["rotary_embedding_base"])}
     model = cls._from_config(config_class(**config), **options)
     model.load_state_dict(torch_state_dict(model, weights), strict=True)
     return model
