@@ -12,7 +12,7 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from npw2v2.io.hub import LANGUAGE_MODEL, is_hub_id, lm_reference_problem
+from npw2v2.io.hub import LANGUAGE_MODEL, is_org_name, lm_reference_problem
 from npw2v2.io.ngram import LM_SUFFIXES, LanguageModelError, read_lm_folder
 from npw2v2.io.outputs import write_atomically
 
@@ -34,7 +34,7 @@ def lm_reference(lm: str, out: Path) -> tuple[str, Path | None]:
     """
     path = Path(lm)
     if not path.exists():
-        if is_hub_id(lm) and lm.count("/") == 1:
+        if is_org_name(lm):
             return lm, None
         raise ConversionError(f"--lm {lm}: no such file or folder (nor a hub id ORG/NAME)")
     if path.is_dir():

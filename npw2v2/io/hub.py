@@ -79,6 +79,11 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.fullmatch(name)) and "--" not in name and ".." not in name
 
 
+def is_org_name(name: str) -> bool:
+    """Whether a name is a full hub id, ORG/NAME (a bare NAME could as well be a file's name)."""
+    return name.count("/") == 1 and is_hub_id(name)
+
+
 def cached_snapshot(repo_id: str, revision: str | None = None, cache: Path | None = None,
                     holding: str = "config.json") -> Path | None:
     """The snapshot folder of a model in the local cache at ``revision`` (a branch, a tag or a
@@ -162,7 +167,7 @@ def lm_reference_problem(name) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return "must name a file or folder beside the model, or a hub id (ORG/NAME)"
     plain = not any(c in name for c in "/\\") and name not in (".", "..")
-    if plain or (name.count("/") == 1 and is_hub_id(name)):
+    if plain or is_org_name(name):
         return None
     return f"must be a plain name beside the model or a hub id (ORG/NAME), not a path: {name!r}"
 

@@ -198,26 +198,21 @@ def split_languages(tensors: dict) -> tuple[dict, dict[str, dict]]:
 # Files
 
 
-def read_safetensors(path: Path) -> tuple[dict, dict]:
-    """(tensors, metadata) of a .safetensors file, as NumPy arrays and a str -> str dict."""
+def read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
+    """(tensors, metadata) of a .safetensors file, as NumPy arrays and a str -> str dict.
+    ``tensors=False`` reads the header alone (the tensors come back as an empty dict)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="np") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()} if tensors else {}, dict(f.metadata() or {})
     except (SafetensorError, OSError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
 
 
 def read_metadata(path: Path) -> dict:
     """A .safetensors file's metadata alone (its header: no tensor is read)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read as .safetensors ({e})") from None
+    return read_safetensors(path, tensors=False)[1]
 
 
 def json_file(path: Path):
