@@ -4,6 +4,7 @@ The only file in the project that imports torch or transformers. Run it with the
 golden extra installed (``pip install -e ".[golden]"``):
 
     python golden/record.py            # rewrites golden/data/
+    python golden/record.py --trained  # only the bundled model's stages (after golden/train_tiny.py)
 
 For each configuration it builds the transformers model (eval mode, eager attention),
 fills it with npw2v2.random_weights(config, seed) (a frozen numpy.random.RandomState
@@ -408,7 +409,17 @@ def record_family(label: str, script: str, configs, record_config, fixtures: str
     print(f"wrote the {label} recordings ({total / 1e6:.1f} MB)")
 
 
+def record_trained_only() -> None:
+    """The bundled model's stages again, its manifest entry dated; every other recording kept as it is."""
+    manifest = json.loads((DATA / "manifest.json").read_text())
+    manifest["trained"] = {**record_trained(), "recorded": manifest_head("")["recorded"]}
+    (DATA / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"recorded {DATA / TRAINED}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--trained"]:
+        return record_trained_only()
     torch.manual_seed(0)
     for mine in [*CONFIGS, *HEADS, "checkpoints"]:  # data/fairseq/ belongs to fairseq_fixtures.py
         shutil.rmtree(DATA / mine, ignore_errors=True)

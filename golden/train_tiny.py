@@ -133,6 +133,11 @@ def arguments() -> argparse.Namespace:
                         help="also train on this many recordings of digit strings with pauses (every other step)")
     parser.add_argument("--paused-seconds", type=float, nargs=2, default=(4.0, 16.0),
                         help="their lengths (the validation set's: up to twice as long)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="optimizer steps over which the learning rate rises from 0 (a continued run's fresh "
+                             "AdamW otherwise takes full-size steps at once)")
+    parser.add_argument("--decay", action="store_true",
+                        help="lower the learning rate linearly to 0 by the end of the time budget")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
     parser.add_argument("--validate", type=int, default=24,
                         help="held-out paused recordings that choose the best checkpoint with the held-out clips")
@@ -173,6 +178,13 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     log, best, step, train_start = [], (math.inf, None), 0, time.time()
 
+    def lr_factor(updates: int) -> float:
+        warm = min(1.0, (updates + 1) / args.warmup) if args.warmup else 1.0
+        left = max(0.0, 1.0 - (time.time() - train_start) / (60 * args.minutes)) if args.decay else 1.0
+        return warm * left
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
     def evaluate(loss) -> float:
         """Held-out WER (clips and paused recordings, all words together); keeps the best checkpoint."""
         nonlocal best
@@ -194,6 +206,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+        schedule.step()
         return loss.item()
 
     done, loss = False, math.nan
@@ -242,10 +255,11 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
     import shutil
 
     model.eval()
-    earlier = []
+    earlier, not_kept = [], []
     if args.init and (OUT / "manifest.json").is_file():  # keep the history of a continued run
         previous = json.loads((OUT / "manifest.json").read_text())
         earlier = previous.get("earlier_runs", []) + [{k: previous[k] for k in ("command", "log")}]
+        not_kept = previous.get("not_kept", [])  # runs whose model was not kept, added by hand with why
     if OUT.exists():
         shutil.rmtree(OUT)
     (OUT / "held_out").mkdir(parents=True)
@@ -268,13 +282,15 @@ def save(model, test_audio, test_texts, test_jobs, log, args) -> None:
                    + (f" --init {args.init}" if args.init else "") + (" --speed-perturb" if args.speed_perturb else "")
                    + (f" --paused {args.paused} --paused-seconds {args.paused_seconds[0]:g} {args.paused_seconds[1]:g}"
                       f" --validate {args.validate}" if args.paused else "")
-                   + (f" --eval-every {args.eval_every}" if args.eval_every != 250 else ""),
+                   + (f" --eval-every {args.eval_every}" if args.eval_every != 250 else "")
+                   + (f" --warmup {args.warmup}" if args.warmup else "") + (" --decay" if args.decay else ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": np.__version__,
                      "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,
                                                  text=True).stdout.strip()},
         "train_variants": TRAIN_VARIANTS, "test_variants": TEST_VARIANTS, "accents": ACCENTS,
         "held_out_wer_pytorch": held_out_wer, "held_out_words": total, "log": log, "earlier_runs": earlier,
+        "not_kept": not_kept,
     }
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"held-out WER (PyTorch, 16-bit files): {100 * held_out_wer:.2f}% over {total} words", flush=True)
