@@ -8,8 +8,8 @@ transformers as a Hugging Face folder that both read). Then times whole processe
 included, taking turns round by round:
 
 - npw2v2: one `npw2v2 transcribe FOLDER` (its BLAS and element-wise work on every core);
-- npw2v2, one process per core: the files split in two halves of equal audio length, two
-  `npw2v2 transcribe` processes at once, one BLAS thread each;
+- npw2v2, one process per core: `npw2v2 transcribe FOLDER --processes N` (N cores), worker
+  processes of one BLAS thread each, the batches handed out as workers free up;
 - torch: one process running transformers' Wav2Vec2ForCTC on the batches npw2v2 makes
   (npw2v2.io.audio.batches_by_length, batch size 8, the attention mask given), greedy decoding,
   torch's threads on every core;
@@ -107,7 +107,7 @@ def main() -> None:
     torch_job = [sys.executable, "-c", TORCH_JOB, str(model)]
     ways = {
         "npw2v2": ([npw2v2 + [str(corpus)]], None),
-        f"npw2v2, {cores} processes": ([npw2v2 + list(map(str, h)) for h in halves(paths)], 1),
+        f"npw2v2 --processes {cores}": ([npw2v2 + [str(corpus), "--processes", str(cores)]], None),
         "torch": ([torch_job + [str(cores)] + list(map(str, paths))], None),
         f"torch, {cores} processes": ([torch_job + ["1"] + list(map(str, h)) for h in halves(paths)], 1),
     }

@@ -19,6 +19,7 @@ from ..io.outputs import cause, file_error, folder_problem, output_problem, with
 from ..io.weights import CheckpointError, speaker_threshold
 from . import pipeline, speaker
 from .distributed import RayUnavailable
+from .processes import WorkerDied
 from .journal import Journal, merge_shards
 from ..io import hub
 from .model import BUILT_IN, is_built_in, load_model
@@ -119,6 +120,9 @@ def check_engine(args) -> None:
         raise UsageError("--engine ray runs the model on CPUs: leave out --device")
     if args.engine == "ray" and getattr(args, "language", None):
         raise UsageError("--engine ray loads the model's default language: --language is for the local engine")
+    if getattr(args, "processes", 1) > 1 and (args.engine == "ray" or args.device != "cpu" or args.language):
+        raise UsageError("--processes runs the local engine's worker processes on this machine's CPUs, with the "
+                         "model's default language: leave out --engine ray, --device and --language")
     if args.engine == "ray":
         from .distributed import check_address, import_ray
 
@@ -127,7 +131,8 @@ def check_engine(args) -> None:
 
 
 def finished_batches(args, batches, total: int):
-    """The ray engine's finished batches as lists of (index, result), reported as the local path reports."""
+    """The ray engine's (or --processes') finished batches as lists of (index, result), reported as the local
+    path reports."""
     report, done = progress_printer(args), 0
     for batch in batches:
         for message in batch.warnings:  # said in a Ray task; printed here, as main prints the local path's
@@ -164,6 +169,12 @@ def transcriptions(args, files: list[str], timestamps: bool):
 
         batches = distributed.transcribe(args.model, files, args.batch_size, timestamps, args.chunk_seconds,
                                          args.workers, args.address, beam=beam_settings(args))
+        return (pair for results in finished_batches(args, batches, len(files)) for pair in results)
+    if args.processes > 1:
+        from . import processes
+
+        batches = processes.transcribe(args.model, files, args.processes, args.batch_size, timestamps,
+                                       args.chunk_seconds, beam=beam_settings(args))
         return (pair for results in finished_batches(args, batches, len(files)) for pair in results)
     model = load_ctc_model(args)
     return pipeline.transcribe_each(model, files, args.batch_size, timestamps, args.chunk_seconds,
@@ -885,6 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each side (default 20)")
     add_beam_options(t)
     add_engine_options(t)
+    t.add_argument("--processes", type=POSITIVE, default=1, metavar="N",
+                   help="local engine: N worker processes of one BLAS thread each, the batches handed out as "
+                        "they free up; one per core gives the most files an hour (default 1: this process, "
+                        "its BLAS on every core)")
     t.set_defaults(run=run_transcribe)
 
     a = commands.add_parser(
@@ -1061,7 +1076,7 @@ def main(argv=None) -> int:
         except BrokenPipeError:  # the reader went away (npw2v2 transcribe ... | head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
             return 141
-        except (CheckpointError, AudioError, DeviceError, RayUnavailable, ValueError) as e:
+        except (CheckpointError, AudioError, DeviceError, RayUnavailable, WorkerDied, ValueError) as e:
             print(f"npw2v2: error: {e}", file=sys.stderr)
             return 2
         except OSError as e:

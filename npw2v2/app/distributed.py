@@ -189,6 +189,20 @@ def plan(samples: list[int], batch_size: int, chunk: int) -> list[list[int]]:
     return batches + [[i] for i, n in enumerate(samples) if n > chunk]
 
 
+def batch_rows(worker: type[ModelWorker], model, files: list[str], samples: list[int], errors: list[str],
+               options: dict, chunk: int) -> tuple[Finished, list[dict]]:
+    """The unreadable files' error results, and the batches to run as rows {"indices", "paths"}.
+
+    ``samples`` and ``errors``: each file's length and error message, as ``probe`` gives them.
+    """
+    bad = [i for i, e in enumerate(errors) if e]
+    failed = [pipeline._Input(files[i], 0, error=errors[i]) for i in bad]  # the worker's run makes them results
+    good = [i for i, e in enumerate(errors) if not e]
+    batches = [[good[j] for j in batch] for batch in plan([samples[i] for i in good], options["batch_size"], chunk)]
+    rows = [{"indices": b, "paths": [files[i] for i in b]} for b in batches]
+    return Finished(list(zip(bad, worker.run(model, failed, options))) if bad else [], []), rows
+
+
 def headers(ray, files: list[str], rate: int) -> tuple[list[int], list[str]]:
     """Every file's length at ``rate`` (-1 when unreadable) and error message ("" when fine), read in Ray tasks."""
     rows = ray.data.from_items([{"index": i, "path": f} for i, f in enumerate(files)],
@@ -209,16 +223,11 @@ def run(worker: type[ModelWorker], model, model_name: str, files: list[str], opt
     rate, min_samples = model.sampling_rate, model.config.receptive_field
     with runtime(address) as ray:
         quiet(ray)
-        samples, errors = headers(ray, files, rate)
-        bad = [i for i, e in enumerate(errors) if e]
-        if bad:  # nothing to run: the worker's run only turns them into error results
-            failed = [pipeline._Input(files[i], 0, error=errors[i]) for i in bad]
-            yield Finished(list(zip(bad, worker.run(model, failed, options))), [])
-        good = [i for i, e in enumerate(errors) if not e]
-        batches = [[good[j] for j in batch] for batch in plan([samples[i] for i in good], options["batch_size"], chunk)]
-        if not batches:
+        failed, rows = batch_rows(worker, model, files, *headers(ray, files, rate), options, chunk)
+        if failed.results:
+            yield failed
+        if not rows:
             return
-        rows = [{"indices": b, "paths": [files[i] for i in b]} for b in batches]
         size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = ray.data.ActorPoolStrategy(size=min(size, len(rows)))
         results = (ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
@@ -239,13 +248,20 @@ def transcribe(model_name: str, files: list[str], batch_size: int = 8, timestamp
     ``workers`` actors each hold the model (default: one per CPU of the cluster), and with
     ``beam`` (Wav2Vec2.beam_decoder's arguments: an LM path the workers can read) a beam search.
     """
-    model, _ = load_model(model_name)  # on the driver first: a wrong model fails before Ray starts
+    model, options = transcribe_options(model_name, batch_size, timestamps, chunk_seconds, beam)
+    return run(worker, model, model_name, files, options, options["chunk"], workers, address)
+
+
+def transcribe_options(model_name: str, batch_size: int, timestamps: bool, chunk_seconds: float,
+                       beam: dict | None) -> tuple:
+    """The model loaded here first (a wrong model or LM fails before any worker starts), and the
+    Transcriber's options."""
+    model, _ = load_model(model_name)
     pipeline.check_can_transcribe(model)
     if beam:
         model.beam_decoder(**beam)  # a bad LM file or setting fails here, not in every worker
     chunk, stride = pipeline.chunking(model, chunk_seconds)
-    options = {"batch_size": batch_size, "timestamps": timestamps, "chunk": chunk, "stride": stride, "beam": beam}
-    return run(worker, model, model_name, files, options, chunk, workers, address)
+    return model, {"batch_size": batch_size, "timestamps": timestamps, "chunk": chunk, "stride": stride, "beam": beam}
 
 
 def embed(model_name: str, files: list[str], layers=None, batch_size: int = 8, workers: int | None = None,
