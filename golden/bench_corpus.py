@@ -13,7 +13,8 @@ included, taking turns round by round:
 - torch: one process running transformers' Wav2Vec2ForCTC on the batches npw2v2 makes
   (npw2v2.io.audio.batches_by_length, batch size 8, the attention mask given), greedy decoding,
   torch's threads on every core;
-- torch, one process per core: the same halves, one thread each.
+- torch, one process per core: the files split in halves of equal audio length, one process of
+  one thread each.
 
 Prints each one's median seconds and audio-hours per hour, and the ratios to torch.
 """
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "golden"))
 from bench_deploy import MAKE_MODEL  # noqa: E402
 from npw2v2.app.bench import machine_description  # noqa: E402
+from npw2v2.app.processes import THREAD_VARIABLES  # noqa: E402
 
 RATE = 16000
 TORCH_JOB = """
@@ -67,13 +69,13 @@ def write_corpus(folder: Path, files: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def halves(paths: list[Path]) -> list[list[Path]]:
-    """Two lists of about equal audio length: longest first, each to the shorter list."""
-    parts, seconds = [[], []], [0.0, 0.0]
-    for path in sorted(paths, key=lambda p: -sf.info(str(p)).frames):
-        k = seconds.index(min(seconds))
+def halves(seconds: dict[Path, float]) -> list[list[Path]]:
+    """Two lists of files of about equal audio length (``seconds`` of each): longest first, each to the shorter."""
+    parts, totals = [[], []], [0.0, 0.0]
+    for path in sorted(seconds, key=seconds.get, reverse=True):
+        k = totals.index(min(totals))
         parts[k].append(path)
-        seconds[k] += sf.info(str(path)).frames / RATE
+        totals[k] += seconds[path]
     return parts
 
 
@@ -81,7 +83,7 @@ def run_together(commands: list[list[str]], threads: int | None) -> float:
     """Seconds until every command (started at once) has finished; each limited to ``threads`` BLAS threads."""
     env = dict(os.environ)
     if threads:
-        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     start = time.perf_counter()
     running = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
     for process, command in zip(running, commands):
@@ -101,7 +103,8 @@ def main() -> None:
     paths = sorted(corpus.glob("*.flac")) or write_corpus(corpus, args.files)
     if not (model / "config.json").exists():
         subprocess.run([sys.executable, "-c", MAKE_MODEL, str(model)], check=True, capture_output=True)
-    audio_seconds = sum(sf.info(str(p)).frames for p in paths) / RATE
+    seconds = {p: sf.info(str(p)).frames / RATE for p in paths}
+    audio_seconds = sum(seconds.values())
     cores = len(os.sched_getaffinity(0))
     npw2v2 = [sys.executable, "-m", "npw2v2", "transcribe", "-m", str(model)]
     torch_job = [sys.executable, "-c", TORCH_JOB, str(model)]
@@ -109,7 +112,7 @@ def main() -> None:
         "npw2v2": ([npw2v2 + [str(corpus)]], None),
         f"npw2v2 --processes {cores}": ([npw2v2 + [str(corpus), "--processes", str(cores)]], None),
         "torch": ([torch_job + [str(cores)] + list(map(str, paths))], None),
-        f"torch, {cores} processes": ([torch_job + ["1"] + list(map(str, h)) for h in halves(paths)], 1),
+        f"torch, {cores} processes": ([torch_job + ["1"] + list(map(str, h)) for h in halves(seconds)], 1),
     }
     print(f"{machine_description()}, torch {version('torch')}, transformers {version('transformers')}")
     print(f"corpus: {len(paths)} files, {audio_seconds:.0f} s of audio; {args.rounds} rounds after an untimed one, "
